@@ -1,0 +1,85 @@
+"""sysfs-style attribute files: the type the transports expose, and the
+kernel's number parsing for writes.
+
+An attribute is what a driver declares with DEVICE_ATTR: a name, a mode, a
+``show`` that renders the whole file, and an optional ``store`` that takes
+the bytes of one write() and raises ``OSError(errno, ...)`` to refuse it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Callable, NamedTuple
+
+U32_MAX = 0xFFFF_FFFF
+U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class Attribute(NamedTuple):
+    name: str
+    show: Callable[[], str]
+    store: Callable[[bytes], None] | None = None
+
+    @property
+    def mode(self) -> int:
+        return 0o644 if self.store is not None else 0o444
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def kstrtoull(buf: bytes, base: int = 0) -> int:
+    """Parse like the kernel's kstrtoull(): optional '+', base prefix when
+    ``base`` is 0 (0x.. hex, 0.. octal), digits, one optional trailing
+    newline, nothing else.  EINVAL on junk, ERANGE past 2**64-1."""
+    s = buf.split(b"\0", 1)[0]  # the store sees a C string
+    if s[:1] == b"+":
+        s = s[1:]
+    if base == 0:
+        if s[:1] == b"0":
+            hexdigit = s[2:3]
+            if s[1:2].lower() == b"x" and hexdigit and hexdigit in b"0123456789abcdefABCDEF":
+                base = 16
+            else:
+                base = 8
+        else:
+            base = 10
+    if base == 16 and s[:2].lower() == b"0x":
+        s = s[2:]
+    value = 0
+    n = 0
+    for ch in s:
+        digit = _digit(ch)
+        if digit >= base:
+            break
+        value = value * base + digit
+        n += 1
+    if n == 0:
+        raise _err(errno.EINVAL)
+    rest = s[n:]
+    if rest[:1] == b"\n":
+        rest = rest[1:]
+    if rest:
+        raise _err(errno.EINVAL)
+    if value > U64_MAX:
+        raise _err(errno.ERANGE)
+    return value
+
+
+def kstrtou32(buf: bytes, base: int = 0) -> int:
+    value = kstrtoull(buf, base)
+    if value > U32_MAX:
+        raise _err(errno.ERANGE)
+    return value
+
+
+def _digit(ch: int) -> int:
+    if 0x30 <= ch <= 0x39:
+        return ch - 0x30
+    if 0x61 <= ch <= 0x66:
+        return ch - 0x61 + 10
+    if 0x41 <= ch <= 0x46:
+        return ch - 0x41 + 10
+    return 99

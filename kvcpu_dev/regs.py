@@ -1,0 +1,83 @@
+"""The mock BAR0 register window: what the device sees of each ioctl.
+
+The reference driver, in mock mode, writes 64-bit registers into a zeroed
+4 KiB region in place of BAR0.  This module is that region plus a bounded
+trace of the writes, and the seam where a device model listens: every write
+is forwarded, in order, to ``device.mmio_write(offset, value)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from typing import NamedTuple, Protocol
+
+BAR0_SIZE = 4096
+
+STEP_ADVANCE = 0x0100
+BOOST_ADDR = 0x0200
+BOOST_LEN = 0x0208
+IMEVICT_ADDR = 0x0210
+IMEVICT_LEN = 0x0218
+PREFETCH_ADDR = 0x0300
+PREFETCH_LEN = 0x0308
+PREFETCH_STEP = 0x0310
+SHARE_ADDR = 0x0400
+SHARE_LEN = 0x0408
+WEIGHT_R = 0x0500
+WEIGHT_F = 0x0508
+WEIGHT_S = 0x0510
+WEIGHT_D = 0x0518
+EVICT_THRESH = 0x0520
+PREFETCH_THRESH = 0x0528
+
+#: Register offset -> name, for traces and logs.
+NAMES = {
+    value: name
+    for name, value in dict(globals()).items()
+    if name.isupper() and isinstance(value, int) and name != "BAR0_SIZE"
+}
+
+#: Registers whose write rings a doorbell on the device (the last write of a
+#: command's sequence).  SET_WEIGHTS ends with PREFETCH_THRESH.
+DOORBELLS = frozenset(
+    {STEP_ADVANCE, BOOST_LEN, IMEVICT_LEN, PREFETCH_STEP, SHARE_LEN, PREFETCH_THRESH}
+)
+
+_U64 = struct.Struct("<Q")
+
+
+class RegWrite(NamedTuple):
+    seq: int
+    offset: int
+    value: int
+
+    def __str__(self) -> str:
+        name = NAMES.get(self.offset, "?")
+        return f"#{self.seq} {name}@{self.offset:#06x} <- {self.value:#x}"
+
+
+class MmioDevice(Protocol):
+    """What sits behind BAR0 (the device model)."""
+
+    def mmio_write(self, offset: int, value: int) -> None: ...
+
+
+class Bar0:
+    """A 4 KiB little-endian register window with a bounded write trace."""
+
+    def __init__(self, trace_len: int = 4096, device: MmioDevice | None = None):
+        self.mem = bytearray(BAR0_SIZE)
+        self.trace: collections.deque[RegWrite] = collections.deque(maxlen=trace_len)
+        self.seq = 0
+        self.device = device
+
+    def write64(self, offset: int, value: int) -> None:
+        _U64.pack_into(self.mem, offset, value)
+        self.seq += 1
+        self.trace.append(RegWrite(self.seq, offset, value))
+        if self.device is not None:
+            self.device.mmio_write(offset, value)
+
+    def read64(self, offset: int) -> int:
+        return _U64.unpack_from(self.mem, offset)[0]
