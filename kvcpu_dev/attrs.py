@@ -56,6 +56,8 @@ def kstrtoull(buf: bytes, base: int = 0) -> int:
             break
         value = value * base + digit
         n += 1
+    if value > U64_MAX:  # the kernel reports overflow before trailing junk
+        raise _err(errno.ERANGE)
     if n == 0:
         raise _err(errno.EINVAL)
     rest = s[n:]
@@ -63,8 +65,6 @@ def kstrtoull(buf: bytes, base: int = 0) -> int:
         rest = rest[1:]
     if rest:
         raise _err(errno.EINVAL)
-    if value > U64_MAX:
-        raise _err(errno.ERANGE)
     return value
 
 
