@@ -1,0 +1,198 @@
+"""The device core: the reference driver's ioctl and sysfs semantics, with
+no I/O.
+
+``Device.ioctl(cmd, payload)`` takes a command number and the bytes the
+kernel copied in, and returns the bytes to copy out or raises ``OSError``
+with the driver's errno.  Every command holds one lock across its state
+update and its register writes, as the driver holds its mutex, so a
+transport may call in from any thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from typing import Callable
+
+from . import abi, regs
+from .attrs import Attribute, kstrtou32
+
+log = logging.getLogger("kvcpu_dev.trace")
+
+DEFAULT_WEIGHTS = {
+    "w_r": 1,
+    "w_f": 1,
+    "w_s": 2,
+    "w_d": 200,
+    "evict_thresh": 0x1000,
+    "prefetch_thresh": 0xE000,
+}
+
+#: SET_WEIGHTS' register writes, in the driver's order.
+WEIGHT_REGS = (
+    regs.WEIGHT_R,
+    regs.WEIGHT_F,
+    regs.WEIGHT_S,
+    regs.WEIGHT_D,
+    regs.EVICT_THRESH,
+    regs.PREFETCH_THRESH,
+)
+
+#: Block commands: (telemetry counter, register sequence).  The last
+#: register of each sequence is the doorbell.
+_BLOCK_COMMANDS = {
+    abi.KV_CPU_MARK_HOT: ("hot_count", (regs.BOOST_ADDR, regs.BOOST_LEN)),
+    abi.KV_CPU_EVICT: ("evict_count", (regs.IMEVICT_ADDR, regs.IMEVICT_LEN)),
+    abi.KV_CPU_PREFETCH: (
+        "prefetch_count",
+        (regs.PREFETCH_ADDR, regs.PREFETCH_LEN, regs.PREFETCH_STEP),
+    ),
+    abi.KV_CPU_SHARE_PREFIX: ("share_count", (regs.SHARE_ADDR, regs.SHARE_LEN)),
+}
+
+_STEP = abi.STEP_INFO.codec
+_BLOCK = abi.BLOCK_INFO.codec
+_WEIGHTS = abi.WEIGHTS_INFO.codec
+_TELEMETRY = abi.TELEMETRY_INFO.codec
+
+
+def _error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class Device:
+    """One KV-CPU device's driver-visible state and its BAR0 window."""
+
+    def __init__(self, model: regs.MmioDevice | None = None, trace_len: int = 4096):
+        self.lock = threading.Lock()
+        self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
+        self.model = model
+        self.tracing = False
+        self.current_step = 0
+        self.step_count = 0
+        self.counters = dict.fromkeys(
+            ("hot_count", "evict_count", "prefetch_count", "share_count"), 0
+        )
+        self.last_va = self.last_len = self.last_target_step = 0
+        self.weights = dict(DEFAULT_WEIGHTS)
+        self._dispatch: dict[int, Callable[[int, bytes], bytes]] = {
+            abi.KV_CPU_STEP_ADVANCE: self._step_advance,
+            abi.KV_CPU_SET_WEIGHTS: self._set_weights,
+            abi.KV_CPU_GET_TELEMETRY: self._get_telemetry,
+            **dict.fromkeys(_BLOCK_COMMANDS, self._block),
+        }
+
+    # -- ioctl ---------------------------------------------------------
+
+    def ioctl(self, cmd: int, payload: bytes = b"") -> bytes:
+        """Run one command; the reply is what the kernel copies out."""
+        handler = self._dispatch.get(cmd)
+        if handler is None:
+            raise _error(errno.ENOTTY)
+        command = abi.BY_NUMBER[cmd]
+        if command.direction & abi.IOC_WRITE and len(payload) != command.layout.size:
+            # Only an unrestricted ioctl transport can deliver this.
+            raise _error(errno.EINVAL)
+        with self.lock:
+            reply = handler(cmd, payload)
+        if self.tracing:
+            self._trace_command(command, payload)
+        return reply
+
+    def _step_advance(self, cmd: int, payload: bytes) -> bytes:
+        (step,) = _STEP.unpack(payload)
+        self.current_step = step
+        self.step_count += 1
+        self.last_target_step = step
+        self._write(regs.STEP_ADVANCE, step)
+        return b""
+
+    def _block(self, cmd: int, payload: bytes) -> bytes:
+        va, length, target_step = _BLOCK.unpack(payload)
+        if length == 0:
+            raise _error(errno.EINVAL)
+        counter, sequence = _BLOCK_COMMANDS[cmd]
+        self.counters[counter] += 1
+        self.last_va, self.last_len, self.last_target_step = va, length, target_step
+        for offset, value in zip(sequence, (va, length, target_step)):
+            self._write(offset, value)
+        return b""
+
+    def _set_weights(self, cmd: int, payload: bytes) -> bytes:
+        self.weights = dict(zip(abi.WEIGHT_FIELDS, _WEIGHTS.unpack(payload)))
+        self._write_weights()
+        return b""
+
+    def _get_telemetry(self, cmd: int, payload: bytes) -> bytes:
+        return _TELEMETRY.pack(*self._telemetry_values())
+
+    # -- state ---------------------------------------------------------
+
+    def _telemetry_values(self) -> tuple[int, ...]:
+        c = self.counters
+        w = self.weights
+        return (
+            self.current_step, self.step_count,
+            c["hot_count"], c["evict_count"], c["prefetch_count"], c["share_count"],
+            self.last_va, self.last_len, self.last_target_step,
+            w["w_r"], w["w_f"], w["w_s"], w["w_d"], w["evict_thresh"], w["prefetch_thresh"],
+        )  # fmt: skip
+
+    def telemetry(self) -> dict[str, int]:
+        """A consistent snapshot, keyed by the telemetry struct's fields."""
+        with self.lock:
+            return dict(zip(abi.TELEMETRY_FIELDS, self._telemetry_values()))
+
+    def _write(self, offset: int, value: int) -> None:
+        self.bar0.write64(offset, value)
+        if self.tracing:
+            log.info("  %s", self.bar0.trace[-1])
+
+    def _write_weights(self) -> None:
+        for offset, field in zip(WEIGHT_REGS, abi.WEIGHT_FIELDS):
+            self._write(offset, self.weights[field])
+
+    def _trace_command(self, command: abi.Command, payload: bytes) -> None:
+        fields = command.layout.codec.unpack(payload) if payload else ()
+        args = ", ".join(f"{n}={v:#x}" for n, v in zip(command.layout.fields, fields))
+        log.info("%s(%s)", command.short, args)
+
+    # -- sysfs attributes ----------------------------------------------
+
+    def attributes(self) -> list[Attribute]:
+        """The driver's sysfs attributes, in its order."""
+        return [
+            Attribute("current_step", self._show_current_step),
+            *(Attribute(f, self._shower(f), self._storer(f)) for f in abi.WEIGHT_FIELDS),
+            Attribute("telemetry", self._show_telemetry),
+        ]
+
+    def _show_current_step(self) -> str:
+        with self.lock:
+            return f"{self.current_step}\n"
+
+    def _shower(self, field: str) -> Callable[[], str]:
+        def show() -> str:
+            with self.lock:
+                return f"{self.weights[field]}\n"
+
+        return show
+
+    def _storer(self, field: str) -> Callable[[bytes], None]:
+        def store(buf: bytes) -> None:
+            value = kstrtou32(buf)
+            with self.lock:
+                self.weights[field] = value
+                if self.tracing:
+                    log.info("sysfs %s=%#x", field, value)
+                self._write_weights()
+
+        return store
+
+    def _show_telemetry(self) -> str:
+        t = self.telemetry()
+        return "".join(
+            f"{k}={v:#x}\n" if k == "last_va" else f"{k}={v}\n" for k, v in t.items()
+        )

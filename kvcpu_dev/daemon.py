@@ -1,0 +1,352 @@
+"""``kvcpu-dev``: start, run and stop an emulated KV-CPU device.
+
+Like ``insmod kv_cpu.ko mock=1``, the command returns once the node answers
+ioctls: the work happens in a forked child, which reports through a pipe
+when the node is published (or why it could not be), and the parent then
+checks the node with a real GET_TELEMETRY before it exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import grp
+import logging
+import os
+import pathlib
+import signal
+import socket
+import sys
+import time
+
+import click
+import trio
+
+from . import __version__, abi, mounts
+from .server import Options, Server, node_kind
+
+log = logging.getLogger("kvcpu_dev")
+
+PCI_ID = ("0x1de5", "0x0a10")
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+class StartError(Exception):
+    """A reason not to start, said in one line."""
+
+
+# -- paths and the lock held for a device's lifetime ------------------------
+
+
+def pid_file(opts: Options) -> pathlib.Path:
+    return opts.run_dir / f"{opts.name}.pid"
+
+
+def lock_file(opts: Options) -> pathlib.Path:
+    return opts.run_dir / f"{opts.name}.lock"
+
+
+def default_log_path(opts: Options) -> pathlib.Path:
+    return opts.run_dir / f"{opts.name}.log"
+
+
+def read_pid(opts: Options) -> int | None:
+    try:
+        pid = int(pid_file(opts).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_lock(opts: Options) -> int:
+    """An flock on <run_dir>/<name>.lock: one daemon per name, released by
+    the kernel however the daemon dies."""
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file(opts), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = read_pid(opts)
+        who = f" (pid {pid})" if pid else ""
+        raise StartError(f"{opts.name} is already running{who}; stop it with: kvcpu-dev --stop --name {opts.name}")
+    return fd
+
+
+def clean_stale(opts: Options, transport: str) -> None:
+    """Undo what a killed daemon left: its mount, its symlink, its pid file.
+    Anything else standing at the node's path is not ours: refuse."""
+    if mounts.detach_if_mounted(opts.attr_dir):
+        log.info("%s: detached a stale mount at %s", opts.name, opts.attr_dir)
+    with contextlib.suppress(FileNotFoundError):
+        pid_file(opts).unlink()
+    node = opts.node
+    kind = node_kind(node)
+    if kind == "symlink":
+        target = pathlib.Path(os.readlink(node))
+        if target == opts.attr_dir / "device" or target == pathlib.Path("/dev") / opts.name:
+            node.unlink()
+            log.info("%s: removed a stale link %s", opts.name, node)
+            return
+        raise StartError(f"{node} exists and is not ours (a link to {target}); remove it first")
+    if kind == "chardev" and transport == "fuse":
+        raise StartError(f"{node} is already a character device (the kv_cpu driver, or a CUSE kvcpu-dev?)")
+    if kind == "other":
+        raise StartError(f"{node} exists and is not a device node; remove it first")
+    cuse_node = pathlib.Path("/dev") / opts.name
+    if transport == "cuse" and node_kind(cuse_node) != "missing":
+        if answers(cuse_node):
+            raise StartError(f"{cuse_node} already exists and answers ioctls")
+        raise StartError(f"{cuse_node} already exists; remove it first")
+
+
+def answers(node: pathlib.Path) -> bool:
+    """Whether the node takes a GET_TELEMETRY, as a client would send it."""
+    try:
+        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.ioctl(fd, abi.KV_CPU_GET_TELEMETRY, bytearray(abi.TELEMETRY_INFO.size))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def find_hardware() -> str | None:
+    for dev in sorted(glob.glob("/sys/bus/pci/devices/*")):
+        try:
+            ids = (pathlib.Path(dev, "vendor").read_text().strip(),
+                   pathlib.Path(dev, "device").read_text().strip())
+        except OSError:
+            continue
+        if ids == PCI_ID:
+            return os.path.basename(dev)
+    return None
+
+
+# -- systemd readiness -------------------------------------------------------
+
+
+def sd_notify(message: str) -> None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), address)
+
+
+# -- the daemon proper -------------------------------------------------------
+
+
+def serve(opts: Options, report=lambda ok, msg: None) -> int:
+    """Run the device in this process until signalled.  ``report(ok, msg)``
+    is called once: when the node is published, or with why it was not."""
+    transport = opts.resolved_transport()
+    if transport == "cuse" and not opts.cuse_path.exists():
+        raise StartError(f"{opts.cuse_path} does not exist (no CUSE in this kernel); use --transport fuse")
+    lock = take_lock(opts)
+    try:
+        clean_stale(opts, transport)
+        server = Server(opts)
+        try:
+            try:
+                server.open()
+            except OSError as exc:
+                raise StartError(f"cannot create {opts.name}: {exc.strerror or exc}") from None
+
+            def ready() -> None:
+                pid_file(opts).write_text(f"{os.getpid()}\n")
+                log.info("%s (pid %d)", server.describe(), os.getpid())
+                sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+                report(True, server.describe())
+
+            trio.run(server.run, ready)
+        finally:
+            sd_notify("STOPPING=1")
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                pid_file(opts).unlink()
+        served = server.device.telemetry()
+        log.info("%s stopped (%d steps, %d commands)", opts.name, served["step_count"], server.device.bar0.seq)
+        return 0
+    finally:
+        os.close(lock)
+
+
+def start_background(opts: Options, log_path: pathlib.Path) -> int:
+    """Fork; the child becomes the daemon; return once the node answers."""
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(rfd)
+        os.setsid()
+        _detach_stdio(log_path)
+        code = _child(opts, wfd)
+        os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as pipe:
+        message = pipe.read().decode(errors="replace").strip()
+    if not message.startswith("OK "):
+        os.waitpid(pid, 0)
+        raise StartError(message.removeprefix("ERR ") or f"the daemon exited during start-up; see {log_path}")
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not answers(opts.node):
+        if time.monotonic() > deadline:
+            raise StartError(f"{opts.node} does not answer ioctls; see {log_path}")
+        time.sleep(0.005)
+    click.echo(f"kvcpu-dev: {message[3:]} (pid {pid})")
+    return 0
+
+
+def _child(opts: Options, wfd: int) -> int:
+    def report(ok: bool, msg: str) -> None:
+        nonlocal wfd
+        if wfd >= 0:
+            os.write(wfd, f"{'OK' if ok else 'ERR'} {msg}".encode())
+            os.close(wfd)
+            wfd = -1
+
+    try:
+        return serve(opts, report)
+    except StartError as exc:
+        report(False, str(exc))
+        log.error("%s", exc)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the parent must hear why
+        log.exception("kvcpu-dev failed")
+        report(False, f"internal error: {exc}")
+        return 1
+
+
+def _detach_stdio(log_path: pathlib.Path) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)
+
+
+def stop(opts: Options) -> int:
+    pid = read_pid(opts)
+    if pid is None:
+        cleaned = mounts.detach_if_mounted(opts.attr_dir)
+        note = " (cleaned up a stale mount)" if cleaned else ""
+        raise StartError(f"{opts.name} is not running{note}")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid) and _is_ours(pid):
+        if time.monotonic() > deadline:
+            raise StartError(f"{opts.name} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
+        time.sleep(0.01)
+    click.echo(f"kvcpu-dev: {opts.name} stopped (pid {pid})")
+    return 0
+
+
+def _is_ours(pid: int) -> bool:
+    """A pid still there may be a zombie or a new process; only a live
+    kvcpu-dev counts as not yet stopped."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# -- command line ------------------------------------------------------------
+
+
+def _octal(ctx, param, value: str) -> int:  # noqa: ANN001
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal mode") from None
+    if not 0 <= mode <= 0o777:
+        raise click.BadParameter(f"{value!r} is out of range (000..777)")
+    return mode
+
+
+def _group(ctx, param, value: str | None) -> int:  # noqa: ANN001
+    if value is None:
+        return 0
+    if value.isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no group named {value!r}") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--mock", is_flag=True, help="Emulate the device (there is no hardware).")
+@click.option("--name", default="kvcpu0", show_default=True, help="Device name: /dev/NAME.")
+@click.option("--transport", type=click.Choice(["auto", "cuse", "fuse"]), default="auto",
+              show_default=True, help="auto: CUSE when /dev/cuse exists, else a FUSE file.")
+@click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (containers, systemd).")
+@click.option("--stop", "stop_", is_flag=True, help="Stop the running daemon for --name.")
+@click.option("--mode", default="0600", show_default=True, callback=_octal, help="Node permissions (octal).")
+@click.option("--group", default=None, callback=_group, help="Node group (name or gid).")
+@click.option("--run-dir", type=click.Path(path_type=pathlib.Path), default="/run/kvcpu",
+              show_default=True, help="Mounts, pid and log files.")
+@click.option("--dev-dir", type=click.Path(path_type=pathlib.Path), default="/dev",
+              show_default=True, help="Where the node (or its link) appears.")
+@click.option("--trace", is_flag=True, help="Log every command and register write.")
+@click.option("--log-file", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Background log (default RUN_DIR/NAME.log).")
+@click.version_option(__version__, prog_name="kvcpu-dev")
+def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file):  # noqa: ANN001
+    """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
+    opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
+                   dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace)
+    _setup_logging(trace)
+    try:
+        if "/" in name or name in ("", ".", ".."):
+            raise StartError(f"invalid device name {name!r}")
+        if stop_:
+            sys.exit(stop(opts))
+        if not mock:
+            found = find_hardware()
+            if found:
+                raise StartError(f"KV-CPU hardware found at {found}, but kvcpu-dev only emulates it; "
+                                 "load the kv_cpu driver, or use --mock")
+            raise StartError("no KV-CPU device (PCI 1de5:0a10) found; use --mock to emulate one")
+        if os.geteuid() != 0:
+            raise StartError("must run as root (it mounts FUSE or creates a CUSE device)")
+        if foreground:
+            sys.exit(serve(opts))
+        sys.exit(start_background(opts, log_file or default_log_path(opts)))
+    except StartError as exc:
+        click.echo(f"kvcpu-dev: {exc}", err=True)
+        sys.exit(1)
+
+
+def _setup_logging(trace: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("kvcpu-dev[%(process)d]: %(message)s"))
+    root = logging.getLogger("kvcpu_dev")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    # Per-command lines (the core's and the model's) only with --trace.
+    for chatty in ("kvcpu_dev.trace", "kvcpu_dev.model"):
+        logging.getLogger(chatty).setLevel(logging.INFO if trace else logging.WARNING)

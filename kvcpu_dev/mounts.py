@@ -1,0 +1,41 @@
+"""Reading /proc/self/mountinfo and detaching mounts: how a new daemon
+cleans up after one that was killed (a FUSE mount whose server died stays
+mounted and answers ENOTCONN until someone detaches it)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+import re
+
+MNT_DETACH = 2
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {_unescape(line.split()[4]) for line in f}
+
+
+def is_mounted(path: pathlib.Path) -> bool:
+    return os.path.abspath(path) in mount_points()
+
+
+def detach(path: pathlib.Path) -> None:
+    if _libc.umount2(os.fsencode(os.path.abspath(path)), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {path}: {os.strerror(err)}")
+
+
+def detach_if_mounted(path: pathlib.Path) -> bool:
+    if is_mounted(path):
+        detach(path)
+        return True
+    return False

@@ -1,0 +1,307 @@
+"""cffi build script for ``kvcpu_dev.native._fuse``: libfuse3's low-level
+and CUSE APIs, compiled against the system headers (API mode).
+
+API mode rather than ABI mode because ``struct stat``, ``fuse_file_info``
+(bitfields) and the ops tables must match the C compiler's layout exactly;
+cffi checks that at build time instead of trusting a hand-written copy.
+The few C helpers below keep bitfields, ``fuse_args`` and ``struct stat``
+out of Python.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import cffi
+
+CDEF = r"""
+typedef int... off_t;
+typedef int... uid_t;
+typedef int... gid_t;
+typedef int... pid_t;
+typedef uint64_t fuse_ino_t;
+typedef struct fuse_req *fuse_req_t;
+struct fuse_session;
+struct fuse_conn_info;
+struct fuse_pollhandle;
+struct fuse_file_info { int flags; uint64_t fh; ...; };
+struct fuse_buf { size_t size; void *mem; ...; };
+struct stat { ...; };
+struct fuse_ctx { uid_t uid; gid_t gid; pid_t pid; ...; };
+
+struct fuse_lowlevel_ops {
+    void (*init)(void *userdata, struct fuse_conn_info *conn);
+    void (*lookup)(fuse_req_t req, fuse_ino_t parent, const char *name);
+    void (*getattr)(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+    void (*setattr)(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+                    int to_set, struct fuse_file_info *fi);
+    void (*open)(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+    void (*read)(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 struct fuse_file_info *fi);
+    void (*write)(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+                  off_t off, struct fuse_file_info *fi);
+    void (*release)(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+    void (*opendir)(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+    void (*readdir)(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi);
+    void (*ioctl)(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+                  struct fuse_file_info *fi, unsigned flags,
+                  const void *in_buf, size_t in_bufsz, size_t out_bufsz);
+    ...;
+};
+
+struct cuse_lowlevel_ops {
+    void (*init_done)(void *userdata);
+    void (*open)(fuse_req_t req, struct fuse_file_info *fi);
+    void (*read)(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi);
+    void (*write)(fuse_req_t req, const char *buf, size_t size, off_t off,
+                  struct fuse_file_info *fi);
+    void (*release)(fuse_req_t req, struct fuse_file_info *fi);
+    void (*ioctl)(fuse_req_t req, int cmd, void *arg, struct fuse_file_info *fi,
+                  unsigned int flags, const void *in_buf, size_t in_bufsz,
+                  size_t out_bufsz);
+    ...;
+};
+
+#define FUSE_IOCTL_COMPAT ...
+#define FUSE_IOCTL_UNRESTRICTED ...
+#define FUSE_IOCTL_DIR ...
+#define FUSE_SET_ATTR_SIZE ...
+
+void *fuse_req_userdata(fuse_req_t req);
+const struct fuse_ctx *fuse_req_ctx(fuse_req_t req);
+int fuse_reply_err(fuse_req_t req, int err);
+void fuse_reply_none(fuse_req_t req);
+int fuse_reply_buf(fuse_req_t req, const char *buf, size_t size);
+int fuse_reply_write(fuse_req_t req, size_t count);
+int fuse_reply_ioctl(fuse_req_t req, int result, const char *buf, size_t size);
+
+int fuse_session_fd(struct fuse_session *se);
+int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf);
+void fuse_session_process_buf(struct fuse_session *se, const struct fuse_buf *buf);
+int fuse_session_exited(struct fuse_session *se);
+void fuse_session_unmount(struct fuse_session *se);
+void fuse_session_destroy(struct fuse_session *se);
+void free(void *);
+
+/* Helpers (defined below in SOURCE). */
+struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata);
+struct fuse_session *kv_cuse_new(const char *devname, unsigned major,
+                                 unsigned minor, void *userdata);
+int kv_fuse_mount(struct fuse_session *se, const char *mountpoint);
+int kv_reply_attr(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
+                  unsigned uid, unsigned gid, uint64_t size, double timeout);
+int kv_reply_entry(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
+                   unsigned uid, unsigned gid, uint64_t size, double timeout);
+int kv_reply_open(fuse_req_t req, struct fuse_file_info *fi, uint64_t fh,
+                  int direct_io);
+size_t kv_add_direntry(fuse_req_t req, char *buf, size_t bufsize,
+                       const char *name, fuse_ino_t ino, unsigned mode, off_t off);
+
+extern "Python" {
+    void kv_ll_init(void *userdata, struct fuse_conn_info *conn);
+    void kv_ll_lookup(fuse_req_t, fuse_ino_t, const char *);
+    void kv_ll_getattr(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+    void kv_ll_setattr(fuse_req_t, fuse_ino_t, struct stat *, int, struct fuse_file_info *);
+    void kv_ll_open(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+    void kv_ll_read(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
+    void kv_ll_write(fuse_req_t, fuse_ino_t, const char *, size_t, off_t,
+                     struct fuse_file_info *);
+    void kv_ll_release(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+    void kv_ll_opendir(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+    void kv_ll_readdir(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
+    void kv_ll_ioctl(fuse_req_t, fuse_ino_t, unsigned int, void *,
+                     struct fuse_file_info *, unsigned, const void *, size_t, size_t);
+
+    void kv_cuse_init_done(void *userdata);
+    void kv_cuse_open(fuse_req_t, struct fuse_file_info *);
+    void kv_cuse_read(fuse_req_t, size_t, off_t, struct fuse_file_info *);
+    void kv_cuse_write(fuse_req_t, const char *, size_t, off_t, struct fuse_file_info *);
+    void kv_cuse_release(fuse_req_t, struct fuse_file_info *);
+    void kv_cuse_ioctl(fuse_req_t, int, void *, struct fuse_file_info *, unsigned int,
+                       const void *, size_t, size_t);
+}
+"""
+
+SOURCE = r"""
+#define FUSE_USE_VERSION 35
+#include <fuse_lowlevel.h>
+#include <cuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void kv_ll_init(void *userdata, struct fuse_conn_info *conn);
+static void kv_ll_lookup(fuse_req_t, fuse_ino_t, const char *);
+static void kv_ll_getattr(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+static void kv_ll_setattr(fuse_req_t, fuse_ino_t, struct stat *, int, struct fuse_file_info *);
+static void kv_ll_open(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+static void kv_ll_read(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
+static void kv_ll_write(fuse_req_t, fuse_ino_t, const char *, size_t, off_t,
+                        struct fuse_file_info *);
+static void kv_ll_release(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+static void kv_ll_opendir(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+static void kv_ll_readdir(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
+static void kv_ll_ioctl(fuse_req_t, fuse_ino_t, unsigned int, void *,
+                        struct fuse_file_info *, unsigned, const void *, size_t, size_t);
+static void kv_cuse_init_done(void *userdata);
+static void kv_cuse_open(fuse_req_t, struct fuse_file_info *);
+static void kv_cuse_read(fuse_req_t, size_t, off_t, struct fuse_file_info *);
+static void kv_cuse_write(fuse_req_t, const char *, size_t, off_t, struct fuse_file_info *);
+static void kv_cuse_release(fuse_req_t, struct fuse_file_info *);
+static void kv_cuse_ioctl(fuse_req_t, int, void *, struct fuse_file_info *, unsigned int,
+                          const void *, size_t, size_t);
+
+static const struct fuse_lowlevel_ops kv_fuse_ops = {
+    .init = kv_ll_init,
+    .lookup = kv_ll_lookup,
+    .getattr = kv_ll_getattr,
+    .setattr = kv_ll_setattr,
+    .open = kv_ll_open,
+    .read = kv_ll_read,
+    .write = kv_ll_write,
+    .release = kv_ll_release,
+    .opendir = kv_ll_opendir,
+    .readdir = kv_ll_readdir,
+    .ioctl = kv_ll_ioctl,
+};
+
+static const struct cuse_lowlevel_ops kv_cuse_ops = {
+    .init_done = kv_cuse_init_done,
+    .open = kv_cuse_open,
+    .read = kv_cuse_read,
+    .write = kv_cuse_write,
+    .release = kv_cuse_release,
+    .ioctl = kv_cuse_ioctl,
+};
+
+/* fuse_session_new() wants argv-style options; build them here. */
+static struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata)
+{
+    char *argv[] = { "kvcpu-dev", "-o", (char *)mount_opts, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    struct fuse_session *se;
+
+    se = fuse_session_new(&args, &kv_fuse_ops, sizeof(kv_fuse_ops), userdata);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+/* Like cuse_lowlevel_setup() without its daemonizing and signal handlers,
+ * which belong to the Python daemon. */
+static struct fuse_session *kv_cuse_new(const char *devname, unsigned major,
+                                        unsigned minor, void *userdata)
+{
+    char devarg[128];
+    const char *dev_info_argv[] = { devarg };
+    struct cuse_info ci;
+    char *argv[] = { "kvcpu-dev", NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(1, argv);
+    struct fuse_session *se;
+
+    snprintf(devarg, sizeof(devarg), "DEVNAME=%s", devname);
+    memset(&ci, 0, sizeof(ci));
+    ci.dev_major = major;
+    ci.dev_minor = minor;
+    ci.dev_info_argc = 1;
+    ci.dev_info_argv = dev_info_argv;
+    ci.flags = 0;               /* restricted ioctls */
+    se = cuse_lowlevel_new(&args, &ci, &kv_cuse_ops, userdata);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+static int kv_fuse_mount(struct fuse_session *se, const char *mountpoint)
+{
+    return fuse_session_mount(se, mountpoint);
+}
+
+static void kv_fill_stat(struct stat *st, fuse_ino_t ino, unsigned mode,
+                         unsigned nlink, unsigned uid, unsigned gid, uint64_t size)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = ino;
+    st->st_mode = mode;
+    st->st_nlink = nlink;
+    st->st_uid = uid;
+    st->st_gid = gid;
+    st->st_size = size;
+    st->st_blksize = 4096;
+}
+
+static int kv_reply_attr(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
+                         unsigned uid, unsigned gid, uint64_t size, double timeout)
+{
+    struct stat st;
+    kv_fill_stat(&st, ino, mode, nlink, uid, gid, size);
+    return fuse_reply_attr(req, &st, timeout);
+}
+
+static int kv_reply_entry(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
+                          unsigned uid, unsigned gid, uint64_t size, double timeout)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.ino = ino;
+    e.generation = 1;
+    e.attr_timeout = timeout;
+    e.entry_timeout = timeout;
+    kv_fill_stat(&e.attr, ino, mode, nlink, uid, gid, size);
+    return fuse_reply_entry(req, &e);
+}
+
+static int kv_reply_open(fuse_req_t req, struct fuse_file_info *fi, uint64_t fh,
+                         int direct_io)
+{
+    fi->fh = fh;
+    fi->direct_io = direct_io ? 1 : 0;
+    fi->nonseekable = 0;
+    fi->keep_cache = 0;
+    return fuse_reply_open(req, fi);
+}
+
+static size_t kv_add_direntry(fuse_req_t req, char *buf, size_t bufsize,
+                              const char *name, fuse_ino_t ino, unsigned mode, off_t off)
+{
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = ino;
+    st.st_mode = mode;
+    return fuse_add_direntry(req, buf, bufsize, name, &st, off);
+}
+"""
+
+
+def _pkg_config(*args: str) -> list[str]:
+    try:
+        out = subprocess.run(["pkg-config", *args, "fuse3"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            "kvcpu-dev: building the libfuse3 binding needs pkg-config and "
+            "libfuse3-dev (apt-get install fuse3 libfuse3-dev pkg-config): " + str(exc))
+    return shlex.split(out)
+
+
+def builder() -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    cflags = _pkg_config("--cflags")
+    libs = _pkg_config("--libs")
+    ffi.set_source(
+        "kvcpu_dev.native._fuse",
+        SOURCE,
+        include_dirs=[f[2:] for f in cflags if f.startswith("-I")],
+        extra_compile_args=[f for f in cflags if not f.startswith("-I")] + ["-O2"],
+        libraries=[f[2:] for f in libs if f.startswith("-l")],
+        library_dirs=[f[2:] for f in libs if f.startswith("-L")],
+    )
+    return ffi
+
+
+ffibuilder = builder()
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

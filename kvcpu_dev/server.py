@@ -1,0 +1,196 @@
+"""One running device: the core, its FUSE mount, its node, and the trio
+loop serving them until told to stop.
+
+Layout for a device named N (paths configurable for tests):
+  <run_dir>/N/            FUSE mount: the driver's attribute files (and the
+                          model's), plus ``device`` with the FUSE transport
+  <dev_dir>/N             the node: a symlink to <run_dir>/N/device (FUSE),
+                          or the real character device /dev/N (CUSE)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pathlib
+import signal
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import trio
+
+from . import lowlevel, mounts
+from .core import Device
+from .cuse import CuseNode
+from .fs import DEVICE_FILE, NodeFS, mount_options
+
+log = logging.getLogger("kvcpu_dev")
+
+#: How long the kernel may take to create /dev/N after CUSE_INIT.
+NODE_APPEAR_SECONDS = 5.0
+
+
+@dataclass
+class Options:
+    name: str = "kvcpu0"
+    transport: str = "auto"  # auto | cuse | fuse
+    run_dir: pathlib.Path = pathlib.Path("/run/kvcpu")
+    dev_dir: pathlib.Path = pathlib.Path("/dev")
+    cuse_path: pathlib.Path = pathlib.Path("/dev/cuse")
+    mode: int = 0o600
+    gid: int = 0
+    trace: bool = False
+    model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def attr_dir(self) -> pathlib.Path:
+        return self.run_dir / self.name
+
+    @property
+    def node(self) -> pathlib.Path:
+        return self.dev_dir / self.name
+
+    def resolved_transport(self) -> str:
+        if self.transport != "auto":
+            return self.transport
+        return "cuse" if self.cuse_path.exists() else "fuse"
+
+
+class Server:
+    """Owns every resource one device holds, and gives each back on close."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.transport = opts.resolved_transport()
+        self.device = Device(model=opts.model)
+        self.device.tracing = opts.trace
+        attributes = self.device.attributes()
+        if opts.model is not None:
+            attributes += opts.model.attributes()
+        self.fs = NodeFS(
+            self.device,
+            attributes,
+            device_file=self.transport == "fuse",
+            device_mode=opts.mode,
+            device_gid=opts.gid,
+        )
+        self.cuse = CuseNode(self.device) if self.transport == "cuse" else None
+        self.sessions: list[lowlevel.Session] = []
+        self._symlink: pathlib.Path | None = None
+
+    # -- setup ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Mount and attach; raises OSError with a one-line reason."""
+        opts = self.opts
+        opts.attr_dir.mkdir(parents=True, exist_ok=True)
+        self.sessions.append(
+            lowlevel.Session.mount_fuse(self.fs, str(opts.attr_dir), mount_options(opts.name))
+        )
+        if self.cuse is not None:
+            self.sessions.append(
+                lowlevel.Session.open_cuse(self.cuse, opts.name, str(opts.cuse_path))
+            )
+
+    async def publish(self) -> None:
+        """Once the kernel has finished INIT: make the node visible."""
+        await self.fs.ready.wait()
+        if self.cuse is not None:
+            await self.cuse.ready.wait()
+            await self._settle_cuse_node()
+        else:
+            self._link_node()
+
+    def _link_node(self) -> None:
+        node = self.opts.node
+        target = self.opts.attr_dir / DEVICE_FILE
+        tmp = node.with_name(f".{node.name}.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(target)
+        tmp.replace(node)  # atomic: the node is never half made
+        self._symlink = node
+
+    async def _settle_cuse_node(self) -> None:
+        node = pathlib.Path("/dev") / self.opts.name
+        with trio.move_on_after(NODE_APPEAR_SECONDS):
+            while not node.exists():
+                await trio.sleep(0.01)
+        if not node.exists():
+            raise OSError(errno.ENODEV, f"CUSE did not create {node}")
+        os.chown(node, 0, self.opts.gid)
+        os.chmod(node, self.opts.mode)
+        if self.opts.dev_dir != pathlib.Path("/dev"):
+            link = self.opts.node
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(node)
+            self._symlink = link
+
+    @property
+    def node_path(self) -> pathlib.Path:
+        return self.opts.node
+
+    def describe(self) -> str:
+        o = self.opts
+        where = (
+            f"{o.node} -> {o.attr_dir / DEVICE_FILE}"
+            if self.transport == "fuse"
+            else f"{pathlib.Path('/dev') / o.name} (character device)"
+        )
+        return f"{o.name} ready: {where} via {self.transport}, attributes in {o.attr_dir}"
+
+    # -- running -------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT or the kernel ends a session."""
+        idle = getattr(self.opts.model, "run_pending", None)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                for session in self.sessions:
+                    nursery.start_soon(self._serve_then_stop, session, idle, nursery.cancel_scope)
+                await self.publish()
+                if on_ready is not None:
+                    on_ready()
+                async for signum in signals:
+                    log.info("%s: %s received, stopping", self.opts.name, signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    async def _serve_then_stop(self, session: lowlevel.Session, idle: Any, scope: trio.CancelScope) -> None:
+        await session.serve(idle)
+        log.warning("%s: the kernel ended the %s session; stopping", self.opts.name, session.kind)
+        scope.cancel()
+
+    # -- teardown ------------------------------------------------------
+
+    def close(self) -> None:
+        """Unlink the node, release CUSE, unmount; safe to call twice."""
+        if self._symlink is not None:
+            with contextlib.suppress(FileNotFoundError):
+                if self._symlink.is_symlink():
+                    self._symlink.unlink()
+            self._symlink = None
+        for session in reversed(self.sessions):
+            session.close()
+        self.sessions.clear()
+        # A mount that libfuse could not take down (busy) is detached lazily.
+        mounts.detach_if_mounted(self.opts.attr_dir)
+        with contextlib.suppress(OSError):
+            self.opts.attr_dir.rmdir()
+
+
+def node_kind(path: pathlib.Path) -> str:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISCHR(st.st_mode):
+        return "chardev"
+    return "other"

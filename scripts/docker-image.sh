@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Build (once) the local Docker base image for kvcpu-dev tests:
+# Debian bookworm, python3 + venv + headers, gcc, libfuse3 (fuse3,
+# libfuse3-dev, pkg-config).  `pip install .` of the project works in it.
+#
+#   scripts/docker-image.sh [--rebuild] [--tag NAME:TAG]
+#
+# Why not `docker build FROM debian`: no image registry is reachable here.
+# Debian's package mirror is, so mmdebstrap assembles a minimal rootfs from
+# .debs and streams it as a tarball into `docker import`.  mmdebstrap rather
+# than debootstrap: it resolves with apt, downloads in parallel, writes a
+# tarball to stdout (no temp rootfs on disk) and is ~2x faster.
+#
+# Idempotent: the image carries a label with a hash of the recipe below; an
+# image with the same tag and the same hash is reused (seconds), a different
+# hash (recipe edited) triggers a rebuild.
+#
+# Starts dockerd if none answers (via scripts/dockerd-ctl.sh) and leaves it
+# running for the caller's `docker run`s; the caller stops it with
+# `scripts/dockerd-ctl.sh stop` (which only stops a dockerd we started).
+#
+# Exit codes: 0 ok, 77 cannot build here (no docker/dockerd, no apt), 1 error.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+tag=kvcpu-dev-base:local
+rebuild=0
+while (($#)); do
+    case $1 in
+        --rebuild) rebuild=1 ;;
+        --tag) tag=${2:?--tag needs a value}; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "docker-image: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+suite=bookworm
+mirror=${KVCPU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+security_mirror=${KVCPU_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# What the project needs to build its cffi extension against libfuse3 and
+# to run it.  ca-certificates: pip over https inside the container.
+# procps/psmisc/kmod: pgrep/fuser for tests that poke at daemons.
+packages=(
+    python3 python3-venv python3-dev python3-pip
+    gcc libc6-dev pkg-config
+    fuse3 libfuse3-dev
+    ca-certificates procps psmisc
+)
+# Bump when something outside the package list changes the result.
+recipe_version=1
+recipe="v$recipe_version $suite $mirror ${packages[*]}"
+recipe_hash=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
+
+if ! command -v docker >/dev/null; then
+    echo "docker-image: docker CLI not installed; cannot build" >&2
+    exit 77
+fi
+"$here/dockerd-ctl.sh" start
+
+existing=$(docker image inspect --format '{{ index .Config.Labels "kvcpu.recipe" }}' "$tag" 2>/dev/null || true)
+if ((!rebuild)) && [[ $existing == "$recipe_hash" ]]; then
+    echo "docker-image: $tag is up to date (recipe $recipe_hash); reusing it"
+    exit 0
+fi
+
+if ! command -v mmdebstrap >/dev/null; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        echo "docker-image: mmdebstrap missing and cannot apt-get install it" >&2
+        exit 77
+    fi
+    echo "docker-image: installing mmdebstrap"
+    # -o ...=false on update: a stale third-party list must not block us.
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap </dev/null >/dev/null
+fi
+
+echo "docker-image: building $tag from Debian $suite (recipe $recipe_hash)"
+start=$(date +%s)
+# Explicit mirror lines: mmdebstrap reads sources from stdin when stdin is
+# not a tty, and CI runs us with stdin closed/null.
+# --dpkgopt path-exclude: docs, man pages and translations are ~25% of the
+# rootfs and nothing in a test container reads them.
+# --aptopt: no recommends keeps gcc from pulling in the world.
+# The customize hook writes the apt sources so that derived images (or a
+# developer poking around) can `apt-get install` more.
+# $1 is the rootfs path, expanded by mmdebstrap's hook shell, not by us.
+# shellcheck disable=SC2016
+cleanup_hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*'
+tmp_tar=$(mktemp "${TMPDIR:-/tmp}/kvcpu-rootfs.XXXXXX.tar")
+trap 'rm -f "$tmp_tar"' EXIT
+mmdebstrap \
+    --variant=minbase \
+    --include="$(IFS=,; echo "${packages[*]}")" \
+    --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook="$cleanup_hook" \
+    --quiet \
+    "$suite" "$tmp_tar" \
+    "deb $mirror $suite main" \
+    "deb $mirror $suite-updates main" \
+    "deb $security_mirror $suite-security main" \
+    </dev/null
+# A tarball file rather than a pipe: a failed mmdebstrap must not leave a
+# half-imported image behind under our tag.
+docker import \
+    --change "LABEL kvcpu.recipe=$recipe_hash" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["/bin/bash"]' \
+    "$tmp_tar" "$tag" >/dev/null
+end=$(date +%s)
+size=$(docker image inspect --format '{{ .Size }}' "$tag")
+echo "docker-image: built $tag in $((end - start))s, $((size / 1024 / 1024)) MiB"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian: system packages, then a venv in .venv with
+# kvcpu-dev installed (editable) and its test tools.  Safe to run again:
+# each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc kmod)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  [[ $(id -u) == 0 ]] && SUDO= || SUDO=sudo
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+# Reinstall only when the package definition or the native binding changed.
+stamp=.venv/.kvcpu-installed
+want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py | sha256sum | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+# `sudo kvcpu-dev` and `kvctl` from anywhere, as the README promises.
+if [[ $(id -u) == 0 && -d /usr/local/bin ]]; then
+  for cmd in kvcpu-dev kvctl; do
+    ln -sfn "$PWD/.venv/bin/$cmd" "/usr/local/bin/$cmd"
+  done
+fi
