@@ -77,29 +77,34 @@ class Device:
         )
         self.last_va = self.last_len = self.last_target_step = 0
         self.weights = dict(DEFAULT_WEIGHTS)
-        self._dispatch: dict[int, Callable[[int, bytes], bytes]] = {
+        handlers: dict[int, Callable[[int, bytes], bytes]] = {
             abi.KV_CPU_STEP_ADVANCE: self._step_advance,
             abi.KV_CPU_SET_WEIGHTS: self._set_weights,
             abi.KV_CPU_GET_TELEMETRY: self._get_telemetry,
             **dict.fromkeys(_BLOCK_COMMANDS, self._block),
+        }
+        # cmd -> (handler, the payload size it takes, or None for _IOR)
+        self._dispatch = {
+            cmd: (handler, abi.BY_NUMBER[cmd].layout.size
+                  if abi.BY_NUMBER[cmd].direction & abi.IOC_WRITE else None)
+            for cmd, handler in handlers.items()
         }
 
     # -- ioctl ---------------------------------------------------------
 
     def ioctl(self, cmd: int, payload: bytes = b"") -> bytes:
         """Run one command; the reply is what the kernel copies out."""
-        handler = self._dispatch.get(cmd)
-        if handler is None:
+        entry = self._dispatch.get(cmd)
+        if entry is None:
             raise _error(errno.ENOTTY)
-        command = abi.BY_NUMBER[cmd]
-        if command.direction & abi.IOC_WRITE and len(payload) != command.layout.size:
+        handler, size = entry
+        if size is not None and len(payload) != size:
             # Only an unrestricted ioctl transport can deliver this.
             raise _error(errno.EINVAL)
         with self.lock:
-            reply = handler(cmd, payload)
-        if self.tracing:
-            self._trace_command(command, payload)
-        return reply
+            if self.tracing:
+                self._trace_command(abi.BY_NUMBER[cmd], payload)
+            return handler(cmd, payload)
 
     def _step_advance(self, cmd: int, payload: bytes) -> bytes:
         (step,) = _STEP.unpack(payload)

@@ -1,17 +1,16 @@
 """The CUSE side: a real character device /dev/<name> whose ioctls reach
-the device core.  Restricted ioctls: the kernel sizes every copy from the
-command number, which fits all seven commands."""
+the device core (see lowlevel.kv_cuse_ioctl).  Restricted ioctls: the
+kernel sizes every copy from the command number, which fits all seven
+commands, and a NULL or bad pointer fails in the kernel with EFAULT."""
 
 from __future__ import annotations
 
-import errno
 from typing import Any
 
 import trio
 
 from . import lowlevel
 from .core import Device
-from .fs import answer_ioctl
 
 
 class CuseNode:
@@ -24,8 +23,3 @@ class CuseNode:
 
     def open(self, req: Any, fi: Any) -> None:
         lowlevel.reply_open(req, fi, 0)
-
-    def ioctl(self, req: Any, cmd: int, flags: int, payload: bytes, out_bufsz: int) -> None:
-        if flags & lowlevel.lib.FUSE_IOCTL_UNRESTRICTED:  # not asked for; refuse
-            raise OSError(errno.ENOTTY, "unrestricted ioctl")
-        answer_ioctl(self.device, req, cmd, payload, out_bufsz)

@@ -33,12 +33,6 @@ CACHE_SECONDS = 3600.0
 ATTR_SIZE = 4096
 
 
-def answer_ioctl(device: Device, req: Any, cmd: int, payload: bytes, out_bufsz: int) -> None:
-    """Shared by both transports: run the command, copy out the reply."""
-    data = device.ioctl(cmd, payload)  # OSError -> the caller's errno reply
-    lowlevel.reply_ioctl(req, data, out_bufsz)
-
-
 class NodeFS:
     """Answers one FUSE mount: ``/``, ``device`` (optional), attributes."""
 
@@ -55,6 +49,8 @@ class NodeFS:
         self.device = device
         self.ready = trio.Event()
         self.device_file = device_file
+        #: The inode whose ioctls reach the device (0: none, CUSE has it).
+        self.ioctl_ino = DEVICE_INO if device_file else 0
         self.device_mode = device_mode
         self.device_uid = device_uid
         self.device_gid = device_gid
@@ -156,11 +152,6 @@ class NodeFS:
     def release(self, req: Any, ino: int, fh: int) -> None:
         self._open.pop(fh, None)
         lib.fuse_reply_err(req, 0)
-
-    def ioctl(self, req: Any, ino: int, cmd: int, flags: int, payload: bytes, out_bufsz: int) -> None:
-        if ino != DEVICE_INO or not self.device_file or flags & lib.FUSE_IOCTL_DIR:
-            raise OSError(errno.ENOTTY, "not the device")
-        answer_ioctl(self.device, req, cmd, payload, out_bufsz)
 
 
 def mount_options(name: str) -> str:

@@ -191,8 +191,11 @@ def kv_ll_readdir(req, ino, size, off, fi):  # noqa: ANN001
 
 @ffi.def_extern()
 def kv_ll_ioctl(req, ino, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz):  # noqa: ANN001
-    payload = ffi.buffer(in_buf, in_bufsz)[:] if in_bufsz else b""
-    _guard(req, _owner(req).ioctl, ino, cmd, flags, payload, out_bufsz)
+    owner = _owner(req)
+    if ino != owner.ioctl_ino or flags & lib.FUSE_IOCTL_DIR:
+        lib.fuse_reply_err(req, errno.ENOTTY)  # a directory or an attribute
+    else:
+        _answer_ioctl(owner.device, req, cmd, in_buf, in_bufsz, out_bufsz)
 
 
 @ffi.def_extern()
@@ -222,12 +225,20 @@ def kv_cuse_release(req, fi):  # noqa: ANN001
 
 @ffi.def_extern()
 def kv_cuse_ioctl(req, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz):  # noqa: ANN001
-    payload = ffi.buffer(in_buf, in_bufsz)[:] if in_bufsz else b""
-    _guard(req, _owner(req).ioctl, cmd & 0xFFFFFFFF, flags, payload, out_bufsz)
+    _answer_ioctl(_owner(req).device, req, cmd & 0xFFFFFFFF, in_buf, in_bufsz, out_bufsz)
 
 
-def reply_ioctl(req: Any, data: bytes, out_bufsz: int) -> None:
-    lib.fuse_reply_ioctl(req, 0, data, min(len(data), out_bufsz))
+def _answer_ioctl(device: Any, req: Any, cmd: int, in_buf: Any, in_bufsz: int, out_bufsz: int) -> None:
+    """The hot path, shared by both transports: kept flat on purpose."""
+    try:
+        data = device.ioctl(cmd, ffi.buffer(in_buf, in_bufsz)[:] if in_bufsz else b"")
+    except OSError as exc:
+        lib.fuse_reply_err(req, exc.errno or errno.EIO)
+    except Exception:
+        log.exception("internal error in ioctl %#x", cmd)
+        lib.fuse_reply_err(req, errno.EIO)
+    else:
+        lib.fuse_reply_ioctl(req, 0, data, min(len(data), out_bufsz))
 
 
 def reply_open(req: Any, fi: Any, fh: int, direct_io: bool = True) -> None:

@@ -1,0 +1,90 @@
+"""Shared by the benchmarks: building the C helpers, starting a private
+daemon, and printing results with their targets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+KVCPU_DEV = pathlib.Path(sys.executable).with_name("kvcpu-dev")
+
+
+def build_c(source: str, out_dir: pathlib.Path, fuse: bool = False) -> pathlib.Path:
+    out = out_dir / pathlib.Path(source).stem
+    cmd = ["gcc", "-O2", "-Wall", "-I", str(ROOT / "uapi"), "-o", str(out), str(BENCH / source)]
+    if fuse:
+        cmd += subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
+                              capture_output=True, text=True).stdout.split()
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def pinned(cpu: int | None, argv: list) -> list[str]:
+    argv = [str(a) for a in argv]
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+@contextlib.contextmanager
+def daemon(name: str, base: pathlib.Path, cpu: int | None = None, extra: tuple = ()) -> Iterator[dict]:
+    """A kvcpu-dev on private paths; always stopped and unmounted after."""
+    paths = {"run": base / "run", "dev": base / "dev"}
+    paths["dev"].mkdir(parents=True, exist_ok=True)
+    common = ["--name", name, "--run-dir", paths["run"], "--dev-dir", paths["dev"]]
+    t0 = time.perf_counter()
+    subprocess.run(pinned(cpu, [KVCPU_DEV, "--mock", *common, *extra]), check=True,
+                   stdout=subprocess.DEVNULL)
+    started = time.perf_counter() - t0
+    pid = int((paths["run"] / f"{name}.pid").read_text())
+    try:
+        yield {"node": paths["dev"] / name, "pid": pid, "start_s": started,
+               "attr_dir": paths["run"] / name}
+    finally:
+        subprocess.run([KVCPU_DEV, "--stop", *map(str, common)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        subprocess.run(["umount", "-l", str(paths["run"] / name)], stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[pathlib.Path]:
+    path = pathlib.Path(tempfile.mkdtemp(prefix="kvbench-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Report:
+    """Rows of (what, figure, target, ok); exit status 1 if any target fails."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.rows: list[tuple[str, str, str, bool | None]] = []
+
+    def add(self, what: str, figure: str, target: str = "", ok: bool | None = None) -> None:
+        self.rows.append((what, figure, target, ok))
+
+    def finish(self) -> int:
+        print(f"\n{self.title}")
+        width = max(len(r[0]) for r in self.rows)
+        for what, figure, target, ok in self.rows:
+            mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+            tgt = f"  (target {target})" if target else ""
+            print(f"  {what:<{width}}  {figure}{tgt}{mark}")
+        failed = [r for r in self.rows if r[3] is False]
+        return 1 if failed else 0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

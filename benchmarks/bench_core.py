@@ -1,0 +1,49 @@
+"""In-process cost of one command in the device core (no transport).
+
+Run:  .venv/bin/python benchmarks/bench_core.py
+
+Each figure is the median over batches of the per-call time of a batch.
+"""
+
+from __future__ import annotations
+
+import sys
+import timeit
+
+from _common import Report, median
+
+from kvcpu_dev import abi
+from kvcpu_dev.core import Device
+
+BATCH = 2000
+BATCHES = 30
+TARGET_US = 5.0
+
+
+def per_call_us(fn) -> float:
+    times = timeit.repeat(fn, number=BATCH, repeat=BATCHES)
+    return median(times) / BATCH * 1e6
+
+
+def main() -> int:
+    dev = Device()
+    step = abi.STEP_INFO.codec.pack(128)
+    block = abi.BLOCK_INFO.codec.pack(0x7F00_0000_0000, 2 << 20, 0)
+    weights = abi.WEIGHTS_INFO.codec.pack(1, 1, 2, 200, 4096, 57344)
+    cases = {
+        "STEP_ADVANCE": (abi.KV_CPU_STEP_ADVANCE, step, True),
+        "MARK_HOT": (abi.KV_CPU_MARK_HOT, block, True),
+        "PREFETCH": (abi.KV_CPU_PREFETCH, block, False),
+        "SET_WEIGHTS": (abi.KV_CPU_SET_WEIGHTS, weights, False),
+        "GET_TELEMETRY": (abi.KV_CPU_GET_TELEMETRY, b"", False),
+    }
+    report = Report("device core, in-process, per command (median)")
+    for name, (cmd, payload, targeted) in cases.items():
+        us = per_call_us(lambda: dev.ioctl(cmd, payload))
+        report.add(name, f"{us:.2f} us", f"<= {TARGET_US:g} us" if targeted else "",
+                   us <= TARGET_US if targeted else None)
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

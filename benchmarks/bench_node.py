@@ -1,0 +1,89 @@
+"""Through the device node: per-ioctl round trip against a no-op C libfuse3
+server of the same transport (built here), start-up time, idle memory.
+
+Run as root:  .venv/bin/python benchmarks/bench_node.py [--count N] [--rounds R]
+
+The two servers are measured in alternating rounds in one run, so the
+machine's noise hits both alike; the figure is the ratio of medians.  Both
+servers are pinned to the last CPU.  Placements of the client:
+  apart    client on another CPU (a runtime's decode loop keeps its own
+           cores busy; the daemon runs beside it) -- the target applies here
+  together client on the server's CPU (every wake-up is a context switch)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from _common import Report, build_c, daemon, median, pinned, scratch
+
+
+def rtt(client, node, count: int, cpu) -> float:
+    out = subprocess.run(pinned(cpu, [client, node, count, "step"]), check=True,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[1]) / 1000.0  # median, microseconds
+
+
+def noop_server(binary, mountpoint, cpu):
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(pinned(cpu, [binary, mountpoint]), stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # "ready"
+    return proc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--count", type=int, default=4000, help="ioctls per round")
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    ncpu = os.cpu_count() or 1
+    server_cpu = ncpu - 1 if ncpu > 1 else None
+    placements = {"apart": 0, "together": server_cpu} if ncpu > 1 else {"together": None}
+    report = Report("kvcpu-dev through the node (FUSE transport)")
+    with scratch() as tmp:
+        client = build_c("ioctl_rtt.c", tmp)
+        noop = build_c("noop_fuse.c", tmp, fuse=True)
+        server = noop_server(noop, tmp / "noop", server_cpu)
+        try:
+            with daemon("kvbench0", tmp, cpu=server_cpu) as d:
+                for place, cpu in placements.items():
+                    ours, base = [], []
+                    for _ in range(args.rounds):
+                        base.append(rtt(client, tmp / "noop" / "device", args.count, cpu))
+                        ours.append(rtt(client, d["node"], args.count, cpu))
+                    ratio = median(ours) / median(base)
+                    report.add(f"round trip, client {place}",
+                               f"{median(ours):.1f} us vs no-op C {median(base):.1f} us = {ratio:.2f}x",
+                               "<= 1.15x" if place == "apart" else "",
+                               ratio <= 1.15 if place == "apart" else None)
+                time.sleep(1.0)
+                rss = idle_rss_mb(d["pid"])
+                report.add("idle daemon RSS", f"{rss:.1f} MB", "<= 60 MB", rss <= 60)
+        finally:
+            subprocess.run(["umount", "-l", str(tmp / "noop")], stderr=subprocess.DEVNULL)
+            server.terminate()
+            server.wait()
+        starts = []
+        for i in range(5):
+            with daemon(f"kvbench-s{i}", tmp / f"s{i}") as d:
+                starts.append(d["start_s"])
+        worst = max(starts)
+        report.add("kvcpu-dev --mock until the node answers",
+                   f"median {median(starts) * 1000:.0f} ms, worst {worst * 1000:.0f} ms",
+                   "<= 1 s", worst <= 1.0)
+    return report.finish()
+
+
+def idle_rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
