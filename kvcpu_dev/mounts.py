@@ -24,12 +24,19 @@ def mount_points() -> set[str]:
         return {_unescape(line.split()[4]) for line in f}
 
 
+def _canonical(path: pathlib.Path) -> str:
+    """The path as mountinfo spells it.  Only the parent is resolved: the
+    mount point itself may be a dead FUSE mount that fails every stat."""
+    path = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
 def is_mounted(path: pathlib.Path) -> bool:
-    return os.path.abspath(path) in mount_points()
+    return _canonical(path) in mount_points()
 
 
 def detach(path: pathlib.Path) -> None:
-    if _libc.umount2(os.fsencode(os.path.abspath(path)), MNT_DETACH) != 0:
+    if _libc.umount2(os.fsencode(_canonical(path)), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"umount {path}: {os.strerror(err)}")
 

@@ -39,10 +39,12 @@ suite=bookworm
 mirror=${KVCPU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${KVCPU_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # What the project needs to build its cffi extension against libfuse3 and
-# to run it.  ca-certificates: pip over https inside the container.
+# to run it.  No python3-pip: Debian marks the system python externally
+# managed anyway, and python3-venv's ensurepip puts pip in every venv.
+# ca-certificates: pip over https inside the container.
 # procps/psmisc/kmod: pgrep/fuser for tests that poke at daemons.
 packages=(
-    python3 python3-venv python3-dev python3-pip
+    python3 python3-venv python3-dev
     gcc libc6-dev pkg-config
     fuse3 libfuse3-dev
     ca-certificates procps psmisc
@@ -59,6 +61,7 @@ fi
 "$here/dockerd-ctl.sh" start
 
 existing=$(docker image inspect --format '{{ index .Config.Labels "kvcpu.recipe" }}' "$tag" 2>/dev/null || true)
+old_id=$(docker image inspect --format '{{ .Id }}' "$tag" 2>/dev/null || true)
 if ((!rebuild)) && [[ $existing == "$recipe_hash" ]]; then
     echo "docker-image: $tag is up to date (recipe $recipe_hash); reusing it"
     exit 0
@@ -113,6 +116,11 @@ docker import \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
     "$tmp_tar" "$tag" >/dev/null
+# The previous build lost its tag; drop it unless a container still uses it.
+new_id=$(docker image inspect --format '{{ .Id }}' "$tag")
+if [[ -n $old_id && $old_id != "$new_id" ]]; then
+    docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
 end=$(date +%s)
 size=$(docker image inspect --format '{{ .Size }}' "$tag")
 echo "docker-image: built $tag in $((end - start))s, $((size / 1024 / 1024)) MiB"

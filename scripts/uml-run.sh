@@ -35,18 +35,27 @@
 # the temp dir (hostfs writes land on the host), syncs and `poweroff -f`s.
 #
 # Findings on the dev machine (Debian bookworm host, kernel 6.18, 2 cores;
-# see scripts/uml/NOTES.md for details and numbers):
+# numbers and details in scripts/uml/NOTES.md):
 #   - UML kernel 6.1.176 (package user-mode-linux); modules in
 #     /usr/lib/uml/modules/6.1.176/kernel/fs/fuse/{fuse,cuse}.ko.
 #   - The kernel mounts devtmpfs on /dev itself (CONFIG_DEVTMPFS_MOUNT=y), so
 #     the host's /dev is never touched; /dev/fuse (10,229) and /dev/cuse
-#     (10,203) appear after the insmods; a CUSE server's node appears there.
-#   - Boot to init ~1.5-2 s; a trivial command end to end ~2.5 s.
-#   - Guest sees host's python (/root/.pyenv/...), cffi/trio import, gcc
-#     compiles and links, FUSE mounts work (libfuse3 fusermount3 / mount(2)).
-#   - Guest wall clock (CLOCK_REALTIME) is the host's clock; monotonic starts
-#     near 0 at boot.  Everything is slower: syscalls are ptrace-trapped,
-#     so process start-up and syscall-heavy code cost several times more.
+#     (10,203) appear after the insmods; a CUSE server's node appears there
+#     (major 252, mode 0600) and goes away when the server exits.
+#   - Boot to init ~1.5 s, init setup ~1 s, poweroff ~0.5 s: a trivial
+#     command costs ~2.5 s end to end.
+#   - The guest sees the host's python (/root/.pyenv/...) and venvs; cffi and
+#     trio import; gcc compiles and links; FUSE mounts work.  Avoid pyenv
+#     *shims* on PATH (bash scripts that fork several times: seconds each);
+#     use a venv or the real interpreter path.
+#   - One CPU in the guest.  CPU-bound code runs near native speed, but each
+#     syscall is trapped through ptrace: ~60 us instead of ~0.3 us.  Python
+#     start-up ~0.4-0.8 s, `import trio` ~1.5 s, gcc of a small file ~2 s.
+#   - Clock: CLOCK_REALTIME is the host's time; CLOCK_MONOTONIC starts at
+#     boot; sleeps are accurate (1 ms sleep ~1.16 ms, 1 s sleep 1.0003 s).
+#   - /tmp and everything else is the host's (hostfs, read-write, as host
+#     root); /run and /dev/shm are guest-private tmpfs.  Unix sockets work
+#     on both.  Loopback (127.0.0.1) works; there is no other network.
 #   - Console output (kernel log + init) goes to a file via con0=null,fd:1;
 #     no stdin and no tty needed.  "epollctl add err fd 1" in that log is
 #     harmless (a regular file cannot be epolled).
@@ -62,7 +71,7 @@ outdir=
 verbose=0
 extra_env=()
 
-usage() { sed -n '2,30p' "$0" >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" >&2; exit 2; }
 say() { ((verbose)) && echo "uml-run: $*" >&2; return 0; }
 cannot() { echo "uml-run: cannot run UML: $*" >&2; exit 77; }
 
@@ -84,6 +93,10 @@ done
 (($#)) || usage
 [[ $timeout_s =~ ^[0-9]+$ ]] || { echo "uml-run: --timeout must be whole seconds" >&2; exit 2; }
 cwd=$(cd "$cwd" && pwd -P)
+# The guest mounts its own /proc, /sys, /dev and /run over the host's.
+case $cwd/ in
+    /proc/*|/sys/*|/dev/*|/run/*) echo "uml-run: --cwd $cwd is hidden inside the guest" >&2; exit 2 ;;
+esac
 
 uml=${UML_BINARY:-$(command -v linux.uml || true)}
 [[ -n $uml && -x $uml ]] || cannot "linux.uml not found (apt-get install user-mode-linux)"
@@ -99,7 +112,7 @@ command -v poweroff >/dev/null || cannot "poweroff not found"
 if [[ -n $outdir ]]; then
     mkdir -p "$outdir"
     run=$(cd "$outdir" && pwd -P)
-    rm -f "$run"/{stdout,stderr,rc,booted,setup_failed,console.log,timings}
+    rm -f "$run"/{stdout,stderr,rc,rc.tmp,booted,cmd_start,cmd_end,setup_failed,console.log,timings}
     keep=1
 else
     run=$(mktemp -d "${TMPDIR:-/tmp}/uml-run.XXXXXX")
@@ -159,6 +172,9 @@ trap 'exit 143' TERM
         printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
     done
 } >"$run/env.sh"
+# The caller's environment may hold tokens; keep it private and remove it
+# after the run even when --outdir keeps the rest.
+chmod 600 "$run/env.sh"
 
 cmd_quoted=$(printf '%q ' "$@")
 
@@ -189,8 +205,8 @@ ln -sf /proc/self/fd /dev/fd 2>/dev/null
 ln -sf /proc/self/fd/0 /dev/stdin 2>/dev/null
 ln -sf /proc/self/fd/1 /dev/stdout 2>/dev/null
 ln -sf /proc/self/fd/2 /dev/stderr 2>/dev/null
-insmod $moddir/fuse.ko || setup_failed "insmod fuse.ko failed"
-insmod $moddir/cuse.ko || setup_failed "insmod cuse.ko failed"
+insmod $(printf %q "$moddir/fuse.ko") || setup_failed "insmod fuse.ko failed"
+insmod $(printf %q "$moddir/cuse.ko") || setup_failed "insmod cuse.ko failed"
 [ -c /dev/cuse ] || setup_failed "/dev/cuse did not appear after insmod cuse.ko"
 ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || echo "uml init: could not bring up lo"
 hostname uml 2>/dev/null
@@ -216,10 +232,10 @@ setsid "$uml" mem="$mem" rootfstype=hostfs rootflags=/ rw \
     </dev/null >"$run/console.log" 2>&1 &
 uml_pid=$!
 
-deadline=$(( $(date +%s) + timeout_s ))
+SECONDS=0
 timed_out=0
 while kill -0 "$uml_pid" 2>/dev/null; do
-    if (( $(date +%s) >= deadline )); then
+    if ((SECONDS >= timeout_s)); then
         timed_out=1
         kill -KILL -- "-$uml_pid" 2>/dev/null || true
         break
@@ -246,6 +262,7 @@ timing() {
     [[ -n $b && -n $s ]] && awk -v b="$b" -v s="$s" 'BEGIN{printf "init_setup_s=%.2f\n", s-b}'
     return 0
 }
+rm -f "$run/env.sh"
 timing >"$run/timings"
 say "$(tr '\n' ' ' <"$run/timings")"
 
