@@ -185,7 +185,7 @@ def serve(opts: Options, report=lambda ok, msg: None) -> int:
             with contextlib.suppress(FileNotFoundError):
                 pid_file(opts).unlink()
         served = server.device.telemetry()
-        log.info("%s stopped (%d steps, %d commands)", opts.name, served["step_count"], server.device.bar0.seq)
+        log.info("%s stopped (%d steps, %d register writes)", opts.name, served["step_count"], server.device.bar0.seq)
         return 0
     finally:
         os.close(lock)
