@@ -2,10 +2,15 @@
 # Idempotent set-up on Debian: system packages, then a venv in .venv with
 # kvcpu-dev installed (editable) and its test tools.  Safe to run again:
 # each step is skipped when already done.
+#   --test   also what the integration tests use: User-Mode Linux (a kernel
+#            with CUSE), Docker and mmdebstrap (a local base image)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc kmod)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc kmod util-linux)
+if [[ ${1:-} == --test ]]; then
+  APT_PACKAGES+=(user-mode-linux docker.io mmdebstrap)
+fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

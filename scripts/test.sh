@@ -3,7 +3,7 @@
 # and need root; run as root or through sudo.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 if [[ $(id -u) != 0 ]]; then
   exec sudo --preserve-env=PATH .venv/bin/python -m pytest "$@"
 fi
