@@ -313,8 +313,16 @@ def _group(ctx, param, value: str | None) -> int:  # noqa: ANN001
 @click.option("--trace", is_flag=True, help="Log every command and register write.")
 @click.option("--log-file", type=click.Path(path_type=pathlib.Path), default=None,
               help="Background log (default RUN_DIR/NAME.log).")
+@click.option("--config", type=click.Path(path_type=pathlib.Path, dir_okay=False), default=None,
+              help="Device model parameters (TOML; see docs/device-model.md).")
+@click.option("--clock", type=click.Choice(["wall", "sim"]), default=None,
+              help="Model time: wall clock (the daemon's default), or a fixed period per step.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override one model parameter, e.g. --set entries=4096 --set t1_capacity=64GB.")
+@click.option("--no-model", is_flag=True, help="Registers only, as the reference driver's mock.")
 @click.version_option(__version__, prog_name="kvcpu-dev")
-def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file):  # noqa: ANN001
+def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file,  # noqa: ANN001
+         config, clock, settings, no_model):
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
                    dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace)
@@ -332,12 +340,38 @@ def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir
             raise StartError("no KV-CPU device (PCI 1de5:0a10) found; use --mock to emulate one")
         if os.geteuid() != 0:
             raise StartError("must run as root (it mounts FUSE or creates a CUSE device)")
+        if not no_model:
+            opts.model = build_model(config, clock, settings)
         if foreground:
             sys.exit(serve(opts))
         sys.exit(start_background(opts, log_file or default_log_path(opts)))
     except StartError as exc:
         click.echo(f"kvcpu-dev: {exc}", err=True)
         sys.exit(1)
+
+
+def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[str, ...]):  # noqa: ANN201
+    """The device model from --config, then --set, then --clock; a live
+    daemon runs on the wall clock unless told otherwise."""
+    import tomllib
+
+    from .model import DeviceModel, ModelConfig  # numpy: only when modelling
+
+    overrides: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StartError(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    try:
+        data = tomllib.loads(config.read_text()) if config else {}
+        data.setdefault("clock", "wall")
+        base = ModelConfig.from_dict(data, str(config or "defaults"))
+        if clock is not None:
+            overrides["clock"] = clock
+        return DeviceModel(base.replace(**overrides))
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise StartError(f"model configuration: {exc}") from None
 
 
 def _setup_logging(trace: bool) -> None:

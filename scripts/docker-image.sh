@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build (once) the local Docker base image for kvcpu-dev tests:
 # Debian bookworm, python3 + venv + headers, gcc, libfuse3 (fuse3,
-# libfuse3-dev, pkg-config).  `pip install .` of the project works in it.
+# libfuse3-dev, pkg-config) and every Python dependency of the project as a
+# Debian package (cffi, trio, click, numpy, pytest, hypothesis), so that the
+# project's Dockerfile installs it with no network at all.
 #
 #   scripts/docker-image.sh [--rebuild] [--tag NAME:TAG]
 #
@@ -29,7 +31,7 @@ while (($#)); do
     case $1 in
         --rebuild) rebuild=1 ;;
         --tag) tag=${2:?--tag needs a value}; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "docker-image: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -39,14 +41,24 @@ suite=bookworm
 mirror=${KVCPU_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${KVCPU_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # What the project needs to build its cffi extension against libfuse3 and
-# to run it.  No python3-pip: Debian marks the system python externally
-# managed anyway, and python3-venv's ensurepip puts pip in every venv.
-# ca-certificates: pip over https inside the container.
-# procps/psmisc/kmod: pgrep/fuser for tests that poke at daemons.
+# to run it, all from Debian so that neither the image build nor `docker
+# build` of the project (Dockerfile) touches PyPI:
+#   build: python3-dev gcc libc6-dev pkg-config libfuse3-dev, python3-cffi
+#          (cffi 1.15 in bookworm), python3-setuptools, python3-wheel, and
+#          python3-venv (its pip wheel installs the project offline into a
+#          venv with --system-site-packages)
+#   run:   fuse3 (fusermount3), python3-trio, python3-click, python3-numpy
+#   test:  python3-pytest, python3-hypothesis (the live suite in a container)
+# No python3-pip: Debian marks the system python externally managed anyway.
+# ca-certificates: pip over https inside the container, should a user want it.
+# procps/psmisc: pgrep/fuser for tests that poke at daemons.
 packages=(
     python3 python3-venv python3-dev
     gcc libc6-dev pkg-config
     fuse3 libfuse3-dev
+    python3-cffi python3-setuptools python3-wheel
+    python3-trio python3-click python3-numpy
+    python3-pytest python3-hypothesis
     ca-certificates procps psmisc
 )
 # Bump when something outside the package list changes the result.
