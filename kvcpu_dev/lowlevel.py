@@ -29,10 +29,6 @@ class FuseError(OSError):
     pass
 
 
-def reply_err(req: Any, code: int) -> None:
-    lib.fuse_reply_err(req, code)
-
-
 class Session:
     """One libfuse session and the object whose methods answer it."""
 
