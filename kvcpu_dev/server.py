@@ -81,6 +81,7 @@ class Server:
         self.cuse = CuseNode(self.device) if self.transport == "cuse" else None
         self.sessions: list[lowlevel.Session] = []
         self._symlink: pathlib.Path | None = None
+        self._made_node: pathlib.Path | None = None
 
     # -- setup ---------------------------------------------------------
 
@@ -116,9 +117,17 @@ class Server:
         self._symlink = node
 
     async def _settle_cuse_node(self) -> None:
+        """Wait for the kernel's /dev/N, then give it --mode and --group.
+
+        devtmpfs creates the node in the kernel's /dev.  In a container /dev
+        is a private tmpfs and the node never shows there; then we make it
+        ourselves from the numbers CUSE registered (and remove it on stop)."""
         node = pathlib.Path("/dev") / self.opts.name
         with trio.move_on_after(NODE_APPEAR_SECONDS):
             while not node.exists():
+                numbers = pathlib.Path("/sys/class/cuse", self.opts.name, "dev")
+                if numbers.exists() and await self._make_node(node, numbers):
+                    break
                 await trio.sleep(0.01)
         if not node.exists():
             raise OSError(errno.ENODEV, f"CUSE did not create {node}")
@@ -130,6 +139,16 @@ class Server:
                 link.unlink()
             link.symlink_to(node)
             self._symlink = link
+
+    async def _make_node(self, node: pathlib.Path, numbers: pathlib.Path) -> bool:
+        await trio.sleep(0.2)  # devtmpfs usually wins; give it the chance
+        if node.exists():
+            return True
+        major, minor = map(int, numbers.read_text().split(":"))
+        os.mknod(node, stat.S_IFCHR | self.opts.mode, os.makedev(major, minor))
+        self._made_node = node
+        log.info("%s: made %s (%d:%d) by hand: /dev is not devtmpfs", self.opts.name, node, major, minor)
+        return True
 
     @property
     def node_path(self) -> pathlib.Path:
@@ -178,6 +197,10 @@ class Server:
         for session in reversed(self.sessions):
             session.close()
         self.sessions.clear()
+        if self._made_node is not None:  # the kernel only removes its own
+            with contextlib.suppress(FileNotFoundError):
+                self._made_node.unlink()
+            self._made_node = None
         # A mount that libfuse could not take down (busy) is detached lazily.
         mounts.detach_if_mounted(self.opts.attr_dir)
         with contextlib.suppress(OSError):
