@@ -1,0 +1,397 @@
+"""DeviceModel: the KV-CPU device behind BAR0.
+
+The driver's register writes arrive through mmio_write() in order.  Address
+and length registers are latched; doorbells act.  A hint doorbell updates the
+directory at once (O(blocks named)); the STEP doorbell only records a pending
+scan, as on silicon where the ioctl returns after one MMIO write, and
+run_pending() performs it later.  A STEP arriving while a scan is still
+pending supersedes it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import regs as R
+from ..attrs import Attribute
+from . import hepc, views
+from .config import HBM, T1, T3, TIER_NAMES, ModelConfig
+from .dma import DEMOTE, PROMOTE, DmaEngine
+from .rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
+
+log = logging.getLogger("kvcpu_dev.model")
+
+U32 = 0xFFFF_FFFF
+U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class InvariantError(AssertionError):
+    """The model's state broke one of its own rules."""
+
+
+class DeviceModel:
+    """RTBD + HEPC + DMA engine, driven by BAR0 writes."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        self.config = config = config or ModelConfig()
+        self.dir = Directory(config.entries)
+        self.dma = DmaEngine(config, self.dir)
+        self.regs = hepc.Registers()
+        self._scanner = hepc.Scanner(config.entries)
+        self.block_size = config.block_size
+        self.step32 = 0  # the device's 32-bit view of the decode step
+        self._period_ns = round(config.step_period * 1e9)
+        self._sim_ns = 0
+        self._t0 = time.monotonic_ns()
+        self._now: Callable[[], int] = self._sim_now if config.clock == "sim" else self._wall_now
+        self._latch = {R.BOOST_ADDR: 0, R.IMEVICT_ADDR: 0, R.PREFETCH_ADDR: 0, R.PREFETCH_LEN: 0, R.SHARE_ADDR: 0}
+        self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
+        self._hint_va = self._hint_len = 0  # the hint being applied
+        self._targets: list[tuple[int, int, int]] = []  # heap of (target, arm seq, entry)
+        self._arm_seq = np.zeros(config.entries, dtype=np.int64)
+        self._arms = 0
+        self._due: list[tuple[int, int, int]] = []  # (entry, gen, deadline ns)
+        self.counts = dict.fromkeys(views.COUNTERS, 0)
+        self.last_scan: dict[str, int] = dict.fromkeys(views.LAST_SCAN, 0)
+        self._doorbells = {
+            R.STEP_ADVANCE: self._step,
+            R.BOOST_LEN: lambda v: self._hint("hot", self._latch[R.BOOST_ADDR], v, self._hot),
+            R.IMEVICT_LEN: lambda v: self._hint("evict", self._latch[R.IMEVICT_ADDR], v, self._evict),
+            R.PREFETCH_STEP: self._prefetch_doorbell,
+            R.SHARE_LEN: lambda v: self._hint("share", self._latch[R.SHARE_ADDR], v, self._share),
+        }
+
+    # -- clocks ---------------------------------------------------------------------
+    def _sim_now(self) -> int:
+        return self._sim_ns
+
+    def _wall_now(self) -> int:
+        return time.monotonic_ns() - self._t0
+
+    def now_ns(self) -> int:
+        """Device time in ns since the model started."""
+        return self._now()
+
+    # -- BAR0 -------------------------------------------------------------------------
+    def mmio_write(self, offset: int, value: int) -> None:
+        """One 64-bit register write from the driver, in the driver's order."""
+        value &= U64
+        if offset in self._latch:
+            self._latch[offset] = value
+        elif offset in self._doorbells:
+            self._doorbells[offset](value)
+        elif offset in hepc.WEIGHT_REGS:
+            self.regs.write(offset, value)
+        else:
+            self.counts["unknown_reg_writes"] += 1
+
+    def _to_step32(self, value: int, what: str) -> int:
+        step32 = value & U32
+        if step32 != value:
+            self.counts["step_truncations"] += 1
+            log.info("RTBD %s: step %d does not fit the 32-bit directory field, using %d", what, value, step32)
+        return step32
+
+    def _step(self, value: int) -> None:
+        """STEP doorbell: move the clock, note deadlines, queue the scan."""
+        self.step32 = self._to_step32(value, "STEP_ADVANCE")
+        self.counts["steps"] += 1
+        if self.config.clock == "sim":
+            self._sim_ns += self._period_ns
+        if self._pending is not None:
+            self.counts["scans_superseded"] += 1
+        self._pending = (self.step32, self.regs.weights)
+        now = self._now()
+        heap = self._targets
+        while heap and heap[0][0] <= self.step32:
+            _, seq, i = heapq.heappop(heap)
+            if self.dir.live[i] and self._arm_seq[i] == seq:
+                self._due.append((i, int(self.dir.gen[i]), now))
+
+    def _prefetch_doorbell(self, value: int) -> None:
+        target = self._to_step32(value, "PREFETCH target")
+        self._hint("prefetch", self._latch[R.PREFETCH_ADDR], self._latch[R.PREFETCH_LEN],
+                   lambda i: self._prefetch(i, target))
+
+    # -- hints ----------------------------------------------------------------------------
+    def _hint(self, kind: str, va: int, length: int, apply: Callable[[int], None]) -> None:
+        """Apply one hint to every block its range touches."""
+        self.counts[f"hint_{kind}"] += 1
+        if length == 0:
+            self.counts["hints_zero_len"] += 1
+            return
+        self.dma.advance_to(self._now())  # moves finished by now are final
+        self._hint_va, self._hint_len = va, length
+        first = va // self.block_size
+        last = (min(va + length, U64 + 1) - 1) // self.block_size
+        for i in self._entries(first, last, allocate=kind != "evict"):
+            apply(i)
+
+    def _entries(self, first: int, last: int, allocate: bool) -> Iterator[int]:
+        """Entries of blocks first..last, allocating untracked ones if asked.
+
+        Walks the range block by block while that is cheaper than walking the
+        directory; once no entry can be allocated and the rest of the range is
+        larger than the directory, walks the directory instead, so even a
+        hint over the whole address space costs O(entries).
+        """
+        index = self.dir.index
+        b = first
+        while b <= last:
+            if last - b + 1 > len(index) + 1 and not (allocate and self._can_allocate()):
+                inside = sorted(k for k in index if b <= k <= last)
+                missing = (last - b + 1) - len(inside)
+                if not allocate:
+                    self.counts["hint_untracked_blocks"] += missing
+                else:
+                    self.counts["dir_full" if not self.dir.free else "alloc_no_room"] += missing
+                for k in inside:
+                    i = index.get(k)
+                    if i is not None:
+                        yield i
+                return
+            i = index.get(b)
+            if i is None:
+                if allocate:
+                    i = self._allocate(b)  # counts its own failure
+                else:
+                    self.counts["hint_untracked_blocks"] += 1
+            if i is not None:
+                yield i
+            b += 1
+
+    def _can_allocate(self) -> bool:
+        return bool(self.dir.free) and any(self.dma.room(t) > 0 for t in range(self.config.initial_tier, 4))
+
+    def _allocate(self, block: int) -> int | None:
+        """Track a block the device has not seen: in the initial tier, or the
+        first tier below it with room.  None (counted) when impossible."""
+        if not self.dir.free:
+            self.counts["dir_full"] += 1
+            return None
+        tier = next((t for t in range(self.config.initial_tier, 4) if self.dma.room(t) > 0), None)
+        if tier is None:
+            self.counts["alloc_no_room"] += 1
+            return None
+        if tier != self.config.initial_tier:
+            self.counts["alloc_spilled"] += 1
+        i = self.dir.allocate(block, tier, self.step32, self._now())
+        self.dma.resident[tier] += 1
+        self.counts["blocks_allocated"] += 1
+        return i
+
+    def _touch(self, i: int) -> None:
+        """What every hint does to an entry: note it, count a use, and keep
+        it where it is (a queued demotion is called off)."""
+        d = self.dir
+        d.hint_va[i] = self._hint_va
+        d.hint_len[i] = self._hint_len
+        if d.f[i] < 255:
+            d.f[i] += 1
+        if d.mv_dst[i] > d.tier[i]:
+            self.dma.cancel(i)
+            self.counts["demotions_cancelled"] += 1
+
+    def _access(self, i: int) -> None:
+        d = self.dir
+        d.r[i] = 255
+        d.last_access[i] = self.step32
+
+    def _hot(self, i: int) -> None:
+        """MARK_HOT: an access, and protection for hot_protect_steps scans."""
+        self._touch(i)
+        self._access(i)
+        d = self.dir
+        d.hot[i] = True
+        d.hot_step[i] = self.step32
+        d.dirty[i] = True
+
+    def _share(self, i: int) -> None:
+        """SHARE_PREFIX: one more reference; the block becomes a prefix."""
+        self._touch(i)
+        self._access(i)
+        d = self.dir
+        d.prefix[i] = True
+        d.request_id[i] = 0
+        if d.ref[i] == 255:
+            self.counts["ref_saturated"] += 1
+        else:
+            d.ref[i] += 1
+
+    def _prefetch(self, i: int, target: int) -> None:
+        """PREFETCH: arm the target step and start staging into T1 now."""
+        self._touch(i)
+        d = self.dir
+        d.armed[i] = True
+        d.target[i] = target
+        self._arms += 1
+        self._arm_seq[i] = self._arms
+        heapq.heappush(self._targets, (target, self._arms, i))
+        if len(self._targets) > 4 * d.size + 1024:
+            self._prune_targets()
+        if d.tier[i] <= T1:
+            self.counts["prefetch_already_staged"] += 1
+        elif d.mv_dst[i] == NO_MOVE:
+            if self.dma.room(T1) > 0:
+                self.dma.enqueue_one(PROMOTE, i, T1, self._now())
+                self.counts["prefetch_issued_hint"] += 1
+            else:
+                self.counts["prefetch_deferred_full"] += 1
+
+    def _prune_targets(self) -> None:
+        heap = [(t, s, i) for t, s, i in self._targets if self.dir.live[i] and self._arm_seq[i] == s]
+        heapq.heapify(heap)
+        self._targets = heap
+
+    def _evict(self, i: int) -> None:
+        """EVICT: a shared block loses one reference; an unshared one is
+        reclaimed at once (its move called off, its tier space freed)."""
+        d = self.dir
+        if d.ref[i] > 0:
+            d.ref[i] -= 1
+            self.counts["ref_drops"] += 1
+            return
+        if d.mv_dst[i] != NO_MOVE:
+            self.dma.cancel(i)
+            self.counts["moves_cancelled_reclaim"] += 1
+        self.dma.resident[d.tier[i]] -= 1
+        d.release(i)
+        self.counts["blocks_reclaimed"] += 1
+
+    # -- the deferred work ------------------------------------------------------------------
+    def has_pending(self) -> bool:
+        """True while a STEP's scan has not run yet."""
+        return self._pending is not None
+
+    def run_pending(self) -> bool:
+        """Bring the DMA engine up to now, judge prefetch deadlines, and run
+        the pending scan if there is one.  Returns whether a scan ran."""
+        self._settle()
+        if self._pending is None:
+            return False
+        step32, weights = self._pending
+        self._pending = None
+        self._scan(step32, weights)
+        return True
+
+    def _settle(self) -> None:
+        now = self._now()
+        self.dma.advance_to(now)
+        self._judge_due()
+
+    def _judge_due(self) -> None:
+        """A PREFETCH is on time when its block sat in T1 or above by the
+        STEP that reached its target step."""
+        d = self.dir
+        for i, gen, deadline in self._due:
+            if not d.live[i] or d.gen[i] != gen:
+                self.counts["prefetch_reclaimed_before_target"] += 1
+            elif d.tier[i] <= T1 and d.arrived_ns[i] <= deadline:
+                self.counts["prefetch_on_time"] += 1
+            else:
+                self.counts["prefetch_late"] += 1
+        self._due.clear()
+
+    def _scan(self, step32: int, weights: hepc.Weights) -> None:
+        t0 = time.perf_counter_ns()
+        d = self.dir
+        res = self._scanner.scan(d, step32, weights, self.config.hot_protect_steps, self.dma.room())
+        np.copyto(d.priority, res.priority)
+        now = self._now()
+        self.dma.enqueue_many(PROMOTE, res.stage, T1, now)
+        self.dma.enqueue_many(DEMOTE, res.demote, d.tier[res.demote] + 1, now)
+        d.armed &= d.target >= np.uint32(step32)  # targets behind us no longer protect
+        d.r >>= self.config.r_decay_shift
+        elapsed = time.perf_counter_ns() - t0
+        self._account_scan(res, step32, elapsed)
+
+    def _account_scan(self, res: hepc.ScanResult, step32: int, elapsed_ns: int) -> None:
+        c = self.counts
+        c["scans"] += 1
+        c["scan_ns_total"] += elapsed_ns
+        c["scan_ns_max"] = max(c["scan_ns_max"], elapsed_ns)
+        c["evictions_issued"] += len(res.demote)
+        c["prefetch_issued_scan"] += len(res.stage)
+        c["evict_candidates_total"] += res.candidates
+        c["evictions_deferred_full"] += res.demote_deferred
+        c["prefetch_deferred_full"] += res.stage_deferred
+        self.last_scan.update(
+            step=step32, scan_ns=elapsed_ns, live=res.live, evict_candidates=res.candidates,
+            protected_ref=res.protected_ref, protected_hot=res.protected_hot,
+            protected_prefetch=res.protected_prefetch, evict_at_floor=res.at_floor,
+            evict_busy=res.busy, evictions_issued=len(res.demote),
+            evictions_deferred_full=res.demote_deferred, stage_wanted=res.stage_wanted,
+            prefetch_issued=len(res.stage), prefetch_deferred_full=res.stage_deferred,
+        )
+
+    # -- what users read ------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Counters, the last scan and the registers (settled to now)."""
+        self._settle()
+        return views.stats(self)
+
+    def blocks(self, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
+        """Live entries in address order; ``va_range`` is [start, end)."""
+        self._settle()
+        return views.blocks(self, tier, va_range)
+
+    def attributes(self) -> list[Attribute]:
+        """Attribute files to publish beside the driver's (read-only)."""
+
+        def settled(render: Callable[["DeviceModel"], str]) -> Callable[[], str]:
+            def show() -> str:
+                self._settle()
+                return render(self)
+            return show
+
+        return [
+            Attribute("model_stats", settled(views.render_stats)),
+            Attribute("tiers", settled(views.render_tiers)),
+            Attribute("dma", settled(views.render_dma)),
+            Attribute("blocks", settled(views.render_blocks)),
+            Attribute("model_config", lambda: self.config.to_toml()),
+        ]
+
+    # -- self-checks --------------------------------------------------------------------------
+    def check_invariants(self) -> None:
+        """Raise InvariantError if the state breaks a rule of the model."""
+        d, dma = self.dir, self.dma
+        live = d.live_indices()
+
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise InvariantError(what)
+
+        need(len(d.index) == len(live), f"index holds {len(d.index)} blocks, {len(live)} entries live")
+        need(sorted(d.index.values()) == live.tolist(), "index and live entries disagree")
+        need(all(int(d.block[i]) == b for b, i in d.index.items()), "an index key names another block")
+        need(len(set(d.free)) == len(d.free) and not d.live[d.free].any(), "free list holds a live entry")
+        need(len(d.free) + len(live) == d.size, "entries lost between free list and directory")
+        tiers = d.tier[live]
+        need(bool(((tiers >= HBM) & (tiers <= T3)).all()), "a block has no valid tier")
+        resident = np.bincount(tiers, minlength=4).tolist()
+        need(resident == dma.resident, f"resident blocks {resident} != accounted {dma.resident}")
+        moving = live[d.mv_dst[live] != NO_MOVE]
+        queued = dma.queued_entries()
+        need(len(queued) == len(set(queued.tolist())) and set(queued.tolist()) == set(moving.tolist()),
+             "queued moves and moving entries disagree (a block in two places)")
+        inbound = np.bincount(d.mv_dst[moving], minlength=4).tolist()
+        need(inbound == dma.inbound, f"inbound {inbound} != accounted {dma.inbound}")
+        for t in range(4):
+            need(dma.resident[t] + dma.inbound[t] <= dma.capacity[t],
+                 f"tier {TIER_NAMES[t]} over capacity: {dma.resident[t]}+{dma.inbound[t]} > {dma.capacity[t]}")
+        shared_down = moving[(d.ref[moving] > 0) & (d.mv_dst[moving] > d.tier[moving])]
+        need(len(shared_down) == 0 and dma.refcounted_demotions == 0, "a referenced block is being or was demoted")
+        moved = int(dma.bytes_moved.sum())
+        need(moved == dma.moves_completed * self.block_size == sum(dma.bytes_in) == sum(dma.bytes_out),
+             "bytes counted per tier, per direction and per move disagree")
+        w = self.regs.weights
+        need(max(w.w_r, w.w_f, w.w_s, w.w_d) <= 0xFF and max(w.evict_thresh, w.prefetch_thresh) <= 0xFFFF,
+             "a register holds more bits than the hardware has")
+        need(bool((d.request_id[live][d.prefix[live]] == 0).all()), "a prefix block has a request id")
+        need(set(d.request_id[live][~d.prefix[live]].tolist()) <= {REQUEST_UNKNOWN}, "a request id appeared from nowhere")
