@@ -7,9 +7,9 @@
 #   docker run -d --name kvcpu --device /dev/fuse --cap-add SYS_ADMIN kvcpu-dev
 #   docker exec kvcpu kvctl telemetry
 #
-# Do not pass /dev/cuse in: the kernel would create a CUSE node in the host's
-# /dev, not the container's (docs/containers.md, "CUSE hosts").  On AppArmor
-# hosts add --security-opt apparmor=unconfined (docker-default denies mount).
+# With /dev/cuse passed in (untested: no CUSE host here) the daemon makes the
+# node itself; the device cgroup must allow it (docs/containers.md, "CUSE hosts").
+# On AppArmor hosts add --security-opt apparmor=unconfined (docker-default denies mount).
 #
 # BASE is any Debian bookworm (or later) image.  The default,
 # kvcpu-dev-base:local, is built without a registry by scripts/docker-image.sh
