@@ -87,22 +87,20 @@ def step(ctx: click.Context, n: int) -> None:
     _command(ctx, "STEP", lambda d: d.step(n))
 
 
-@cli.command()
-@click.argument("va", type=NUMBER)
-@click.argument("length", metavar="LEN", type=NUMBER)
-@click.pass_context
-def hot(ctx: click.Context, va: int, length: int) -> None:
-    """Mark a KV block hot."""
-    _command(ctx, "HOT", lambda d: d.mark_hot(va, length))
+def _block_command(name: str, label: str, method: str, doc: str) -> None:
+    """hot, evict and share: the same two arguments, one client method."""
+
+    @cli.command(name, help=doc)
+    @click.argument("va", type=NUMBER)
+    @click.argument("length", metavar="LEN", type=NUMBER)
+    @click.pass_context
+    def command(ctx: click.Context, va: int, length: int) -> None:
+        _command(ctx, label, lambda d: getattr(d, method)(va, length))
 
 
-@cli.command()
-@click.argument("va", type=NUMBER)
-@click.argument("length", metavar="LEN", type=NUMBER)
-@click.pass_context
-def evict(ctx: click.Context, va: int, length: int) -> None:
-    """Evict a KV block now."""
-    _command(ctx, "EVICT", lambda d: d.evict(va, length))
+_block_command("hot", "HOT", "mark_hot", "Mark a KV block hot.")
+_block_command("evict", "EVICT", "evict", "Evict a KV block now.")
+_block_command("share", "SHARE", "share_prefix", "Share a prefix block.")
 
 
 @cli.command()
@@ -113,15 +111,6 @@ def evict(ctx: click.Context, va: int, length: int) -> None:
 def prefetch(ctx: click.Context, va: int, length: int, target: int) -> None:
     """Prefetch a KV block for a decode step."""
     _command(ctx, "PREFETCH", lambda d: d.prefetch(va, length, target))
-
-
-@cli.command()
-@click.argument("va", type=NUMBER)
-@click.argument("length", metavar="LEN", type=NUMBER)
-@click.pass_context
-def share(ctx: click.Context, va: int, length: int) -> None:
-    """Share a prefix block."""
-    _command(ctx, "SHARE", lambda d: d.share_prefix(va, length))
 
 
 def _table(rows: dict[str, int], hex_fields: tuple[str, ...] = ()) -> str:
