@@ -86,22 +86,57 @@ def take_lock(opts: Options) -> int:
     return fd
 
 
-def clean_stale(opts: Options, transport: str) -> None:
-    """Undo what a killed daemon left: its mount, its symlink, its pid file.
-    Anything else standing at the node's path is not ours: refuse."""
+@contextlib.contextmanager
+def lock_if_free(opts: Options):  # noqa: ANN201
+    """Hold the name's lock if no daemon does; yields whether we got it.
+    The lock, not the pid file, says whether a daemon runs: a pid file
+    outlives a killed daemon and its pid may belong to anyone by now."""
+    try:
+        fd = os.open(lock_file(opts), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # drops the lock if we held it
+
+
+def remove_leftovers(opts: Options) -> list[str]:
+    """Undo what a killed daemon left: its mount, its link, its pid file.
+    Call with the name's lock held.  Returns what was removed."""
+    removed = []
     if mounts.detach_if_mounted(opts.attr_dir):
-        log.info("%s: detached a stale mount at %s", opts.name, opts.attr_dir)
+        removed.append(f"a stale mount at {opts.attr_dir}")
     with contextlib.suppress(FileNotFoundError):
         pid_file(opts).unlink()
+        removed.append("a stale pid file")
+    node = opts.node
+    if node_kind(node) == "symlink" and _is_our_link(opts, node):
+        node.unlink()
+        removed.append(f"a stale link {node}")
+    return removed
+
+
+def _is_our_link(opts: Options, node: pathlib.Path) -> bool:
+    target = pathlib.Path(os.readlink(node))
+    return target in (opts.attr_dir / "device", pathlib.Path("/dev") / opts.name)
+
+
+def clean_stale(opts: Options, transport: str) -> None:
+    """Remove our leftovers; anything else standing at the node's path is
+    not ours: refuse."""
+    for what in remove_leftovers(opts):
+        log.info("%s: removed %s", opts.name, what)
     node = opts.node
     kind = node_kind(node)
     if kind == "symlink":
-        target = pathlib.Path(os.readlink(node))
-        if target == opts.attr_dir / "device" or target == pathlib.Path("/dev") / opts.name:
-            node.unlink()
-            log.info("%s: removed a stale link %s", opts.name, node)
-            return
-        raise StartError(f"{node} exists and is not ours (a link to {target}); remove it first")
+        raise StartError(f"{node} exists and is not ours (a link to {os.readlink(node)}); remove it first")
     if kind == "chardev" and transport == "fuse":
         raise StartError(f"{node} is already a character device (the kv_cpu driver, or a CUSE kvcpu-dev?)")
     if kind == "other":
@@ -248,29 +283,25 @@ def _detach_stdio(log_path: pathlib.Path) -> None:
 
 
 def stop(opts: Options) -> int:
+    with lock_if_free(opts) as free:
+        if free:  # nobody runs: tidy what a crash left, and say so
+            removed = remove_leftovers(opts)
+            note = f" (removed {', '.join(removed)})" if removed else ""
+            raise StartError(f"{opts.name} is not running{note}")
     pid = read_pid(opts)
     if pid is None:
-        cleaned = mounts.detach_if_mounted(opts.attr_dir)
-        note = " (cleaned up a stale mount)" if cleaned else ""
-        raise StartError(f"{opts.name} is not running{note}")
+        raise StartError(f"{opts.name} is starting (no pid file yet); try again")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and _is_ours(pid):
+    while True:
+        with lock_if_free(opts) as free:
+            if free:
+                break
         if time.monotonic() > deadline:
             raise StartError(f"{opts.name} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
         time.sleep(0.01)
     click.echo(f"kvcpu-dev: {opts.name} stopped (pid {pid})")
     return 0
-
-
-def _is_ours(pid: int) -> bool:
-    """A pid still there may be a zombie or a new process; only a live
-    kvcpu-dev counts as not yet stopped."""
-    try:
-        status = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 # -- command line ------------------------------------------------------------

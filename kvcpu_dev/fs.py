@@ -90,9 +90,10 @@ class NodeFS:
         lib.kv_reply_attr(req, ino, *self._stat(ino), CACHE_SECONDS)
 
     def setattr(self, req: Any, ino: int, to_set: int) -> None:
-        # Only the truncate of `echo v > attr` (O_TRUNC) is accepted, and
-        # ignored, as sysfs does; modes and owners are fixed.
-        if to_set & ~lib.FUSE_SET_ATTR_SIZE or ino not in self.attrs:
+        # Only the truncate of `echo v > file` (O_TRUNC) is accepted, and
+        # ignored, as sysfs and a character device do; the write() that
+        # follows gets the real answer.  Modes and owners are fixed.
+        if to_set & ~lib.FUSE_SET_ATTR_SIZE or ino == ROOT_INO:
             raise OSError(errno.EPERM, "attributes are fixed")
         lib.kv_reply_attr(req, ino, *self._stat(ino), CACHE_SECONDS)
 
