@@ -58,6 +58,10 @@ _WEIGHTS = abi.WEIGHTS_INFO.codec
 _TELEMETRY = abi.TELEMETRY_INFO.codec
 
 
+def _log_write(write: regs.RegWrite) -> None:
+    log.info("  %s", write)
+
+
 def _error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
@@ -69,7 +73,6 @@ class Device:
         self.lock = threading.Lock()
         self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
         self.model = model
-        self.tracing = False
         self.current_step = 0
         self.step_count = 0
         self.counters = dict.fromkeys(
@@ -111,7 +114,7 @@ class Device:
         self.current_step = step
         self.step_count += 1
         self.last_target_step = step
-        self._write(regs.STEP_ADVANCE, step)
+        self.bar0.write64(regs.STEP_ADVANCE, step)
         return b""
 
     def _block(self, cmd: int, payload: bytes) -> bytes:
@@ -122,7 +125,7 @@ class Device:
         self.counters[counter] += 1
         self.last_va, self.last_len, self.last_target_step = va, length, target_step
         for offset, value in zip(sequence, (va, length, target_step)):
-            self._write(offset, value)
+            self.bar0.write64(offset, value)
         return b""
 
     def _set_weights(self, cmd: int, payload: bytes) -> bytes:
@@ -150,14 +153,18 @@ class Device:
         with self.lock:
             return dict(zip(abi.TELEMETRY_FIELDS, self._telemetry_values()))
 
-    def _write(self, offset: int, value: int) -> None:
-        self.bar0.write64(offset, value)
-        if self.tracing:
-            log.info("  %s", self.bar0.trace[-1])
+    @property
+    def tracing(self) -> bool:
+        """--trace: log every command, decoded, and every register write."""
+        return self.bar0.observer is not None
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self.bar0.observer = _log_write if on else None
 
     def _write_weights(self) -> None:
         for offset, field in zip(WEIGHT_REGS, abi.WEIGHT_FIELDS):
-            self._write(offset, self.weights[field])
+            self.bar0.write64(offset, self.weights[field])
 
     def _trace_command(self, command: abi.Command, payload: bytes) -> None:
         fields = command.layout.codec.unpack(payload) if payload else ()

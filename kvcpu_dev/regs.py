@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import struct
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 BAR0_SIZE = 4096
 
@@ -71,11 +71,17 @@ class Bar0:
         self.trace: collections.deque[RegWrite] = collections.deque(maxlen=trace_len)
         self.seq = 0
         self.device = device
+        #: Called with each write before the device sees it (--trace), so a
+        #: log shows the write first and then what the device made of it.
+        self.observer: Callable[[RegWrite], None] | None = None
 
     def write64(self, offset: int, value: int) -> None:
         _U64.pack_into(self.mem, offset, value)
         self.seq += 1
-        self.trace.append(RegWrite(self.seq, offset, value))
+        write = RegWrite(self.seq, offset, value)
+        self.trace.append(write)
+        if self.observer is not None:
+            self.observer(write)
         if self.device is not None:
             self.device.mmio_write(offset, value)
 
