@@ -301,12 +301,13 @@ class DeviceModel:
         t0 = time.perf_counter_ns()
         d = self.dir
         res = self._scanner.scan(d, step32, weights, self.config.hot_protect_steps, self.dma.room())
-        np.copyto(d.priority, res.priority)
+        n = len(res.priority)  # the scanned prefix: every live entry
+        d.priority[:n] = res.priority
         now = self._now()
         self.dma.enqueue_many(PROMOTE, res.stage, T1, now)
         self.dma.enqueue_many(DEMOTE, res.demote, d.tier[res.demote] + 1, now)
-        d.armed &= d.target >= np.uint32(step32)  # targets behind us no longer protect
-        d.r >>= self.config.r_decay_shift
+        d.armed[:n] &= d.target[:n] >= np.uint32(step32)  # targets behind us no longer protect
+        d.r[:n] >>= self.config.r_decay_shift
         elapsed = time.perf_counter_ns() - t0
         self._account_scan(res, step32, elapsed)
 

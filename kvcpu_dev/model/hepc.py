@@ -89,6 +89,20 @@ class ScanResult:
     stage_deferred: int  # staging T1 had no room for
 
 
+class DirectoryPrefix:
+    """The first ``size`` entries of a directory, as array views.  Every live
+    entry lies below the directory's high-water mark, so a scan of this
+    prefix decides exactly what a scan of all entries would, at the cost of
+    the directory's occupancy rather than its capacity."""
+
+    def __init__(self, d: Directory, size: int):
+        self._d = d
+        self.size = size
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        return getattr(self._d, name)[: self.size]
+
+
 class Scanner:
     """The vectorized scan, with work buffers allocated once for the
     directory's size (fresh 256 KiB temporaries would cost page faults on
@@ -105,7 +119,8 @@ class Scanner:
         """P for every entry.  Computed in uint16, whose wrap-around is the
         scorer's mod 2^16; S = 255 - min(distance, 255) is the documented
         S, the distance taken in 32-bit arithmetic as the directory's field."""
-        u32, t16, p = self._u32, self._t16, self._p
+        n = len(d.last_access)
+        u32, t16, p = self._u32[:n], self._t16[:n], self._p[:n]
         np.subtract(np.uint32(step32), d.last_access, out=u32)
         np.minimum(u32, np.uint32(255), out=u32)
         np.copyto(p, u32, casting="unsafe")
@@ -126,17 +141,20 @@ class Scanner:
         inbound); moves a tier has no room for are deferred to a later scan,
         the lowest-priority demotions and the most urgent stagings first.
         """
+        n = getattr(d, "high_water", d.size)
+        if n < d.size:
+            d = DirectoryPrefix(d, n)
         p = self.score(d, step32, w)
-        b = self._b
-        low, cand, hot, ahead, prot, evict, idle, floor, down, stage, tmp = b
+        u32 = self._u32[:n]
+        low, cand, hot, ahead, prot, evict, idle, floor, down, stage, tmp = (x[:n] for x in self._b)
         count = np.count_nonzero
 
         np.less(p, np.uint16(w.evict_thresh), out=low)
         low &= d.live
         np.equal(d.ref, 0, out=tmp)
         np.logical_and(low, tmp, out=cand)  # the documented eviction rule
-        np.subtract(np.uint32(step32), d.hot_step, out=self._u32)
-        np.less(self._u32, np.uint32(min(hot_protect_steps, U32)), out=hot)
+        np.subtract(np.uint32(step32), d.hot_step, out=u32)
+        np.less(u32, np.uint32(min(hot_protect_steps, U32)), out=hot)
         hot &= d.hot
         np.greater_equal(d.target, np.uint32(step32), out=ahead)
         ahead &= d.armed

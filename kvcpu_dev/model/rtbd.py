@@ -53,8 +53,10 @@ class Directory:
             setattr(self, name, np.zeros(entries, dtype=dtype))
         self.mv_dst.fill(NO_MOVE)
         self.index: dict[int, int] = {}
-        # Pop from the end: entry 0 is handed out first.
+        # Pop from the end: entry 0 is handed out first, and freed entries
+        # are reused first, so live entries stay below the high-water mark.
         self.free: list[int] = list(range(entries - 1, -1, -1))
+        self.high_water = 0  # every live entry's index is below this
 
     # -- lookup and allocation ---------------------------------------------
     def __len__(self) -> int:
@@ -69,6 +71,8 @@ class Directory:
         if not self.free:
             raise DirectoryFull(block)
         i = self.free.pop()
+        if i >= self.high_water:
+            self.high_water = i + 1
         self.index[block] = i
         self.live[i] = True
         self.block[i] = block
