@@ -68,11 +68,10 @@ class Session:
             raise FuseError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
         return cls(se, handle, "cuse", devname)
 
-    async def serve(self, idle: Callable[[], None] | None = None) -> None:
+    async def serve(self, drained: Callable[[], None] | None = None) -> None:
         """Answer requests until the kernel ends the session (unmount,
-        device release) or the task is cancelled.  ``idle`` runs whenever
-        the queue is empty: deferred device work goes there, off the
-        ioctl's critical path."""
+        device release) or the task is cancelled.  ``drained`` is called
+        whenever the queue runs dry, before waiting for more."""
         se = self._se
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
@@ -88,8 +87,8 @@ class Session:
                     if served % _BATCH == 0:
                         await trio.lowlevel.checkpoint()
                 elif res == -errno.EAGAIN:
-                    if idle is not None:
-                        idle()
+                    if drained is not None:
+                        drained()
                     await trio.lowlevel.wait_readable(fd)
                 elif res == -errno.EINTR:
                     continue
