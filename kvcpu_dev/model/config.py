@@ -145,12 +145,17 @@ class ModelConfig:
             if value is None:
                 continue
             tier_key, _, tier_field = key.partition("_")
-            if tier_key in TIER_KEYS and tier_field in TierConfig._PARSERS:
-                tiers[TIER_KEYS.index(tier_key)][tier_field] = TierConfig._PARSERS[tier_field](value)
-            elif key in _TOP_PARSERS:
-                top[key] = _TOP_PARSERS[key](value)
-            else:
-                raise ValueError(f"unknown model option {key!r}")
+            try:
+                if tier_key in TIER_KEYS and tier_field in TierConfig._PARSERS:
+                    tiers[TIER_KEYS.index(tier_key)][tier_field] = TierConfig._PARSERS[tier_field](value)
+                elif key in _TOP_PARSERS:
+                    top[key] = _TOP_PARSERS[key](value)
+                else:
+                    raise ValueError(f"unknown model option {key!r}")
+            except ValueError as exc:
+                if key in str(exc):
+                    raise
+                raise ValueError(f"{key}: {exc}") from None
         top["tiers"] = tuple(TierConfig(**t) for t in tiers)
         return dataclasses.replace(self, **top)
 
