@@ -92,11 +92,9 @@ class Session:
                     await trio.lowlevel.wait_readable(fd)
                 elif res == -errno.EINTR:
                     continue
-                else:  # 0: session ended; other negatives: device gone
+                else:  # 0: session ended (unmount, DESTROY); < 0: device gone
                     if res < 0:
                         log.warning("%s %s: %s", self.kind, self.what, os.strerror(-res))
-                    return
-                if lib.fuse_session_exited(se):
                     return
         finally:
             if buf.mem != ffi.NULL:

@@ -80,7 +80,6 @@ int fuse_reply_ioctl(fuse_req_t req, int result, const char *buf, size_t size);
 int fuse_session_fd(struct fuse_session *se);
 int fuse_session_receive_buf(struct fuse_session *se, struct fuse_buf *buf);
 void fuse_session_process_buf(struct fuse_session *se, const struct fuse_buf *buf);
-int fuse_session_exited(struct fuse_session *se);
 void fuse_session_unmount(struct fuse_session *se);
 void fuse_session_destroy(struct fuse_session *se);
 void free(void *);
