@@ -68,10 +68,11 @@ class Session:
             raise FuseError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
         return cls(se, handle, "cuse", devname)
 
-    async def serve(self, drained: Callable[[], None] | None = None) -> None:
+    async def serve(self, between: Callable[[], None] | None = None) -> None:
         """Answer requests until the kernel ends the session (unmount,
-        device release) or the task is cancelled.  ``drained`` is called
-        whenever the queue runs dry, before waiting for more."""
+        device release) or the task is cancelled.  ``between`` runs when
+        the queue has run dry, and after every _BATCH requests in a row so
+        that a flood of requests cannot starve it."""
         se = self._se
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
@@ -85,10 +86,12 @@ class Session:
                     process(se, buf)
                     served += 1
                     if served % _BATCH == 0:
+                        if between is not None:
+                            between()
                         await trio.lowlevel.checkpoint()
                 elif res == -errno.EAGAIN:
-                    if drained is not None:
-                        drained()
+                    if between is not None:
+                        between()
                     await trio.lowlevel.wait_readable(fd)
                 elif res == -errno.EINTR:
                     continue

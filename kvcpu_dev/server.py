@@ -31,12 +31,6 @@ log = logging.getLogger("kvcpu_dev")
 
 #: How long the kernel may take to create /dev/N after CUSE_INIT.
 NODE_APPEAR_SECONDS = 5.0
-#: The device model's deferred work (the HEPC scan a STEP rings for) runs
-#: once the node has been quiet this long: a burst of commands is answered
-#: first, and a STEP arriving meanwhile supersedes the pending scan ...
-MODEL_QUIET_SECONDS = 0.0005
-#: ... but never waits longer than this, however busy the node is.
-MODEL_MAX_DEFER_SECONDS = 0.010
 
 
 @dataclass
@@ -86,8 +80,6 @@ class Server:
         )
         self.cuse = CuseNode(self.device) if self.transport == "cuse" else None
         self.sessions: list[lowlevel.Session] = []
-        self._drained_at = 0.0  # trio time the request queue last ran dry
-        self._model_kick = trio.Event()
         self._symlink: pathlib.Path | None = None
         self._made_node: pathlib.Path | None = None
 
@@ -179,8 +171,6 @@ class Server:
             async with trio.open_nursery() as nursery:
                 for session in self.sessions:
                     nursery.start_soon(self._serve_then_stop, session, nursery.cancel_scope)
-                if self.opts.model is not None:
-                    nursery.start_soon(self._run_model, self.opts.model)
                 await self.publish()
                 if on_ready is not None:
                     on_ready()
@@ -190,32 +180,17 @@ class Server:
                     break
 
     async def _serve_then_stop(self, session: lowlevel.Session, scope: trio.CancelScope) -> None:
-        await session.serve(self._drained)
+        await session.serve(self._between_requests)
         log.warning("%s: the kernel ended the %s session; stopping", self.opts.name, session.kind)
         scope.cancel()
 
-    def _drained(self) -> None:
-        """Every request so far is answered: the model may have work."""
-        self._drained_at = trio.current_time()
+    def _between_requests(self) -> None:
+        """The device's own work (the HEPC scan a STEP rang for), off the
+        ioctl's critical path as on silicon: once the requests that had
+        arrived are answered.  A STEP that arrives first supersedes it."""
         model = self.opts.model
         if model is not None and model.has_pending():
-            self._model_kick.set()
-
-    async def _run_model(self, model: Any) -> None:
-        """The device's own work, off the ioctl's critical path as on
-        silicon: after the node has been quiet a moment, or has kept the
-        work waiting too long."""
-        while True:
-            await self._model_kick.wait()
-            self._model_kick = trio.Event()
-            since = trio.current_time()
-            while model.has_pending():
-                now = trio.current_time()
-                quiet = now - self._drained_at
-                if quiet >= MODEL_QUIET_SECONDS or now - since >= MODEL_MAX_DEFER_SECONDS:
-                    model.run_pending()
-                else:
-                    await trio.sleep(MODEL_QUIET_SECONDS - quiet)
+            model.run_pending()
 
     # -- teardown ------------------------------------------------------
 

@@ -142,6 +142,9 @@ class Scanner:
         the lowest-priority demotions and the most urgent stagings first.
         """
         n = getattr(d, "high_water", d.size)
+        if n == 0:  # nothing was ever allocated: nothing to decide
+            none = np.empty(0, dtype=np.intp)
+            return ScanResult(np.empty(0, dtype=np.uint16), none, none, *([0] * 10))
         if n < d.size:
             d = DirectoryPrefix(d, n)
         p = self.score(d, step32, w)
