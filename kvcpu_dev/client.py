@@ -32,10 +32,13 @@ def attr_dir(device: str | os.PathLike[str], run_dir: str = "/run/kvcpu") -> pat
     A FUSE node is a link to ``<attr dir>/device``; a CUSE node or an
     unresolvable path maps to ``<run_dir>/<name>``."""
     path = pathlib.Path(device)
-    if path.is_symlink():
-        target = path.resolve()
-        if target.name == "device":
-            return target.parent
+    try:
+        if path.is_symlink():
+            target = path.resolve()
+            if target.name == "device":
+                return target.parent
+    except (OSError, RuntimeError):  # a loop or no access: not a kvcpu-dev link
+        pass
     return pathlib.Path(run_dir) / path.name
 
 

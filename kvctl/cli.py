@@ -38,79 +38,30 @@ class Failure(Exception):
     """A one-line error for stderr; exit status 1."""
 
 
-class CNumber(click.ParamType):
-    name = "number"
-
-    def convert(self, value, param, ctx):  # noqa: ANN001
-        if isinstance(value, int):
-            return value
-        try:
-            return strtoull(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-NUMBER = CNumber()
-
-
-def _device(ctx: click.Context) -> KvCpu:
-    path = ctx.obj["device"]
+def _on_device(path: str, label: str, call) -> None:  # noqa: ANN001
+    """Open the node and make one call, with the reference tool's messages."""
     try:
-        return KvCpu(path)
+        dev = KvCpu(path)
     except OSError as exc:
         raise Failure(f"open {path}: {os.strerror(exc.errno)}") from None
-
-
-def _command(ctx: click.Context, label: str, call) -> None:  # noqa: ANN001
-    with _device(ctx) as dev:
+    with dev:
         try:
             call(dev)
         except OSError as exc:
             raise Failure(f"ioctl {label}: {os.strerror(exc.errno)}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, add_help_option=True)
-@click.option("--device", "device", metavar="PATH", default=None,
-              help="The device node (default $KVCPU_DEVICE or /dev/kvcpu0).")
+def _command(ctx: click.Context, label: str, call) -> None:  # noqa: ANN001
+    _on_device(ctx.obj["device"], label, call)
+
+
+@click.group(context_settings={"help_option_names": []})
+@click.option("--device", "device", metavar="PATH", default=None)
 @click.pass_context
 def cli(ctx: click.Context, device: str | None) -> None:
-    """Talk to a KV-CPU device (the kernel driver or kvcpu-dev)."""
+    """The commands beyond the reference tool's (see USAGE)."""
     path = device or default_device()
     ctx.obj = {"device": path, "attr_dir": attr_dir(path)}
-
-
-@cli.command()
-@click.argument("n", type=NUMBER)
-@click.pass_context
-def step(ctx: click.Context, n: int) -> None:
-    """Advance the decode step."""
-    _command(ctx, "STEP", lambda d: d.step(n))
-
-
-def _block_command(name: str, label: str, method: str, doc: str) -> None:
-    """hot, evict and share: the same two arguments, one client method."""
-
-    @cli.command(name, help=doc)
-    @click.argument("va", type=NUMBER)
-    @click.argument("length", metavar="LEN", type=NUMBER)
-    @click.pass_context
-    def command(ctx: click.Context, va: int, length: int) -> None:
-        _command(ctx, label, lambda d: getattr(d, method)(va, length))
-
-
-_block_command("hot", "HOT", "mark_hot", "Mark a KV block hot.")
-_block_command("evict", "EVICT", "evict", "Evict a KV block now.")
-_block_command("share", "SHARE", "share_prefix", "Share a prefix block.")
-
-
-@cli.command()
-@click.argument("va", type=NUMBER)
-@click.argument("length", metavar="LEN", type=NUMBER)
-@click.argument("target", metavar="STEP", type=NUMBER)
-@click.pass_context
-def prefetch(ctx: click.Context, va: int, length: int, target: int) -> None:
-    """Prefetch a KV block for a decode step."""
-    _command(ctx, "PREFETCH", lambda d: d.prefetch(va, length, target))
 
 
 def _table(rows: dict[str, int], hex_fields: tuple[str, ...] = ()) -> str:
@@ -159,29 +110,79 @@ def _weight_setting(text: str) -> tuple[str, int]:
     return name, number
 
 
-def _register_model_commands() -> None:
+#: The reference tool's commands: label in its messages, client method,
+#: and how many numbers each takes.
+REFERENCE = {
+    "step": ("STEP", "step", 1),
+    "hot": ("HOT", "mark_hot", 2),
+    "evict": ("EVICT", "evict", 2),
+    "prefetch": ("PREFETCH", "prefetch", 3),
+    "share": ("SHARE", "share_prefix", 2),
+}
+
+
+class Usage(Exception):
+    """Print the usage and exit 1, as the reference tool does."""
+
+
+def _split_device(args: list[str]) -> tuple[str | None, list[str]]:
+    """A leading ``--device PATH`` (or ``--device=PATH``), then the rest."""
+    if args[:1] == ["--device"]:
+        if len(args) < 2:
+            raise Usage()
+        return args[1], args[2:]
+    if args and args[0].startswith("--device="):
+        return args[0].split("=", 1)[1], args[1:]
+    return None, args
+
+
+def run_reference(device: str | None, command: str, words: list[str]) -> None:
+    """One of the five reference commands, parsed as the reference parses
+    them: the exact argument count, each a whole ``strtoull(s, &end, 0)``
+    number (so ``-1`` is 2**64-1, and ``--`` or ``--help`` are not numbers)."""
+    label, method, count = REFERENCE[command]
+    if len(words) != count:
+        raise Usage()
     try:
-        from . import model_cmds
-    except ImportError:  # the device model's commands are optional
-        return
+        numbers = [strtoull(w) for w in words]
+    except ValueError:
+        raise Usage() from None
+    _on_device(device or default_device(), label, lambda d: getattr(d, method)(*numbers))
+
+
+def _run_extras(args: list[str]) -> None:
+    from . import model_cmds  # numpy only for the commands that need it
+
     model_cmds.register(cli)
-
-
-_register_model_commands()
+    try:
+        cli.main(args=args, prog_name="kvctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        if exc.exit_code:
+            sys.exit(exc.exit_code)
+    except click.UsageError:
+        raise Usage() from None
+    except click.ClickException as exc:
+        raise Failure(f"kvctl: {exc.format_message()}") from None
+    except click.Abort:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="kvctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.UsageError:  # as the reference tool: the usage, nothing else
+        if args in (["-h"], ["--help"]):
+            click.echo(USAGE)
+            sys.exit(0)
+        device, rest = _split_device(args)
+        if rest and rest[0] in REFERENCE:
+            run_reference(device, rest[0], rest[1:])
+        else:
+            _run_extras(args)
+    except Usage:
         click.echo(USAGE, err=True)
         sys.exit(1)
-    except (Failure, click.ClickException) as exc:
-        click.echo(str(exc) if isinstance(exc, Failure) else f"kvctl: {exc.format_message()}", err=True)
-        sys.exit(1)
-    except click.Abort:
+    except Failure as exc:
+        click.echo(str(exc), err=True)
         sys.exit(1)
     sys.exit(0)
 

@@ -103,6 +103,7 @@ def kvctl_run(kvctl, *args, env=None):  # noqa: ANN001
 @pytest.mark.parametrize("text, value", [
     ("10", 10), ("0x10", 16), ("0X1f", 31), ("010", 8),
     ("18446744073709551615", 2**64 - 1), ("0xffffffffffffffff", 2**64 - 1),
+    ("-1", 2**64 - 1), ("-0x1000", 2**64 - 0x1000), (" +7", 7),  # strtoull wraps a minus
 ])
 def test_kvctl_numbers_like_strtoull(shared_dev, kvctl, text, value):
     r = kvctl_run(kvctl, "--device", shared_dev.node, "prefetch", text, text, text)
@@ -114,6 +115,8 @@ def test_kvctl_numbers_like_strtoull(shared_dev, kvctl, text, value):
 @pytest.mark.parametrize("args", [
     [], ["bogus"], ["step"], ["step", "1", "2"], ["hot", "1"], ["prefetch", "1", "2"],
     ["step", "12abc"], ["step", "0x"], ["step", "08"], ["step", ""], ["hot", "1", "2.5"],
+    ["step", "--", "5"], ["step", "--help"], ["step", "-h"], ["step", "1 "],
+    ["step", "18446744073709551616"],
 ], ids=repr)
 def test_kvctl_usage_errors(shared_dev, kvctl, args):
     before = shared_dev.telemetry()
