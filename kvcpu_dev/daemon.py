@@ -16,6 +16,7 @@ import grp
 import logging
 import os
 import pathlib
+import select
 import signal
 import socket
 import sys
@@ -96,6 +97,8 @@ def lock_if_free(opts: Options):  # noqa: ANN201
     except FileNotFoundError:
         yield True
         return
+    except OSError as exc:
+        raise StartError(f"cannot open {lock_file(opts)}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,7 +216,13 @@ def serve(opts: Options, report=lambda ok, msg: None) -> int:
                 sd_notify(f"READY=1\nMAINPID={os.getpid()}")
                 report(True, server.describe())
 
-            trio.run(server.run, ready)
+            try:
+                trio.run(server.run, ready)
+            except BaseException as exc:  # trio may wrap it in a group
+                cause = _os_error_in(exc)
+                if cause is None:
+                    raise
+                raise StartError(f"{opts.name}: {cause.strerror or cause}") from None
         finally:
             sd_notify("STOPPING=1")
             server.close()
@@ -226,30 +235,81 @@ def serve(opts: Options, report=lambda ok, msg: None) -> int:
         os.close(lock)
 
 
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``, looking inside exception groups."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _os_error_in(inner)) is not None:
+                return found
+    return None
+
+
 def start_background(opts: Options, log_path: pathlib.Path) -> int:
-    """Fork; the child becomes the daemon; return once the node answers."""
+    """Fork; the child becomes the daemon; return once the node answers.
+    A child that neither reports nor answers in time is stopped, so a
+    failed start never leaves a daemon behind."""
     opts.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StartError(f"cannot open the log {log_path}: {exc.strerror}") from None
     rfd, wfd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the daemon
-        os.close(rfd)
-        os.setsid()
-        _detach_stdio(log_path)
-        code = _child(opts, wfd)
-        os._exit(code)
+    if pid == 0:  # the daemon: never return into the parent's code
+        code = 1
+        try:
+            os.close(rfd)
+            os.setsid()
+            _detach_stdio(log_fd)
+            code = _child(opts, wfd)
+        finally:
+            os._exit(code)
     os.close(wfd)
-    with os.fdopen(rfd, "rb") as pipe:
-        message = pipe.read().decode(errors="replace").strip()
-    if not message.startswith("OK "):
-        os.waitpid(pid, 0)
-        raise StartError(message.removeprefix("ERR ") or f"the daemon exited during start-up; see {log_path}")
+    os.close(log_fd)
     deadline = time.monotonic() + READY_TIMEOUT
-    while not answers(opts.node):
-        if time.monotonic() > deadline:
-            raise StartError(f"{opts.node} does not answer ioctls; see {log_path}")
-        time.sleep(0.005)
+    try:
+        message = _read_report(rfd, deadline)
+        if not message.startswith("OK "):
+            os.waitpid(pid, 0)
+            raise StartError(message.removeprefix("ERR ") or f"the daemon exited during start-up; see {log_path}")
+        while not answers(opts.node):
+            if time.monotonic() > deadline:
+                raise StartError(f"{opts.node} does not answer ioctls; see {log_path}")
+            time.sleep(0.005)
+    except StartError:
+        _reap(pid)
+        raise
     click.echo(f"kvcpu-dev: {message[3:]} (pid {pid})")
     return 0
+
+
+def _read_report(rfd: int, deadline: float) -> str:
+    """The child's one report (it closes the pipe after it, or dies)."""
+    chunks = []
+    with os.fdopen(rfd, "rb") as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                raise StartError(f"no word from the daemon within {READY_TIMEOUT:.0f} s")
+            chunk = os.read(pipe.fileno(), 4096)
+            if not chunk:
+                return b"".join(chunks).decode(errors="replace").strip()
+            chunks.append(chunk)
+
+
+def _reap(pid: int) -> None:
+    """Stop a child that failed to start (it cleans up on SIGTERM)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(ChildProcessError):
+        for _ in range(int(STOP_TIMEOUT / 0.01)):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def _child(opts: Options, wfd: int) -> int:
@@ -272,14 +332,14 @@ def _child(opts: Options, wfd: int) -> int:
         return 1
 
 
-def _detach_stdio(log_path: pathlib.Path) -> None:
+def _detach_stdio(log_fd: int) -> None:
+    """stdin from /dev/null, stdout and stderr to the log."""
     null = os.open(os.devnull, os.O_RDWR)
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
     os.close(null)
-    os.close(out)
+    os.close(log_fd)
 
 
 def stop(opts: Options) -> int:
@@ -291,7 +351,8 @@ def stop(opts: Options) -> int:
     pid = read_pid(opts)
     if pid is None:
         raise StartError(f"{opts.name} is starting (no pid file yet); try again")
-    os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it may be on its way out
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while True:
         with lock_if_free(opts) as free:

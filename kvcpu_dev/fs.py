@@ -147,8 +147,9 @@ class NodeFS:
         store = self.attrs[ino].store
         if store is None:
             raise OSError(errno.EACCES, "read-only attribute")
-        store(data[: ATTR_SIZE - 1])  # OSError -> errno, as a sysfs store
-        lib.fuse_reply_write(req, len(data))
+        taken = min(len(data), ATTR_SIZE)  # kernfs hands a store one page
+        store(data[:taken])  # OSError -> errno, as a sysfs store
+        lib.fuse_reply_write(req, taken)
 
     def release(self, req: Any, ino: int, fh: int) -> None:
         self._open.pop(fh, None)

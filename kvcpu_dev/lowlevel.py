@@ -25,10 +25,6 @@ log = logging.getLogger("kvcpu_dev")
 _BATCH = 64
 
 
-class FuseError(OSError):
-    pass
-
-
 class Session:
     """One libfuse session and the object whose methods answer it."""
 
@@ -44,10 +40,10 @@ class Session:
         handle = ffi.new_handle(handler)
         se = lib.kv_fuse_new(options.encode(), handle)
         if se == ffi.NULL:
-            raise FuseError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
+            raise OSError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
         if lib.kv_fuse_mount(se, mountpoint.encode()) != 0:
             lib.fuse_session_destroy(se)
-            raise FuseError(errno.EIO, f"cannot mount FUSE at {mountpoint}")
+            raise OSError(errno.EIO, f"cannot mount FUSE at {mountpoint}")
         return cls(se, handle, "fuse", mountpoint)
 
     @classmethod
@@ -55,7 +51,7 @@ class Session:
         handle = ffi.new_handle(handler)
         se = lib.kv_cuse_new(devname.encode(), 0, 0, handle)
         if se == ffi.NULL:
-            raise FuseError(errno.EINVAL, "cuse_lowlevel_new failed")
+            raise OSError(errno.EINVAL, "cuse_lowlevel_new failed")
         try:
             fd = os.open(cuse_path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
@@ -65,7 +61,7 @@ class Session:
         if lib.kv_fuse_mount(se, f"/dev/fd/{fd}".encode()) != 0:
             os.close(fd)
             lib.fuse_session_destroy(se)
-            raise FuseError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
+            raise OSError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
         return cls(se, handle, "cuse", devname)
 
     async def serve(self, between: Callable[[], None] | None = None) -> None:

@@ -38,12 +38,6 @@ NAMES = {
     if name.isupper() and isinstance(value, int) and name != "BAR0_SIZE"
 }
 
-#: Registers whose write rings a doorbell on the device (the last write of a
-#: command's sequence).  SET_WEIGHTS ends with PREFETCH_THRESH.
-DOORBELLS = frozenset(
-    {STEP_ADVANCE, BOOST_LEN, IMEVICT_LEN, PREFETCH_STEP, SHARE_LEN, PREFETCH_THRESH}
-)
-
 _U64 = struct.Struct("<Q")
 
 

@@ -145,14 +145,13 @@ class Server:
         if node.exists():
             return True
         major, minor = map(int, numbers.read_text().split(":"))
-        os.mknod(node, stat.S_IFCHR | self.opts.mode, os.makedev(major, minor))
+        try:
+            os.mknod(node, stat.S_IFCHR | self.opts.mode, os.makedev(major, minor))
+        except FileExistsError:  # devtmpfs was only late
+            return True
         self._made_node = node
         log.info("%s: made %s (%d:%d) by hand: /dev is not devtmpfs", self.opts.name, node, major, minor)
         return True
-
-    @property
-    def node_path(self) -> pathlib.Path:
-        return self.opts.node
 
     def describe(self) -> str:
         o = self.opts
@@ -190,7 +189,10 @@ class Server:
         arrived are answered.  A STEP that arrives first supersedes it."""
         model = self.opts.model
         if model is not None and model.has_pending():
-            model.run_pending()
+            try:
+                model.run_pending()
+            except Exception:  # a model bug must not take the node down
+                log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
     # -- teardown ------------------------------------------------------
 

@@ -8,15 +8,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config gcc kmod util-linux)
-if [[ ${1:-} == --test ]]; then
-  APT_PACKAGES+=(user-mode-linux docker.io mmdebstrap)
-fi
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# Python.h for the cffi extension (a pyenv or other built Python has its own).
+[[ -f $(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h ]] \
+  || missing+=(python3-dev)
+if [[ ${1:-} == --test ]]; then
+  # By the tools, not the package names: Docker CE instead of docker.io is fine.
+  command -v linux.uml >/dev/null || missing+=(user-mode-linux)
+  command -v docker >/dev/null || missing+=(docker.io)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+fi
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] && SUDO= || SUDO=sudo
   echo "setup: installing ${missing[*]}"
@@ -30,7 +36,8 @@ want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py | sha256sum | cut -
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+built=(kvcpu_dev/native/_fuse*.so)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -e ${built[0]} ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"

@@ -38,13 +38,18 @@ def _run_in_uml(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_live_suite_through_cuse():
     if os.geteuid() != 0:
+        if os.environ.get("KVCPU_REQUIRE_UML"):
+            pytest.fail("KVCPU_REQUIRE_UML is set but this is not root")
         pytest.skip("User-Mode Linux with hostfs root needs root")
     proc = _run_in_uml(
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests/live",
         env={"KVCPU_TEST_TRANSPORT": "cuse"},
     )
     if proc.returncode == UML_UNAVAILABLE and "uml-run: cannot run UML" in proc.stderr:
-        pytest.skip(proc.stderr.strip().splitlines()[-1])
+        reason = proc.stderr.strip().splitlines()[-1]
+        if os.environ.get("KVCPU_REQUIRE_UML"):
+            pytest.fail(f"KVCPU_REQUIRE_UML is set: {reason}")
+        pytest.skip(reason)
     tail = proc.stdout[-6000:] + "\n--- stderr ---\n" + proc.stderr[-3000:]
     assert proc.returncode == 0, tail
     summary = re.search(r"(\d+) passed", proc.stdout)

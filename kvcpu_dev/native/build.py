@@ -17,9 +17,6 @@ import cffi
 
 CDEF = r"""
 typedef int... off_t;
-typedef int... uid_t;
-typedef int... gid_t;
-typedef int... pid_t;
 typedef uint64_t fuse_ino_t;
 typedef struct fuse_req *fuse_req_t;
 struct fuse_session;
@@ -28,7 +25,6 @@ struct fuse_pollhandle;
 struct fuse_file_info { int flags; uint64_t fh; ...; };
 struct fuse_buf { size_t size; void *mem; ...; };
 struct stat { ...; };
-struct fuse_ctx { uid_t uid; gid_t gid; pid_t pid; ...; };
 
 struct fuse_lowlevel_ops {
     void (*init)(void *userdata, struct fuse_conn_info *conn);
@@ -64,15 +60,11 @@ struct cuse_lowlevel_ops {
     ...;
 };
 
-#define FUSE_IOCTL_COMPAT ...
-#define FUSE_IOCTL_UNRESTRICTED ...
 #define FUSE_IOCTL_DIR ...
 #define FUSE_SET_ATTR_SIZE ...
 
 void *fuse_req_userdata(fuse_req_t req);
-const struct fuse_ctx *fuse_req_ctx(fuse_req_t req);
 int fuse_reply_err(fuse_req_t req, int err);
-void fuse_reply_none(fuse_req_t req);
 int fuse_reply_buf(fuse_req_t req, const char *buf, size_t size);
 int fuse_reply_write(fuse_req_t req, size_t count);
 int fuse_reply_ioctl(fuse_req_t req, int result, const char *buf, size_t size);
@@ -280,7 +272,7 @@ def _pkg_config(*args: str) -> list[str]:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise SystemExit(
             "kvcpu-dev: building the libfuse3 binding needs pkg-config and "
-            "libfuse3-dev (apt-get install fuse3 libfuse3-dev pkg-config): " + str(exc))
+            "libfuse3-dev and python3-dev (apt-get install fuse3 libfuse3-dev pkg-config python3-dev): " + str(exc))
     return shlex.split(out)
 
 

@@ -60,6 +60,8 @@ def live_skip_reason() -> str | None:
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
     reason = live_skip_reason()
+    if reason and os.environ.get("KVCPU_REQUIRE_LIVE") and any("live" in i.keywords for i in items):
+        raise pytest.UsageError(f"KVCPU_REQUIRE_LIVE is set but the live tests cannot run: {reason}")
     if reason:
         for item in items:
             if "live" in item.keywords:
