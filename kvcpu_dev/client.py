@@ -13,7 +13,7 @@ import os
 import pathlib
 from typing import Any
 
-from . import abi
+from . import abi, mounts
 
 DEFAULT_DEVICE = "/dev/kvcpu0"
 
@@ -29,17 +29,21 @@ def default_device() -> str:
 def attr_dir(device: str | os.PathLike[str], run_dir: str = "/run/kvcpu") -> pathlib.Path:
     """Where a kvcpu-dev device's attribute files are.
 
-    A FUSE node is a link to ``<attr dir>/device``; a CUSE node or an
-    unresolvable path maps to ``<run_dir>/<name>``."""
+    A FUSE node is a link to ``<attr dir>/device``.  Otherwise (a CUSE
+    node, or a link to one) the daemon's mount is found by its source
+    ``kvcpu-<name>`` in the mount table; failing that, ``<run_dir>/<name>``."""
     path = pathlib.Path(device)
+    name = path.name
     try:
         if path.is_symlink():
             target = path.resolve()
             if target.name == "device":
                 return target.parent
+            name = target.name
     except (OSError, RuntimeError):  # a loop or no access: not a kvcpu-dev link
         pass
-    return pathlib.Path(run_dir) / path.name
+    found = mounts.find(mounts.KVCPU_FS_TYPE, mounts.source_of(name))
+    return pathlib.Path(found) if found else pathlib.Path(run_dir) / name
 
 
 class KvCpu:

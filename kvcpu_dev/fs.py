@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import trio
 
-from . import lowlevel
+from . import lowlevel, mounts
 from .attrs import Attribute
 from .core import Device
 from .native._fuse import lib
@@ -157,4 +157,4 @@ class NodeFS:
 
 
 def mount_options(name: str) -> str:
-    return f"allow_other,default_permissions,fsname=kvcpu-{name},subtype=kvcpu"
+    return f"allow_other,default_permissions,fsname={mounts.source_of(name)},subtype=kvcpu"

@@ -11,6 +11,14 @@ import pathlib
 import re
 
 MNT_DETACH = 2
+
+#: How a device's attribute mount shows in the mount table, which is how
+#: clients find it whatever --run-dir was (see client.attr_dir).
+KVCPU_FS_TYPE = "fuse.kvcpu"
+
+
+def source_of(name: str) -> str:
+    return f"kvcpu-{name}"
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -19,9 +27,27 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_points() -> set[str]:
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, source) of every mount."""
+    out = []
     with open("/proc/self/mountinfo") as f:
-        return {_unescape(line.split()[4]) for line in f}
+        for line in f:
+            fields = line.split()
+            tail = fields[fields.index("-") + 1 :]  # after the optional fields
+            out.append((_unescape(fields[4]), tail[0], _unescape(tail[1])))
+    return out
+
+
+def mount_points() -> set[str]:
+    return {point for point, _, _ in _mounts()}
+
+
+def find(fstype: str, source: str) -> str | None:
+    """The mount point of the mount of ``fstype`` from ``source``, if any."""
+    for point, kind, src in _mounts():
+        if kind == fstype and src == source:
+            return point
+    return None
 
 
 def _canonical(path: pathlib.Path) -> str:
