@@ -17,7 +17,7 @@ import os
 import pathlib
 import signal
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import trio
@@ -44,7 +44,6 @@ class Options:
     gid: int = 0
     trace: bool = False
     model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
-    extra: dict = field(default_factory=dict)
 
     @property
     def attr_dir(self) -> pathlib.Path:
