@@ -37,7 +37,7 @@ def attr_dir(device: str | os.PathLike[str], run_dir: str = "/run/kvcpu") -> pat
     try:
         if path.is_symlink():
             target = path.resolve()
-            if target.name == "device":
+            if target.name == "device":  # fs.DEVICE_FILE (not imported: no cffi here)
                 return target.parent
             name = target.name
     except (OSError, RuntimeError):  # a loop or no access: not a kvcpu-dev link

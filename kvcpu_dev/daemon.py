@@ -67,8 +67,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's: alive all the same
+        pass
     return True
 
 
@@ -128,7 +128,7 @@ def remove_leftovers(opts: Options) -> list[str]:
 
 def _is_our_link(opts: Options, node: pathlib.Path) -> bool:
     target = pathlib.Path(os.readlink(node))
-    return target in (opts.attr_dir / "device", pathlib.Path("/dev") / opts.name)
+    return target in (opts.device_file, opts.cuse_node)
 
 
 def clean_stale(opts: Options, transport: str) -> None:
@@ -144,7 +144,7 @@ def clean_stale(opts: Options, transport: str) -> None:
         raise StartError(f"{node} is already a character device (the kv_cpu driver, or a CUSE kvcpu-dev?)")
     if kind == "other":
         raise StartError(f"{node} exists and is not a device node; remove it first")
-    cuse_node = pathlib.Path("/dev") / opts.name
+    cuse_node = opts.cuse_node
     if transport == "cuse" and node_kind(cuse_node) != "missing":
         if answers(cuse_node):
             raise StartError(f"{cuse_node} already exists and answers ioctls")

@@ -53,6 +53,16 @@ class Options:
     def node(self) -> pathlib.Path:
         return self.dev_dir / self.name
 
+    @property
+    def cuse_node(self) -> pathlib.Path:
+        """Where the kernel puts a CUSE device, whatever --dev-dir says."""
+        return pathlib.Path("/dev") / self.name
+
+    @property
+    def device_file(self) -> pathlib.Path:
+        """The FUSE transport's ioctl file, the node's link target."""
+        return self.attr_dir / DEVICE_FILE
+
     def resolved_transport(self) -> str:
         if self.transport != "auto":
             return self.transport
@@ -103,16 +113,17 @@ class Server:
             await self.cuse.ready.wait()
             await self._settle_cuse_node()
         else:
-            self._link_node()
+            self._link_node(self.opts.device_file)
 
-    def _link_node(self) -> None:
+    def _link_node(self, target: pathlib.Path) -> None:
+        """The node as a link to ``target``, made under a temporary name and
+        renamed into place: it is never half made."""
         node = self.opts.node
-        target = self.opts.attr_dir / DEVICE_FILE
         tmp = node.with_name(f".{node.name}.{os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         tmp.symlink_to(target)
-        tmp.replace(node)  # atomic: the node is never half made
+        tmp.replace(node)
         self._symlink = node
 
     async def _settle_cuse_node(self) -> None:
@@ -121,43 +132,39 @@ class Server:
         devtmpfs creates the node in the kernel's /dev.  In a container /dev
         is a private tmpfs and the node never shows there; then we make it
         ourselves from the numbers CUSE registered (and remove it on stop)."""
-        node = pathlib.Path("/dev") / self.opts.name
+        node = self.opts.cuse_node
         with trio.move_on_after(NODE_APPEAR_SECONDS):
             while not node.exists():
                 numbers = pathlib.Path("/sys/class/cuse", self.opts.name, "dev")
-                if numbers.exists() and await self._make_node(node, numbers):
+                if numbers.exists():
+                    await self._make_node(node, numbers)
                     break
                 await trio.sleep(0.01)
         if not node.exists():
             raise OSError(errno.ENODEV, f"CUSE did not create {node}")
         os.chown(node, 0, self.opts.gid)
         os.chmod(node, self.opts.mode)
-        if self.opts.dev_dir != pathlib.Path("/dev"):
-            link = self.opts.node
-            with contextlib.suppress(FileNotFoundError):
-                link.unlink()
-            link.symlink_to(node)
-            self._symlink = link
+        if self.opts.node != node:  # --dev-dir elsewhere: link to the real node
+            self._link_node(node)
 
-    async def _make_node(self, node: pathlib.Path, numbers: pathlib.Path) -> bool:
+    async def _make_node(self, node: pathlib.Path, numbers: pathlib.Path) -> None:
         await trio.sleep(0.2)  # devtmpfs usually wins; give it the chance
         if node.exists():
-            return True
+            return
         major, minor = map(int, numbers.read_text().split(":"))
         try:
             os.mknod(node, stat.S_IFCHR | self.opts.mode, os.makedev(major, minor))
         except FileExistsError:  # devtmpfs was only late
-            return True
+            return
         self._made_node = node
         log.info("%s: made %s (%d:%d) by hand: /dev is not devtmpfs", self.opts.name, node, major, minor)
-        return True
 
     def describe(self) -> str:
         o = self.opts
         where = (
-            f"{o.node} -> {o.attr_dir / DEVICE_FILE}"
+            f"{o.node} -> {o.device_file}"
             if self.transport == "fuse"
-            else f"{pathlib.Path('/dev') / o.name} (character device)"
+            else f"{o.cuse_node} (character device)"
         )
         return f"{o.name} ready: {where} via {self.transport}, attributes in {o.attr_dir}"
 
