@@ -18,10 +18,13 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [[ -f $(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h ]] \
   || missing+=(python3-dev)
 if [[ ${1:-} == --test ]]; then
-  # By the tools, not the package names: Docker CE instead of docker.io is fine.
-  command -v linux.uml >/dev/null || missing+=(user-mode-linux)
-  command -v docker >/dev/null || missing+=(docker.io)
-  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  # By the programs the tests run, not the package names (Docker CE instead
+  # of docker.io is fine), and by the daemon, not the client: a machine may
+  # ship a `docker` client with no dockerd behind it.
+  have() { command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /usr/bin/$1 ]]; }
+  have linux.uml || missing+=(user-mode-linux)
+  have dockerd || missing+=(docker.io)
+  have mmdebstrap || missing+=(mmdebstrap)
 fi
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] && SUDO= || SUDO=sudo
