@@ -9,6 +9,9 @@ rules one entry at a time and the property tests hold the two equal.
     D = 255 for a prefix block, else 0
     evict (move down a tier) when P < EVICT_THRESH and ref_count == 0
     stage into T1 when P > PREFETCH_THRESH
+    guard: a prefix block with ref_count > 0 is decided nothing by the
+    scorer that step (no eviction, no score-driven stage); a stage its
+    PREFETCH target asks for is the runtime's request and still happens
 
 On top of the documented rule the model adds two protections (see
 docs/device-model.md): a block marked HOT within the last
@@ -113,7 +116,7 @@ class Scanner:
         self._u32 = np.empty(size, dtype=np.uint32)
         self._t16 = np.empty(size, dtype=np.uint16)
         self._p = np.empty(size, dtype=np.uint16)
-        self._b = [np.empty(size, dtype=bool) for _ in range(11)]
+        self._b = [np.empty(size, dtype=bool) for _ in range(12)]
 
     def score(self, d: Directory, step32: int, w: Weights) -> np.ndarray:
         """P for every entry.  Computed in uint16, whose wrap-around is the
@@ -149,7 +152,7 @@ class Scanner:
             d = DirectoryPrefix(d, n)
         p = self.score(d, step32, w)
         u32 = self._u32[:n]
-        low, cand, hot, ahead, prot, evict, idle, floor, down, stage, tmp = (x[:n] for x in self._b)
+        low, cand, hot, ahead, prot, evict, idle, floor, down, stage, guard, tmp = (x[:n] for x in self._b)
         count = np.count_nonzero
 
         np.less(p, np.uint16(w.evict_thresh), out=low)
@@ -179,8 +182,9 @@ class Scanner:
         stage &= d.live
         np.greater(stage, evict, out=stage)
         np.greater(p, np.uint16(w.prefetch_thresh), out=tmp)
+        np.greater(tmp, _guarded(d, out=guard), out=tmp)  # the scorer's own stage skips guarded blocks
         tmp |= ahead
-        stage &= tmp  # below T1, idle, not evicted, above threshold or targeted
+        stage &= tmp  # below T1, idle, not evicted, above threshold (unguarded) or targeted
 
         room = [max(0, r) for r in room]
         stage_idx = np.flatnonzero(stage)
@@ -202,6 +206,13 @@ class Scanner:
             stage_wanted=len(stage_idx),
             stage_deferred=len(stage_idx) - len(staged),
         )
+
+
+def _guarded(d: Directory, out: np.ndarray) -> np.ndarray:
+    """The reference scorer's guard: a prefix block with ref_count > 0."""
+    np.not_equal(d.ref, 0, out=out)
+    out &= d.prefix
+    return out
 
 
 def scan(d: Directory, step32: int, w: Weights, hot_protect_steps: int, room: list[int]) -> ScanResult:

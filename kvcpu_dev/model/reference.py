@@ -59,6 +59,13 @@ def hot_protected(e: Entry, step: int, hot_protect_steps: int) -> bool:
     return e.hot and (step - e.hot_step) % 2**32 < hot_protect_steps
 
 
+def guarded(e: Entry) -> bool:
+    """The scorer decides nothing this step for a referenced prefix block:
+    no eviction (ref > 0) and no score-driven stage; a PREFETCH target's
+    stage is the runtime's request and still happens."""
+    return e.prefix and e.ref > 0
+
+
 def target_ahead(e: Entry, step: int) -> bool:
     return e.armed and e.target >= step
 
@@ -96,7 +103,7 @@ def decide(entries: list[Entry], step: int, w: Weights, hot_protect_steps: int, 
                 out.busy += 1
             else:
                 want_down.append((p, i, e.tier))
-        elif e.tier > T1 and not e.moving and (p > w.prefetch_thresh or ahead):
+        elif e.tier > T1 and not e.moving and ((p > w.prefetch_thresh and not guarded(e)) or ahead):
             want_stage.append((not ahead, -p, i))
 
     room = [max(0, r) for r in room]

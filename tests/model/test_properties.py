@@ -154,3 +154,26 @@ def test_invariants_hold_after_every_operation(program, config):
     m.run_pending()
     s = m.stats()
     assert s["bytes_moved"] == s["bytes_down"] + s["bytes_up"]
+
+
+# -- the reference scorer's guard: a referenced prefix block is decided nothing ---------------
+def test_a_referenced_prefix_block_is_not_staged_by_its_score():
+    w = Weights(1, 1, 2, 200, 0, 100)  # every prefix block scores far above 100
+    items = [reference.Entry(tier=2, prefix=True, ref=1),  # guarded: nothing this step
+             reference.Entry(tier=2, prefix=True, ref=0),  # no reference left: the score stages it
+             reference.Entry(tier=3, prefix=True, ref=2, armed=True, target=9)]  # the runtime asked: staged
+    res = hepc.scan(directory_of(items), 5, w, 0, [0, 8, 0, 0])
+    ref = reference.decide(items, 5, w, 0, [0, 8, 0, 0])
+    assert res.stage.tolist() == ref.stage == [1, 2]
+    assert res.demote.tolist() == ref.demote == []
+
+
+def test_the_device_stages_a_shared_prefix_only_once_its_last_reference_is_dropped():
+    m = CheckedModel(small_config(initial_tier=2))  # the runtime allocated the block in T2
+    set_weights(m, 1, 1, 2, 200, 0, 100)
+    share(m, 0, MiB)
+    step(m, 1)
+    assert m.last_scan["stage_wanted"] == 0 and m.dir.tier[0] == 2
+    evict(m, 0, MiB)  # the last reference dropped: the scorer decides again
+    step(m, 2)
+    assert m.last_scan["prefetch_issued"] == 1
