@@ -1,0 +1,32 @@
+"""A progress bar on stderr, only when stderr is a terminal (logs and
+pipes stay clean)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+
+@contextmanager
+def bar(total: int, desc: str, enabled: bool | None = None) -> Iterator:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield _Silent()
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a convenience, never a requirement
+        yield _Silent()
+        return
+    with tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True) as t:
+        yield t

@@ -1,0 +1,94 @@
+"""The human-facing outputs: a text table for the terminal, a markdown page
+and a plot of hit ratio against capacity, one line per policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+GiB = 2**30
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def hit_table(result: dict) -> list[list[str]]:
+    """Rows: a header, then one per policy with its hit ratio per capacity."""
+    caps = result["capacity_blocks"]
+    rows = [["policy"] + [f"{c} blocks" for c in caps]]
+    for name, s in result["policies"].items():
+        cells = []
+        for i in range(len(caps)):
+            cell = _pct(s["hit_ratio"][i])
+            if s["t1_hits"][i]:
+                cell += f" (+T1 {_pct(s['t1_hit_ratio'][i])})"
+            cells.append(cell)
+        rows.append([name] + cells)
+    return rows
+
+
+def movement_table(result: dict) -> list[list[str]]:
+    """Rows: bytes moved, prefetches and stall, per policy and capacity."""
+    rows = [["policy", "capacity", "GiB up", "GiB down", "prefetch on time", "prefetch late", "stall s"]]
+    for name, s in result["policies"].items():
+        for i, cap in enumerate(result["capacity_blocks"]):
+            rows.append([name, str(cap), f"{s['bytes_up'][i] / GiB:.0f}", f"{s['bytes_down'][i] / GiB:.0f}",
+                         str(s["prefetch_on_time"][i]), str(s["prefetch_late"][i]), f"{s['stall_s'][i]:.1f}"])
+    return rows
+
+
+def text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def summary(result: dict) -> str:
+    return (f"{result['trace']}: {result['requests']} requests, {result['accesses']} block accesses, "
+            f"{result['unique_blocks']} unique blocks (infinite cache: "
+            f"{_pct(1 - result['unique_blocks'] / max(1, result['accesses']))})")
+
+
+def write_markdown(result: dict, path: Path, plot: Path | None = None, command: str | None = None) -> None:
+    parts = [f"# kvcpu-eval: {result['trace']}", "", summary(result), ""]
+    if command:
+        parts += ["```sh", command, "```", ""]
+    parts += ["## Block hit ratio (fast tier)", "", markdown(hit_table(result)), ""]
+    if plot:
+        parts += [f"![hit ratio against capacity]({plot.name if plot.parent == path.parent else plot})", ""]
+    parts += ["## Data movement", "", markdown(movement_table(result)), ""]
+    parts += ["## Parameters", "", "```json", json.dumps(result.get("parameters", {}), indent=2, sort_keys=True),
+              "```", ""]
+    path.write_text("\n".join(parts))
+
+
+def write_plot(result: dict, path: Path) -> None:
+    """Hit ratio against capacity, one line per policy (matplotlib, no display)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("kvcpu-eval: --plot needs matplotlib (pip install 'kvcpu-dev[eval]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    caps = result["capacity_blocks"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in result["policies"].items():
+        style = "--" if name == "belady" else "-"
+        ax.plot(caps, [100 * h for h in s["hit_ratio"]], style, marker="o", label=name)
+    ax.axhline(100 * (1 - result["unique_blocks"] / max(1, result["accesses"])), color="grey", lw=0.8, ls=":",
+               label="infinite cache")
+    ax.set_xlabel("fast-tier capacity (trace blocks)")
+    ax.set_ylabel("block hit ratio (%)")
+    ax.set_title(result["trace"])
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,84 @@
+"""kvcpu-eval's outputs: the --json shape, the report and plot files,
+determinism, and reading any file of the trace format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kvcpu_dev.evaluation import runner
+from kvcpu_dev.evaluation.cli import main
+from kvcpu_dev.evaluation.traces import read_trace
+
+CLASSIC = "lru,arc,prio-lru,belady"
+
+
+def run_cli(*args: str) -> str:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_json_shape(trace_file):
+    out = json.loads(run_cli(str(trace_file), "--capacity-blocks", "40,10,20", "--policies", CLASSIC, "--json"))
+    assert out["trace"] == "synthetic.jsonl"
+    assert out["capacity_blocks"] == [40, 10, 20]
+    tr = read_trace(trace_file)
+    assert out["accesses"] == len(tr.accesses)
+    assert list(out["policies"]) == CLASSIC.split(",")
+    for s in out["policies"].values():
+        assert len(s["hit_ratio"]) == 3 and all(0 <= h <= 1 for h in s["hit_ratio"])
+        assert s["hits"] == [round(h * out["accesses"]) for h in s["hit_ratio"]]
+    lru = out["policies"]["lru"]["hit_ratio"]
+    assert lru[1] <= lru[2] <= lru[0]  # in the order given
+
+
+def test_capacities_as_shares_of_the_unique_blocks(small_trace):
+    u = small_trace.unique_blocks
+    assert runner.parse_capacities("10%,50", u) == [round(0.1 * u), 50]
+    with pytest.raises(ValueError):
+        runner.parse_capacities("0", u)
+    with pytest.raises(ValueError):
+        runner.parse_policies("lru,fifo")
+
+
+def test_two_runs_give_identical_results(small_trace):
+    a = runner.evaluate(small_trace, [10, 30], CLASSIC.split(","), show_progress=False)
+    b = runner.evaluate(small_trace, [10, 30], CLASSIC.split(","), show_progress=False)
+    assert a == b
+
+
+def test_report_and_plot(trace_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    out = run_cli(str(trace_file), "--capacity-blocks", "10,30", "--policies", "lru,belady",
+                  "--report", str(md), "--plot", str(png))
+    assert "belady" in out
+    text = md.read_text()
+    assert "| lru |" in text and "r.png" in text and "## Parameters" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_any_file_of_the_format(tmp_path):
+    p = tmp_path / "other.jsonl"
+    p.write_text('{"timestamp": 5, "input_length": 1024, "output_length": 3, "hash_ids": [7, 8], "extra": 1}\n'
+                 "\n"
+                 '{"hash_ids": [7, 9]}\n')
+    tr = read_trace(p)
+    assert tr.accesses == [7, 8, 7, 9] and tr.offsets == [0, 2, 4]
+    assert tr.requests[1].timestamp_ms == 0 and tr.requests[1].output_length == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"hash_ids": [1]}\n{"hash_ids": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        read_trace(bad)
+    res = CliRunner().invoke(main, [str(bad)])
+    assert res.exit_code == 1 and "bad.jsonl:2" in res.output
+
+
+def test_split_by_time(small_trace):
+    train, held = small_trace.split_by_time(0.5)
+    assert len(train.requests) + len(held.requests) == len(small_trace.requests)
+    assert train.requests[-1].timestamp_ms <= held.requests[0].timestamp_ms
+    assert abs(len(train.requests) - len(held.requests)) <= 2
