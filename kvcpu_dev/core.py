@@ -14,31 +14,13 @@ import errno
 import logging
 import os
 import threading
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import abi, regs
 from .attrs import Attribute, kstrtou32
 
 log = logging.getLogger("kvcpu_dev.trace")
 
-DEFAULT_WEIGHTS = {
-    "w_r": 1,
-    "w_f": 1,
-    "w_s": 2,
-    "w_d": 200,
-    "evict_thresh": 0x1000,
-    "prefetch_thresh": 0xE000,
-}
-
-#: SET_WEIGHTS' register writes, in the driver's order.
-WEIGHT_REGS = (
-    regs.WEIGHT_R,
-    regs.WEIGHT_F,
-    regs.WEIGHT_S,
-    regs.WEIGHT_D,
-    regs.EVICT_THRESH,
-    regs.PREFETCH_THRESH,
-)
 
 #: Block commands: (telemetry counter, register sequence).  The last
 #: register of each sequence is the doorbell.
@@ -79,7 +61,7 @@ class Device:
             ("hot_count", "evict_count", "prefetch_count", "share_count"), 0
         )
         self.last_va = self.last_len = self.last_target_step = 0
-        self.weights = dict(DEFAULT_WEIGHTS)
+        self.weights = dict(regs.DEFAULT_WEIGHTS)
         handlers: dict[int, Callable[[int, bytes], bytes]] = {
             abi.KV_CPU_STEP_ADVANCE: self._step_advance,
             abi.KV_CPU_SET_WEIGHTS: self._set_weights,
@@ -163,7 +145,7 @@ class Device:
         self.bar0.observer = _log_write if on else None
 
     def _write_weights(self) -> None:
-        for offset, field in zip(WEIGHT_REGS, abi.WEIGHT_FIELDS):
+        for offset, field in zip(regs.WEIGHT_REGS, abi.WEIGHT_FIELDS):
             self.bar0.write64(offset, self.weights[field])
 
     def _trace_command(self, command: abi.Command, payload: bytes) -> None:
@@ -173,38 +155,53 @@ class Device:
 
     # -- sysfs attributes ----------------------------------------------
 
+    def store_weight(self, field: str, value: int) -> None:
+        """A sysfs weight store: set one weight, re-send all six registers."""
+        with self.lock:
+            self.weights[field] = value
+            if self.tracing:
+                log.info("sysfs %s=%#x", field, value)
+            self._write_weights()
+
     def attributes(self) -> list[Attribute]:
         """The driver's sysfs attributes, in its order."""
-        return [
-            Attribute("current_step", self._show_current_step),
-            *(Attribute(f, self._shower(f), self._storer(f)) for f in abi.WEIGHT_FIELDS),
-            Attribute("telemetry", self._show_telemetry),
-        ]
+        return driver_attributes(self)
 
-    def _show_current_step(self) -> str:
-        with self.lock:
-            return f"{self.current_step}\n"
 
-    def _shower(self, field: str) -> Callable[[], str]:
+class DriverState(Protocol):
+    """What the sysfs attributes need of a device (core.Device, or the C
+    state behind fastpath.NativeDevice)."""
+
+    def telemetry(self) -> dict[str, int]: ...
+    def store_weight(self, field: str, value: int) -> None: ...
+
+
+def driver_attributes(dev: DriverState, sync: Callable[[], object] | None = None) -> list[Attribute]:
+    """The driver's sysfs attributes over ``dev``, in the driver's order.
+    ``sync`` runs before each read (the daemon drains its event ring, so a
+    read after an ioctl sees everything that ioctl caused)."""
+
+    def shower(render: Callable[[dict[str, int]], str]) -> Callable[[], str]:
         def show() -> str:
-            with self.lock:
-                return f"{self.weights[field]}\n"
+            if sync is not None:
+                sync()
+            return render(dev.telemetry())
 
         return show
 
-    def _storer(self, field: str) -> Callable[[bytes], None]:
+    def storer(field: str) -> Callable[[bytes], None]:
         def store(buf: bytes) -> None:
-            value = kstrtou32(buf)
-            with self.lock:
-                self.weights[field] = value
-                if self.tracing:
-                    log.info("sysfs %s=%#x", field, value)
-                self._write_weights()
+            dev.store_weight(field, kstrtou32(buf))
 
         return store
 
-    def _show_telemetry(self) -> str:
-        t = self.telemetry()
-        return "".join(
-            f"{k}={v:#x}\n" if k == "last_va" else f"{k}={v}\n" for k, v in t.items()
-        )
+    return [
+        Attribute("current_step", shower(lambda t: f"{t['current_step']}\n")),
+        *(Attribute(f, shower(lambda t, f=f: f"{t[f]}\n"), storer(f)) for f in abi.WEIGHT_FIELDS),
+        Attribute("telemetry", shower(render_telemetry)),
+    ]
+
+
+def render_telemetry(t: dict[str, int]) -> str:
+    """The ``telemetry`` attribute: fifteen key=value lines, last_va in hex."""
+    return "".join(f"{k}={v:#x}\n" if k == "last_va" else f"{k}={v}\n" for k, v in t.items())

@@ -31,12 +31,38 @@ WEIGHT_D = 0x0518
 EVICT_THRESH = 0x0520
 PREFETCH_THRESH = 0x0528
 
-#: Register offset -> name, for traces and logs.
+#: Register offset -> name, for traces and logs (and build.py's C defines).
 NAMES = {
-    value: name
-    for name, value in dict(globals()).items()
-    if name.isupper() and isinstance(value, int) and name != "BAR0_SIZE"
+    STEP_ADVANCE: "STEP_ADVANCE",
+    BOOST_ADDR: "BOOST_ADDR",
+    BOOST_LEN: "BOOST_LEN",
+    IMEVICT_ADDR: "IMEVICT_ADDR",
+    IMEVICT_LEN: "IMEVICT_LEN",
+    PREFETCH_ADDR: "PREFETCH_ADDR",
+    PREFETCH_LEN: "PREFETCH_LEN",
+    PREFETCH_STEP: "PREFETCH_STEP",
+    SHARE_ADDR: "SHARE_ADDR",
+    SHARE_LEN: "SHARE_LEN",
+    WEIGHT_R: "WEIGHT_R",
+    WEIGHT_F: "WEIGHT_F",
+    WEIGHT_S: "WEIGHT_S",
+    WEIGHT_D: "WEIGHT_D",
+    EVICT_THRESH: "EVICT_THRESH",
+    PREFETCH_THRESH: "PREFETCH_THRESH",
 }
+
+#: The driver's weights at load, in SET_WEIGHTS' field order.
+DEFAULT_WEIGHTS = {
+    "w_r": 1,
+    "w_f": 1,
+    "w_s": 2,
+    "w_d": 200,
+    "evict_thresh": 0x1000,
+    "prefetch_thresh": 0xE000,
+}
+
+#: SET_WEIGHTS' register writes, in the driver's order (same order).
+WEIGHT_REGS = (WEIGHT_R, WEIGHT_F, WEIGHT_S, WEIGHT_D, EVICT_THRESH, PREFETCH_THRESH)
 
 _U64 = struct.Struct("<Q")
 
@@ -70,9 +96,14 @@ class Bar0:
         self.observer: Callable[[RegWrite], None] | None = None
 
     def write64(self, offset: int, value: int) -> None:
+        self.replay(self.seq + 1, offset, value)
+
+    def replay(self, seq: int, offset: int, value: int) -> None:
+        """A write numbered elsewhere (the C fast path's BAR0, via its
+        event ring): the same effects, under that number."""
         _U64.pack_into(self.mem, offset, value)
-        self.seq += 1
-        write = RegWrite(self.seq, offset, value)
+        self.seq = seq
+        write = RegWrite(seq, offset, value)
         self.trace.append(write)
         if self.observer is not None:
             self.observer(write)
