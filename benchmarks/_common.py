@@ -29,6 +29,14 @@ def build_c(source: str, out_dir: pathlib.Path, fuse: bool = False) -> pathlib.P
     return out
 
 
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (sched_setaffinity on a pid moves only its
+    main thread; the fast path answers on another)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cpus)
+
+
 def pinned(cpu: int | None, argv: list) -> list[str]:
     argv = [str(a) for a in argv]
     return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from _common import Report, build_c, daemon, median, pinned, scratch
+from _common import Report, build_c, daemon, median, pinned, scratch, set_affinity
 
 
 def rtt(client, node, count: int, cpu) -> float:
@@ -58,8 +58,8 @@ def main() -> int:
         try:
             with daemon("kvbench0", tmp) as d:
                 for place, (server_cpus, cpu) in placements.items():
-                    os.sched_setaffinity(server.pid, server_cpus)
-                    os.sched_setaffinity(d["pid"], server_cpus)
+                    set_affinity(server.pid, server_cpus)
+                    set_affinity(d["pid"], server_cpus)
                     ours, base = [], []
                     for _ in range(args.rounds):
                         base.append(rtt(client, tmp / "noop" / "device", args.count, cpu))

@@ -20,6 +20,9 @@ class Attribute(NamedTuple):
     name: str
     show: Callable[[], str]
     store: Callable[[bytes], None] | None = None
+    #: A large view (megabytes to render): readable by the node's owner and
+    #: group only, not by every local user.
+    private: bool = False
 
     @property
     def mode(self) -> int:

@@ -1,25 +1,33 @@
-"""The FUSE side: a small filesystem holding the attribute files and, for
-the FUSE transport, the ``device`` file that answers the ioctls.
+"""The attribute mount: a small filesystem holding the driver's (and the
+model's) attribute files, and, with the FUSE transport, the ``device``
+entry on which the fast path mounts the device file itself.
 
 Mounted with ``allow_other,default_permissions``, so the kernel checks
 every open against the modes and owners reported here, exactly as it does
 for /dev/kvcpu0 and /sys/class/kv_cpu/kvcpu0.
+
+Reads are bounded for hostile readers: an open file renders its text once
+(at offset 0, as sysfs does) into a snapshot that later reads continue
+from, and all snapshots together stay under ``SNAPSHOT_BUDGET`` bytes; when
+over, the oldest are dropped and re-rendered if their reader comes back.
+Large views (``Attribute.private``) are readable only by the node's owner
+and group, not by everyone.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import logging
 import os
 import stat
-from typing import Any, Callable
 
 import trio
 
-from . import lowlevel, mounts
+from . import mounts
 from .attrs import Attribute
-from .core import Device
+from .lowlevel import Attr, DirEntry
 from .native._fuse import lib
 
 log = logging.getLogger("kvcpu_dev")
@@ -31,26 +39,53 @@ DEVICE_FILE = "device"
 CACHE_SECONDS = 3600.0
 #: sysfs reports every attribute as one page.
 ATTR_SIZE = 4096
+#: Rendered text held for open files, all together.
+SNAPSHOT_BUDGET = 32 << 20
+
+
+class Snapshots:
+    """Rendered attribute text per open file, under one byte budget."""
+
+    def __init__(self, budget: int = SNAPSHOT_BUDGET):
+        self.budget = budget
+        self.total = 0
+        self._text: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+
+    def get(self, fh: int) -> bytes | None:
+        return self._text.get(fh)
+
+    def put(self, fh: int, text: bytes) -> None:
+        self.drop(fh)
+        self._text[fh] = text
+        self.total += len(text)
+        while self.total > self.budget and len(self._text) > 1:
+            _, old = self._text.popitem(last=False)
+            self.total -= len(old)
+
+    def drop(self, fh: int) -> None:
+        old = self._text.pop(fh, None)
+        if old is not None:
+            self.total -= len(old)
 
 
 class NodeFS:
-    """Answers one FUSE mount: ``/``, ``device`` (optional), attributes."""
+    """Answers the attribute mount: ``/``, ``device`` (FUSE transport), and
+    the attribute files (see lowlevel.Operations for the contract)."""
+
+    cache_seconds = CACHE_SECONDS
 
     def __init__(
         self,
-        device: Device,
         attributes: list[Attribute],
         *,
         device_file: bool,
         device_mode: int = 0o600,
         device_uid: int = 0,
         device_gid: int = 0,
+        snapshot_budget: int = SNAPSHOT_BUDGET,
     ):
-        self.device = device
         self.ready = trio.Event()
         self.device_file = device_file
-        #: The inode whose ioctls reach the device (0: none, CUSE has it).
-        self.ioctl_ino = DEVICE_INO if device_file else 0
         self.device_mode = device_mode
         self.device_uid = device_uid
         self.device_gid = device_gid
@@ -62,99 +97,99 @@ class NodeFS:
             self.attrs[ino] = attr
             self.names[attr.name.encode()] = ino
         self._fh = itertools.count(1)
-        self._open: dict[int, bytes | None] = {}  # fh -> rendered attribute
+        self._open: set[int] = set()
+        self.snapshots = Snapshots(snapshot_budget)
 
     def started(self) -> None:
         self.ready.set()
 
     # -- metadata ------------------------------------------------------
 
-    def _stat(self, ino: int) -> tuple[int, int, int, int, int]:
-        """(mode, nlink, uid, gid, size) of an inode, or ENOENT."""
+    def _attr(self, ino: int) -> Attr:
         if ino == ROOT_INO:
-            return stat.S_IFDIR | 0o755, 2, 0, 0, 0
+            return Attr(ino, stat.S_IFDIR | 0o755, 2, 0, 0, 0)
         if ino == DEVICE_INO and self.device_file:
-            return stat.S_IFREG | self.device_mode, 1, self.device_uid, self.device_gid, 0
+            return Attr(ino, stat.S_IFREG | self.device_mode, 1, self.device_uid, self.device_gid, 0)
         attr = self.attrs.get(ino)
         if attr is None:
             raise OSError(errno.ENOENT, "no such inode")
-        return stat.S_IFREG | attr.mode, 1, 0, 0, ATTR_SIZE
+        if attr.private:  # the owner's read bit, and the group's if --mode gives it
+            mode = 0o400 | (self.device_mode & 0o040)
+            return Attr(ino, stat.S_IFREG | mode, 1, self.device_uid, self.device_gid, ATTR_SIZE)
+        return Attr(ino, stat.S_IFREG | attr.mode, 1, 0, 0, ATTR_SIZE)
 
-    def lookup(self, req: Any, parent: int, name: bytes) -> None:
+    def lookup(self, parent: int, name: bytes) -> Attr:
         ino = self.names.get(name) if parent == ROOT_INO else None
         if ino is None:
             raise OSError(errno.ENOENT, "no such file")
-        lib.kv_reply_entry(req, ino, *self._stat(ino), CACHE_SECONDS)
+        return self._attr(ino)
 
-    def getattr(self, req: Any, ino: int) -> None:
-        lib.kv_reply_attr(req, ino, *self._stat(ino), CACHE_SECONDS)
+    def getattr(self, ino: int) -> Attr:
+        return self._attr(ino)
 
-    def setattr(self, req: Any, ino: int, to_set: int) -> None:
+    def setattr(self, ino: int, to_set: int) -> Attr:
         # Only the truncate of `echo v > file` (O_TRUNC) is accepted, and
-        # ignored, as sysfs and a character device do; the write() that
-        # follows gets the real answer.  Modes and owners are fixed.
+        # ignored, as sysfs does; the write() that follows gets the real
+        # answer.  Modes and owners are fixed.
         if to_set & ~lib.FUSE_SET_ATTR_SIZE or ino == ROOT_INO:
             raise OSError(errno.EPERM, "attributes are fixed")
-        lib.kv_reply_attr(req, ino, *self._stat(ino), CACHE_SECONDS)
+        return self._attr(ino)
 
-    def opendir(self, req: Any, ino: int, fi: Any) -> None:
+    def opendir(self, ino: int) -> int:
         if ino != ROOT_INO:
             raise OSError(errno.ENOTDIR, "not a directory")
-        lowlevel.reply_open(req, fi, 0, direct_io=False)
+        return 0
 
-    def readdir(self, req: Any, ino: int, size: int, off: int) -> None:
+    def readdir(self, ino: int, off: int) -> list[DirEntry]:
         entries = [(b".", ROOT_INO), (b"..", ROOT_INO), *self.names.items()]
-        buf = lowlevel.ffi.new("char[]", size)
-        pos = 0
-        for index in range(off, len(entries)):
-            name, child = entries[index]
-            mode = self._stat(child)[0]
-            need = lib.kv_add_direntry(req, buf + pos, size - pos, name, child, mode, index + 1)
-            if pos + need > size:
-                break
-            pos += need
-        lib.fuse_reply_buf(req, buf, pos)
+        return [DirEntry(name, child, self._attr(child).mode) for name, child in entries]
 
     # -- files ---------------------------------------------------------
 
-    def open(self, req: Any, ino: int, fi: Any) -> None:
+    def open(self, ino: int, flags: int) -> int:
         if ino == ROOT_INO:
             raise OSError(errno.EISDIR, "is a directory")
         if ino == DEVICE_INO and self.device_file:
-            lowlevel.reply_open(req, fi, 0)
-            return
+            # Only reached before the fast path mounts over this entry.
+            raise OSError(errno.ENODEV, "the device is not up yet")
         attr = self.attrs.get(ino)
         if attr is None:
             raise OSError(errno.ENOENT, "no such file")
-        accmode = fi.flags & os.O_ACCMODE
-        if accmode != os.O_RDONLY and attr.store is None:
+        if flags & os.O_ACCMODE != os.O_RDONLY and attr.store is None:
             raise OSError(errno.EACCES, "read-only attribute")
         fh = next(self._fh)
-        self._open[fh] = None
-        lowlevel.reply_open(req, fi, fh)
+        self._open.add(fh)
+        return fh
 
-    def read(self, req: Any, ino: int, size: int, off: int, fh: int) -> None:
-        if fh not in self._open:  # the device file: no read(), as the driver
-            raise OSError(errno.EINVAL, "no read on the device")
-        text = self._open[fh]
-        if text is None or off == 0:  # sysfs renders once per open file
-            text = self._open[fh] = self.attrs[ino].show().encode()
-        lib.fuse_reply_buf(req, text[off : off + size], min(size, max(0, len(text) - off)))
-
-    def write(self, req: Any, ino: int, data: bytes, off: int, fh: int) -> None:
+    def read(self, ino: int, size: int, off: int, fh: int) -> bytes:
         if fh not in self._open:
-            raise OSError(errno.EINVAL, "no write on the device")
+            raise OSError(errno.EINVAL, "not an attribute")
+        text = self.snapshots.get(fh)
+        if text is None or off == 0:  # sysfs renders once per open file
+            text = self.attrs[ino].show().encode()
+            self.snapshots.put(fh, text)
+        return text[off : off + size]
+
+    def write(self, ino: int, data: bytes, off: int, fh: int) -> int:
+        if fh not in self._open:
+            raise OSError(errno.EINVAL, "not an attribute")
         store = self.attrs[ino].store
         if store is None:
             raise OSError(errno.EACCES, "read-only attribute")
         taken = min(len(data), ATTR_SIZE)  # kernfs hands a store one page
         store(data[:taken])  # OSError -> errno, as a sysfs store
-        lib.fuse_reply_write(req, taken)
+        return taken
 
-    def release(self, req: Any, ino: int, fh: int) -> None:
-        self._open.pop(fh, None)
-        lib.fuse_reply_err(req, 0)
+    def release(self, ino: int, fh: int) -> None:
+        self._open.discard(fh)
+        self.snapshots.drop(fh)
 
 
 def mount_options(name: str) -> str:
     return f"allow_other,default_permissions,fsname={mounts.source_of(name)},subtype=kvcpu"
+
+
+def device_mount_options(name: str) -> str:
+    """The device file's own mount: another file system type, so clients
+    looking for the attribute mount (fuse.kvcpu) never find this one."""
+    return f"allow_other,default_permissions,fsname={mounts.source_of(name)},subtype=kvcpu-device"

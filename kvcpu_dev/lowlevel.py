@@ -1,11 +1,12 @@
-"""libfuse3 sessions (FUSE mounts and CUSE devices) driven by trio.
+"""The attribute mount's libfuse session, driven by trio.
 
-libfuse's own loops block a thread per session; here each session's
-/dev/fuse (or /dev/cuse) descriptor is non-blocking and a trio task waits
-for it, receives one request and lets libfuse dispatch it to the
-``extern "Python"`` callbacks below, which hand it to the session's owner:
-a ``Handler`` (see fs.py and cuse.py).  One thread, no locks needed, and
-requests are answered in arrival order.
+libfuse's own loops block a thread per session; here the session's
+/dev/fuse descriptor is non-blocking and a trio task waits for it,
+receives one request and lets libfuse dispatch it to the
+``extern "Python"`` callbacks below, which hand it to the mount's
+``Operations`` (fs.NodeFS).  One thread, no locks needed, and requests are
+answered in arrival order.  The device node itself is not served here: its
+session belongs to the C fast path (fastpath.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import trio
 
@@ -28,7 +29,7 @@ _BATCH = 64
 class Session:
     """One libfuse session and the object whose methods answer it."""
 
-    def __init__(self, se: Any, handle: Any, kind: str, what: str):
+    def __init__(self, se: Any, handle: Any, kind: str, what: str):  # noqa: ANN401
         self._se = se
         self._handle = handle  # keeps the userdata handle alive
         self.kind = kind
@@ -36,8 +37,8 @@ class Session:
         self.closed = False
 
     @classmethod
-    def mount_fuse(cls, handler: Any, mountpoint: str, options: str) -> "Session":
-        handle = ffi.new_handle(handler)
+    def mount_fuse(cls, ops: Operations, mountpoint: str, options: str) -> "Session":
+        handle = ffi.new_handle(ops)
         se = lib.kv_fuse_new(options.encode(), handle)
         if se == ffi.NULL:
             raise OSError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
@@ -46,29 +47,10 @@ class Session:
             raise OSError(errno.EIO, f"cannot mount FUSE at {mountpoint}")
         return cls(se, handle, "fuse", mountpoint)
 
-    @classmethod
-    def open_cuse(cls, handler: Any, devname: str, cuse_path: str = "/dev/cuse") -> "Session":
-        handle = ffi.new_handle(handler)
-        se = lib.kv_cuse_new(devname.encode(), 0, 0, handle)
-        if se == ffi.NULL:
-            raise OSError(errno.EINVAL, "cuse_lowlevel_new failed")
-        try:
-            fd = os.open(cuse_path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            lib.fuse_session_destroy(se)
-            raise
-        # libfuse takes an already-open device as the mountpoint /dev/fd/N.
-        if lib.kv_fuse_mount(se, f"/dev/fd/{fd}".encode()) != 0:
-            os.close(fd)
-            lib.fuse_session_destroy(se)
-            raise OSError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
-        return cls(se, handle, "cuse", devname)
-
-    async def serve(self, between: Callable[[], None] | None = None) -> None:
-        """Answer requests until the kernel ends the session (unmount,
-        device release) or the task is cancelled.  ``between`` runs when
-        the queue has run dry, and after every _BATCH requests in a row so
-        that a flood of requests cannot starve it."""
+    async def serve(self) -> None:
+        """Answer requests until the kernel ends the session (unmount) or
+        the task is cancelled, yielding to other trio tasks after every
+        _BATCH requests in a row."""
         se = self._se
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
@@ -82,12 +64,8 @@ class Session:
                     process(se, buf)
                     served += 1
                     if served % _BATCH == 0:
-                        if between is not None:
-                            between()
                         await trio.lowlevel.checkpoint()
                 elif res == -errno.EAGAIN:
-                    if between is not None:
-                        between()
                     await trio.lowlevel.wait_readable(fd)
                 elif res == -errno.EINTR:
                     continue
@@ -101,34 +79,115 @@ class Session:
                 buf.mem = ffi.NULL
 
     def close(self) -> None:
-        """Unmount (FUSE) or release the device (CUSE) and free the session."""
+        """Unmount and free the session."""
         if self.closed:
             return
         self.closed = True
-        if self.kind == "fuse":
-            lib.fuse_session_unmount(self._se)
+        lib.fuse_session_unmount(self._se)
         lib.fuse_session_destroy(self._se)
 
 
-# -- callbacks: C -> the session's handler ---------------------------------
+# -- callbacks: C -> the session's Operations --------------------------------
 #
-# Each answers its request exactly once.  A handler raises OSError to answer
-# with an errno; anything else is a bug, logged and answered with EIO so the
+# The contract, as pyfuse3's Operations: a handler returns its data or
+# raises OSError(errno); the binding sends every reply, exactly once.
+# Anything else a handler raises is a bug: logged, answered EIO, so the
 # calling process never hangs.
 
 
-def _owner(req: Any) -> Any:
+class Attr(NamedTuple):
+    """What a lookup, getattr or setattr answers about an inode."""
+
+    ino: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+
+
+class DirEntry(NamedTuple):
+    name: bytes
+    ino: int
+    mode: int
+
+
+class Operations(Protocol):
+    """What answers a FUSE mount (see fs.NodeFS)."""
+
+    #: Seconds the kernel may cache names and attributes.
+    cache_seconds: float
+
+    def started(self) -> None: ...
+    def lookup(self, parent: int, name: bytes) -> Attr: ...
+    def getattr(self, ino: int) -> Attr: ...
+    def setattr(self, ino: int, to_set: int) -> Attr: ...
+    def open(self, ino: int, flags: int) -> int: ...
+    def opendir(self, ino: int) -> int: ...
+    def read(self, ino: int, size: int, off: int, fh: int) -> bytes: ...
+    def write(self, ino: int, data: bytes, off: int, fh: int) -> int: ...
+    def readdir(self, ino: int, off: int) -> Sequence[DirEntry]: ...
+    def release(self, ino: int, fh: int) -> None: ...
+
+
+def _ops(req: Any) -> Operations:
     return ffi.from_handle(lib.fuse_req_userdata(req))
 
 
-def _guard(req: Any, fn: Callable[..., None], *args: Any) -> None:
+def _answer(req: Any, reply: Callable[[Any, Any], object], handler: Callable[..., Any], *args: Any) -> None:
     try:
-        fn(req, *args)
+        result = handler(*args)
     except OSError as exc:
         lib.fuse_reply_err(req, exc.errno or errno.EIO)
     except Exception:
-        log.exception("internal error in %s", getattr(fn, "__name__", fn))
+        log.exception("internal error in %s", getattr(handler, "__name__", handler))
         lib.fuse_reply_err(req, errno.EIO)
+    else:
+        reply(req, result)
+
+
+def _reply_entry(req: Any, a: Attr) -> None:
+    lib.kv_reply_entry(req, a.ino, a.mode, a.nlink, a.uid, a.gid, a.size, _ops(req).cache_seconds)
+
+
+def _reply_attr(req: Any, a: Attr) -> None:
+    lib.kv_reply_attr(req, a.ino, a.mode, a.nlink, a.uid, a.gid, a.size, _ops(req).cache_seconds)
+
+
+def _reply_none(req: Any, _: None) -> None:
+    lib.fuse_reply_err(req, 0)
+
+
+def _reply_data(req: Any, data: bytes) -> None:
+    lib.fuse_reply_buf(req, data, len(data))
+
+
+def _reply_written(req: Any, count: int) -> None:
+    lib.fuse_reply_write(req, count)
+
+
+def _reply_open(fi: Any, direct_io: bool) -> Callable[[Any, int], None]:
+    def reply(req: Any, fh: int) -> None:
+        lib.kv_reply_open(req, fi, fh, direct_io)
+
+    return reply
+
+
+def _reply_dir(size: int, off: int) -> Callable[[Any, Sequence[DirEntry]], None]:
+    """Pack entries from ``off`` on until the kernel's buffer is full."""
+
+    def reply(req: Any, entries: Sequence[DirEntry]) -> None:
+        buf = ffi.new("char[]", size)
+        pos = 0
+        for index in range(off, len(entries)):
+            e = entries[index]
+            need = lib.kv_add_direntry(req, buf + pos, size - pos, e.name, e.ino, e.mode, index + 1)
+            if pos + need > size:
+                break
+            pos += need
+        lib.fuse_reply_buf(req, buf, pos)
+
+    return reply
 
 
 @ffi.def_extern()
@@ -138,100 +197,51 @@ def kv_ll_init(userdata, conn):  # noqa: ANN001
 
 @ffi.def_extern()
 def kv_ll_lookup(req, parent, name):  # noqa: ANN001
-    _guard(req, _owner(req).lookup, parent, ffi.string(name))
+    _answer(req, _reply_entry, _ops(req).lookup, parent, ffi.string(name))
 
 
 @ffi.def_extern()
 def kv_ll_getattr(req, ino, fi):  # noqa: ANN001
-    _guard(req, _owner(req).getattr, ino)
+    _answer(req, _reply_attr, _ops(req).getattr, ino)
 
 
 @ffi.def_extern()
 def kv_ll_setattr(req, ino, attr, to_set, fi):  # noqa: ANN001
-    _guard(req, _owner(req).setattr, ino, to_set)
+    _answer(req, _reply_attr, _ops(req).setattr, ino, to_set)
 
 
 @ffi.def_extern()
 def kv_ll_open(req, ino, fi):  # noqa: ANN001
-    _guard(req, _owner(req).open, ino, fi)
-
-
-@ffi.def_extern()
-def kv_ll_read(req, ino, size, off, fi):  # noqa: ANN001
-    _guard(req, _owner(req).read, ino, size, off, fi.fh)
-
-
-@ffi.def_extern()
-def kv_ll_write(req, ino, buf, size, off, fi):  # noqa: ANN001
-    _guard(req, _owner(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh)
-
-
-@ffi.def_extern()
-def kv_ll_release(req, ino, fi):  # noqa: ANN001
-    _guard(req, _owner(req).release, ino, fi.fh)
+    _answer(req, _reply_open(fi, True), _ops(req).open, ino, fi.flags)
 
 
 @ffi.def_extern()
 def kv_ll_opendir(req, ino, fi):  # noqa: ANN001
-    _guard(req, _owner(req).opendir, ino, fi)
+    _answer(req, _reply_open(fi, False), _ops(req).opendir, ino)
+
+
+@ffi.def_extern()
+def kv_ll_read(req, ino, size, off, fi):  # noqa: ANN001
+    _answer(req, _reply_data, _ops(req).read, ino, size, off, fi.fh)
+
+
+@ffi.def_extern()
+def kv_ll_write(req, ino, buf, size, off, fi):  # noqa: ANN001
+    _answer(req, _reply_written, _ops(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh)
 
 
 @ffi.def_extern()
 def kv_ll_readdir(req, ino, size, off, fi):  # noqa: ANN001
-    _guard(req, _owner(req).readdir, ino, size, off)
+    _answer(req, _reply_dir(size, off), _ops(req).readdir, ino, off)
+
+
+@ffi.def_extern()
+def kv_ll_release(req, ino, fi):  # noqa: ANN001
+    _answer(req, _reply_none, _ops(req).release, ino, fi.fh)
 
 
 @ffi.def_extern()
 def kv_ll_ioctl(req, ino, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz):  # noqa: ANN001
-    owner = _owner(req)
-    if ino != owner.ioctl_ino or flags & lib.FUSE_IOCTL_DIR:
-        lib.fuse_reply_err(req, errno.ENOTTY)  # a directory or an attribute
-    else:
-        _answer_ioctl(owner.device, req, cmd, in_buf, in_bufsz, out_bufsz)
-
-
-@ffi.def_extern()
-def kv_cuse_init_done(userdata):  # noqa: ANN001
-    ffi.from_handle(userdata).started()
-
-
-@ffi.def_extern()
-def kv_cuse_open(req, fi):  # noqa: ANN001
-    _guard(req, _owner(req).open, fi)
-
-
-@ffi.def_extern()
-def kv_cuse_read(req, size, off, fi):  # noqa: ANN001
-    lib.fuse_reply_err(req, errno.EINVAL)  # the driver has no read()
-
-
-@ffi.def_extern()
-def kv_cuse_write(req, buf, size, off, fi):  # noqa: ANN001
-    lib.fuse_reply_err(req, errno.EINVAL)  # nor write()
-
-
-@ffi.def_extern()
-def kv_cuse_release(req, fi):  # noqa: ANN001
-    lib.fuse_reply_err(req, 0)
-
-
-@ffi.def_extern()
-def kv_cuse_ioctl(req, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz):  # noqa: ANN001
-    _answer_ioctl(_owner(req).device, req, cmd & 0xFFFFFFFF, in_buf, in_bufsz, out_bufsz)
-
-
-def _answer_ioctl(device: Any, req: Any, cmd: int, in_buf: Any, in_bufsz: int, out_bufsz: int) -> None:
-    """The hot path, shared by both transports: kept flat on purpose."""
-    try:
-        data = device.ioctl(cmd, ffi.buffer(in_buf, in_bufsz)[:] if in_bufsz else b"")
-    except OSError as exc:
-        lib.fuse_reply_err(req, exc.errno or errno.EIO)
-    except Exception:
-        log.exception("internal error in ioctl %#x", cmd)
-        lib.fuse_reply_err(req, errno.EIO)
-    else:
-        lib.fuse_reply_ioctl(req, 0, data, min(len(data), out_bufsz))
-
-
-def reply_open(req: Any, fi: Any, fh: int, direct_io: bool = True) -> None:
-    lib.kv_reply_open(req, fi, fh, direct_io)
+    # Attribute files and the directory have no ioctls; the device's own
+    # file is another mount, answered in C (fastpath.c).
+    lib.fuse_reply_err(req, errno.ENOTTY)

@@ -23,14 +23,18 @@ from typing import Any, Callable
 import trio
 
 from . import lowlevel, mounts
-from .core import Device
+from .attrs import Attribute
 from .cuse import CuseNode
-from .fs import DEVICE_FILE, NodeFS, mount_options
+from .fastpath import RING_EVENTS, FastSession, NativeDevice
+from .fs import DEVICE_FILE, NodeFS, device_mount_options, mount_options
 
 log = logging.getLogger("kvcpu_dev")
 
-#: How long the kernel may take to create /dev/N after CUSE_INIT.
-NODE_APPEAR_SECONDS = 5.0
+#: After the fast path signals the first event of a burst, wait this long
+#: before draining, so one wake-up takes the whole burst.
+DRAIN_DELAY = 0.001
+#: Events per drain step between trio checkpoints.
+DRAIN_BATCH = 1024
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Options:
     mode: int = 0o600
     gid: int = 0
     trace: bool = False
+    poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
+    ring_events: int = RING_EVENTS
     model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
 
     @property
@@ -70,48 +76,67 @@ class Options:
 
 
 class Server:
-    """Owns every resource one device holds, and gives each back on close."""
+    """Owns every resource one device holds, and gives each back on close.
+
+    Three parties: the C fast path answers the node (its own session, its
+    own thread); the trio loop serves the attribute mount and drains the
+    event ring into the trace, the log and the model; neither waits for
+    the other on a request."""
 
     def __init__(self, opts: Options):
         self.opts = opts
         self.transport = opts.resolved_transport()
-        self.device = Device(model=opts.model)
+        self.device = NativeDevice(model=opts.model, ring_events=opts.ring_events)
         self.device.tracing = opts.trace
         attributes = self.device.attributes()
         if opts.model is not None:
-            attributes += opts.model.attributes()
+            attributes += [_synced(a, self.device.drain) for a in opts.model.attributes()]
+        attributes.append(Attribute("fastpath", self._show_fastpath))
         self.fs = NodeFS(
-            self.device,
             attributes,
             device_file=self.transport == "fuse",
             device_mode=opts.mode,
             device_gid=opts.gid,
         )
-        self.cuse = CuseNode(self.device) if self.transport == "cuse" else None
-        self.sessions: list[lowlevel.Session] = []
+        self.attr_session: lowlevel.Session | None = None
+        self.fast: FastSession | None = None
+        self.cuse_node = (
+            CuseNode(opts.name, opts.cuse_node, opts.mode, opts.gid)
+            if self.transport == "cuse" else None
+        )
         self._symlink: pathlib.Path | None = None
-        self._made_node: pathlib.Path | None = None
 
     # -- setup ---------------------------------------------------------
 
     def open(self) -> None:
-        """Mount and attach; raises OSError with a one-line reason."""
+        """Mount the attributes and, for CUSE, attach the device (both need
+        root); raises OSError with a one-line reason.  The FUSE device file
+        is mounted in run(), once the attribute mount answers lookups."""
         opts = self.opts
         opts.attr_dir.mkdir(parents=True, exist_ok=True)
-        self.sessions.append(
-            lowlevel.Session.mount_fuse(self.fs, str(opts.attr_dir), mount_options(opts.name))
-        )
-        if self.cuse is not None:
-            self.sessions.append(
-                lowlevel.Session.open_cuse(self.cuse, opts.name, str(opts.cuse_path))
-            )
+        self.attr_session = lowlevel.Session.mount_fuse(
+            self.fs, str(opts.attr_dir), mount_options(opts.name))
+        if self.transport == "cuse":
+            self.fast = FastSession.for_cuse(self.device, opts.name, str(opts.cuse_path))
+        else:
+            self.fast = FastSession.for_file(
+                self.device, str(opts.device_file), device_mount_options(opts.name),
+                opts.mode, 0, opts.gid)
 
     async def publish(self) -> None:
         """Once the kernel has finished INIT: make the node visible."""
+        assert self.fast is not None
         await self.fs.ready.wait()
-        if self.cuse is not None:
-            await self.cuse.ready.wait()
-            await self._settle_cuse_node()
+        if self.cuse_node is None:
+            # The mount(2) looks `device` up in the attribute mount, which
+            # this thread serves: mount from a worker thread.
+            await trio.to_thread.run_sync(self.fast.mount)
+        self.fast.start(self.opts.poll_us)
+        await self.fast.wait_ready()
+        if self.cuse_node is not None:
+            await self.cuse_node.settle()
+            if self.opts.node != self.cuse_node.path:  # --dev-dir elsewhere
+                self._link_node(self.cuse_node.path)
         else:
             self._link_node(self.opts.device_file)
 
@@ -126,39 +151,6 @@ class Server:
         tmp.replace(node)
         self._symlink = node
 
-    async def _settle_cuse_node(self) -> None:
-        """Wait for the kernel's /dev/N, then give it --mode and --group.
-
-        devtmpfs creates the node in the kernel's /dev.  In a container /dev
-        is a private tmpfs and the node never shows there; then we make it
-        ourselves from the numbers CUSE registered (and remove it on stop)."""
-        node = self.opts.cuse_node
-        with trio.move_on_after(NODE_APPEAR_SECONDS):
-            while not node.exists():
-                numbers = pathlib.Path("/sys/class/cuse", self.opts.name, "dev")
-                if numbers.exists():
-                    await self._make_node(node, numbers)
-                    break
-                await trio.sleep(0.01)
-        if not node.exists():
-            raise OSError(errno.ENODEV, f"CUSE did not create {node}")
-        os.chown(node, 0, self.opts.gid)
-        os.chmod(node, self.opts.mode)
-        if self.opts.node != node:  # --dev-dir elsewhere: link to the real node
-            self._link_node(node)
-
-    async def _make_node(self, node: pathlib.Path, numbers: pathlib.Path) -> None:
-        await trio.sleep(0.2)  # devtmpfs usually wins; give it the chance
-        if node.exists():
-            return
-        major, minor = map(int, numbers.read_text().split(":"))
-        try:
-            os.mknod(node, stat.S_IFCHR | self.opts.mode, os.makedev(major, minor))
-        except FileExistsError:  # devtmpfs was only late
-            return
-        self._made_node = node
-        log.info("%s: made %s (%d:%d) by hand: /dev is not devtmpfs", self.opts.name, node, major, minor)
-
     def describe(self) -> str:
         o = self.opts
         where = (
@@ -172,11 +164,13 @@ class Server:
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT or the kernel ends a session."""
+        assert self.attr_session is not None and self.fast is not None
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
-                for session in self.sessions:
-                    nursery.start_soon(self._serve_then_stop, session, nursery.cancel_scope)
+                nursery.start_soon(self._serve_attributes, self.attr_session, nursery.cancel_scope)
                 await self.publish()
+                nursery.start_soon(self._watch_fast_path, self.fast, nursery.cancel_scope)
+                nursery.start_soon(self._drain_loop)
                 if on_ready is not None:
                     on_ready()
                 async for signum in signals:
@@ -184,15 +178,37 @@ class Server:
                     nursery.cancel_scope.cancel()
                     break
 
-    async def _serve_then_stop(self, session: lowlevel.Session, scope: trio.CancelScope) -> None:
-        await session.serve(self._between_requests)
-        log.warning("%s: the kernel ended the %s session; stopping", self.opts.name, session.kind)
+    async def _serve_attributes(self, session: lowlevel.Session, scope: trio.CancelScope) -> None:
+        await session.serve()
+        log.warning("%s: the kernel ended the attribute mount; stopping", self.opts.name)
         scope.cancel()
 
-    def _between_requests(self) -> None:
-        """The device's own work (the HEPC scan a STEP rang for), off the
-        ioctl's critical path as on silicon: once the requests that had
-        arrived are answered.  A STEP that arrives first supersedes it."""
+    async def _watch_fast_path(self, fast: FastSession, scope: trio.CancelScope) -> None:
+        await fast.wait_exited()
+        log.warning("%s: the kernel ended the %s session; stopping", self.opts.name, fast.kind)
+        scope.cancel()
+
+    async def _drain_loop(self) -> None:
+        """Feed the ring to the trace, the log and the model in batches.
+
+        Woken by the fast path's eventfd when the ring goes from empty to
+        not empty (and this loop had armed it), then DRAIN_DELAY later, so a
+        burst costs one wake-up, not one per request.  Model work runs after
+        each batch: the scan a STEP rang for happens off the ioctl's path,
+        as on silicon."""
+        device = self.device
+        while True:
+            if not device.arm():
+                await trio.lowlevel.wait_readable(device.wake_fd)
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(device.wake_fd)
+                await trio.sleep(DRAIN_DELAY)
+            while device.drain(DRAIN_BATCH):
+                self._model_work()
+                await trio.lowlevel.checkpoint()
+            self._model_work()
+
+    def _model_work(self) -> None:
         model = self.opts.model
         if model is not None and model.has_pending():
             try:
@@ -200,26 +216,45 @@ class Server:
             except Exception:  # a model bug must not take the node down
                 log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
+    def _show_fastpath(self) -> str:
+        self.device.drain()
+        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.device.ring_stats()}
+        return "".join(f"{k}={v}\n" for k, v in stats.items())
+
     # -- teardown ------------------------------------------------------
 
     def close(self) -> None:
-        """Unlink the node, release CUSE, unmount; safe to call twice."""
+        """Unlink the node, release the device, unmount; safe to call twice."""
         if self._symlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self._symlink.is_symlink():
                     self._symlink.unlink()
             self._symlink = None
-        for session in reversed(self.sessions):
-            session.close()
-        self.sessions.clear()
-        if self._made_node is not None:  # the kernel only removes its own
-            with contextlib.suppress(FileNotFoundError):
-                self._made_node.unlink()
-            self._made_node = None
+        if self.fast is not None:  # the device's mount sits on the attribute mount
+            self.fast.close()
+            self.fast = None
+        if self.attr_session is not None:
+            self.attr_session.close()
+            self.attr_session = None
+        if self.cuse_node is not None:
+            self.cuse_node.remove()
+        self.device.close()
         # A mount that libfuse could not take down (busy) is detached lazily.
         mounts.detach_if_mounted(self.opts.attr_dir)
         with contextlib.suppress(OSError):
             self.opts.attr_dir.rmdir()
+
+
+def _synced(attr: Attribute, sync: Callable[[], object]) -> Attribute:
+    """The attribute, rendered after the ring is drained: a read after an
+    ioctl sees what that ioctl did to the model."""
+    show = attr.show
+
+    def synced_show() -> str:
+        sync()
+        return show()
+
+    return attr._replace(show=synced_show)
 
 
 def node_kind(path: pathlib.Path) -> str:

@@ -354,7 +354,7 @@ class DeviceModel:
             Attribute("model_stats", settled(views.render_stats)),
             Attribute("tiers", settled(views.render_tiers)),
             Attribute("dma", settled(views.render_dma)),
-            Attribute("blocks", settled(views.render_blocks)),
+            Attribute("blocks", settled(views.render_blocks), private=True),
             Attribute("model_config", lambda: self.config.to_toml()),
         ]
 

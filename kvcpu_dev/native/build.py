@@ -10,10 +10,20 @@ out of Python.
 
 from __future__ import annotations
 
+import pathlib
+import runpy
 import shlex
 import subprocess
 
 import cffi
+
+HERE = pathlib.Path(__file__).resolve().parent
+PACKAGE = HERE.parent
+#: <linux/kv_cpu.h>: the command numbers and structs, as C clients see them.
+UAPI_INCLUDE = PACKAGE / "uapi"
+#: The fast path's declarations are also its cffi cdef.
+FASTPATH_H = HERE / "fastpath.h"
+FASTPATH_C = HERE / "fastpath.c"
 
 CDEF = r"""
 typedef int... off_t;
@@ -47,19 +57,6 @@ struct fuse_lowlevel_ops {
     ...;
 };
 
-struct cuse_lowlevel_ops {
-    void (*init_done)(void *userdata);
-    void (*open)(fuse_req_t req, struct fuse_file_info *fi);
-    void (*read)(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi);
-    void (*write)(fuse_req_t req, const char *buf, size_t size, off_t off,
-                  struct fuse_file_info *fi);
-    void (*release)(fuse_req_t req, struct fuse_file_info *fi);
-    void (*ioctl)(fuse_req_t req, int cmd, void *arg, struct fuse_file_info *fi,
-                  unsigned int flags, const void *in_buf, size_t in_bufsz,
-                  size_t out_bufsz);
-    ...;
-};
-
 #define FUSE_IOCTL_DIR ...
 #define FUSE_SET_ATTR_SIZE ...
 
@@ -78,8 +75,6 @@ void free(void *);
 
 /* Helpers (defined below in SOURCE). */
 struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata);
-struct fuse_session *kv_cuse_new(const char *devname, unsigned major,
-                                 unsigned minor, void *userdata);
 int kv_fuse_mount(struct fuse_session *se, const char *mountpoint);
 int kv_reply_attr(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
                   unsigned uid, unsigned gid, uint64_t size, double timeout);
@@ -104,14 +99,6 @@ extern "Python" {
     void kv_ll_readdir(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
     void kv_ll_ioctl(fuse_req_t, fuse_ino_t, unsigned int, void *,
                      struct fuse_file_info *, unsigned, const void *, size_t, size_t);
-
-    void kv_cuse_init_done(void *userdata);
-    void kv_cuse_open(fuse_req_t, struct fuse_file_info *);
-    void kv_cuse_read(fuse_req_t, size_t, off_t, struct fuse_file_info *);
-    void kv_cuse_write(fuse_req_t, const char *, size_t, off_t, struct fuse_file_info *);
-    void kv_cuse_release(fuse_req_t, struct fuse_file_info *);
-    void kv_cuse_ioctl(fuse_req_t, int, void *, struct fuse_file_info *, unsigned int,
-                       const void *, size_t, size_t);
 }
 """
 
@@ -137,13 +124,6 @@ static void kv_ll_opendir(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
 static void kv_ll_readdir(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
 static void kv_ll_ioctl(fuse_req_t, fuse_ino_t, unsigned int, void *,
                         struct fuse_file_info *, unsigned, const void *, size_t, size_t);
-static void kv_cuse_init_done(void *userdata);
-static void kv_cuse_open(fuse_req_t, struct fuse_file_info *);
-static void kv_cuse_read(fuse_req_t, size_t, off_t, struct fuse_file_info *);
-static void kv_cuse_write(fuse_req_t, const char *, size_t, off_t, struct fuse_file_info *);
-static void kv_cuse_release(fuse_req_t, struct fuse_file_info *);
-static void kv_cuse_ioctl(fuse_req_t, int, void *, struct fuse_file_info *, unsigned int,
-                          const void *, size_t, size_t);
 
 static const struct fuse_lowlevel_ops kv_fuse_ops = {
     .init = kv_ll_init,
@@ -159,15 +139,6 @@ static const struct fuse_lowlevel_ops kv_fuse_ops = {
     .ioctl = kv_ll_ioctl,
 };
 
-static const struct cuse_lowlevel_ops kv_cuse_ops = {
-    .init_done = kv_cuse_init_done,
-    .open = kv_cuse_open,
-    .read = kv_cuse_read,
-    .write = kv_cuse_write,
-    .release = kv_cuse_release,
-    .ioctl = kv_cuse_ioctl,
-};
-
 /* fuse_session_new() wants argv-style options; build them here. */
 static struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata)
 {
@@ -176,30 +147,6 @@ static struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata)
     struct fuse_session *se;
 
     se = fuse_session_new(&args, &kv_fuse_ops, sizeof(kv_fuse_ops), userdata);
-    fuse_opt_free_args(&args);
-    return se;
-}
-
-/* Like cuse_lowlevel_setup() without its daemonizing and signal handlers,
- * which belong to the Python daemon. */
-static struct fuse_session *kv_cuse_new(const char *devname, unsigned major,
-                                        unsigned minor, void *userdata)
-{
-    char devarg[128];
-    const char *dev_info_argv[] = { devarg };
-    struct cuse_info ci;
-    char *argv[] = { "kvcpu-dev", NULL };
-    struct fuse_args args = FUSE_ARGS_INIT(1, argv);
-    struct fuse_session *se;
-
-    snprintf(devarg, sizeof(devarg), "DEVNAME=%s", devname);
-    memset(&ci, 0, sizeof(ci));
-    ci.dev_major = major;
-    ci.dev_minor = minor;
-    ci.dev_info_argc = 1;
-    ci.dev_info_argv = dev_info_argv;
-    ci.flags = 0;               /* restricted ioctls */
-    se = cuse_lowlevel_new(&args, &ci, &kv_cuse_ops, userdata);
     fuse_opt_free_args(&args);
     return se;
 }
@@ -276,17 +223,33 @@ def _pkg_config(*args: str) -> list[str]:
     return shlex.split(out)
 
 
+def register_defines() -> list[tuple[str, str]]:
+    """KV_REG_* and KV_DEFAULT_* for the C fast path, from regs.py: one
+    table for the core, the model and the C code.  regs.py is read as a
+    file (it imports only the standard library), not as a package import,
+    so the build needs no installed kvcpu_dev."""
+    regs = runpy.run_path(str(PACKAGE / "regs.py"))
+    defines = [(f"KV_REG_{name}", hex(offset)) for offset, name in regs["NAMES"].items()]
+    defines += [(f"KV_DEFAULT_{field.upper()}", hex(value))
+                for field, value in regs["DEFAULT_WEIGHTS"].items()]
+    return defines
+
+
 def builder() -> cffi.FFI:
     ffi = cffi.FFI()
-    ffi.cdef(CDEF)
+    ffi.cdef(CDEF + FASTPATH_H.read_text())
     cflags = _pkg_config("--cflags")
     libs = _pkg_config("--libs")
     ffi.set_source(
         "kvcpu_dev.native._fuse",
-        SOURCE,
-        include_dirs=[f[2:] for f in cflags if f.startswith("-I")],
-        extra_compile_args=[f for f in cflags if not f.startswith("-I")] + ["-O2"],
-        libraries=[f[2:] for f in libs if f.startswith("-l")],
+        SOURCE + '#include "fastpath.h"\n',
+        sources=[str(FASTPATH_C.relative_to(PACKAGE.parent))],
+        define_macros=register_defines(),
+        include_dirs=[str(HERE), str(UAPI_INCLUDE)]
+        + [f[2:] for f in cflags if f.startswith("-I")],
+        extra_compile_args=[f for f in cflags if not f.startswith("-I")]
+        + ["-O2", "-Wall", "-Wno-unused-parameter"],
+        libraries=[f[2:] for f in libs if f.startswith("-l")] + ["pthread"],
         library_dirs=[f[2:] for f in libs if f.startswith("-L")],
     )
     return ffi

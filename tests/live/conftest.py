@@ -320,8 +320,15 @@ class Daemon:
 
     # -- the log ---------------------------------------------------------------
 
+    def sync(self) -> None:
+        """The daemon logs commands as it drains its event ring, after the
+        ioctl has returned; an attribute read drains the ring first."""
+        with contextlib.suppress(OSError):
+            self.attr("current_step")
+
     def log(self, since: int = 0) -> str:
         """The log, from byte offset ``since`` (see ``mark``)."""
+        self.sync()
         try:
             with open(self.log_file, "rb") as f:
                 f.seek(since)
@@ -331,6 +338,7 @@ class Daemon:
 
     def mark(self) -> int:
         """Where the log ends now: ``trace(since=mark)`` reads what follows."""
+        self.sync()
         try:
             return self.log_file.stat().st_size
         except FileNotFoundError:

@@ -1,0 +1,281 @@
+"""The device as the daemon runs it: the driver state in C, answered by a C
+thread, and the event ring through which Python learns what happened.
+
+``NativeDevice`` has core.Device's interface (``ioctl``, ``telemetry``,
+``attributes``, ``tracing``, ``bar0``), but the state lives in
+native/fastpath.c under one mutex, so the fast-path thread can answer
+ioctls without the GIL.  Python sees each command afterwards, in batches,
+through ``drain()``: the register trace, ``--trace`` logging and the device
+model are fed from there, never from the request path.
+
+The ring is bounded and the fast path never waits for Python.  When it is
+full an event is dropped and counted; ``drain()`` notices the gap in the
+sequence numbers and tells the model it is out of sync.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Any, Callable, NamedTuple
+
+import trio
+
+from . import abi, regs
+from .attrs import Attribute
+from .core import driver_attributes
+from .native._fuse import ffi, lib
+
+log = logging.getLogger("kvcpu_dev.trace")
+
+#: Events held between drains; at 224 bytes each, 16384 is 3.5 MiB.
+RING_EVENTS = 16384
+#: Events decoded per ring read.
+_BATCH = 256
+
+EV_IOCTL = lib.KV_EV_IOCTL
+EV_STORE = lib.KV_EV_STORE
+
+
+class Event(NamedTuple):
+    """One command as the device saw it (the ring's record, decoded)."""
+
+    seq: int
+    t_ns: int
+    kind: int  # EV_IOCTL or EV_STORE
+    cmd: int  # the ioctl number; for EV_STORE the weight's index
+    pid: int
+    errno: int
+    data: bytes  # payload in; GET_TELEMETRY: the reply
+    writes: tuple[regs.RegWrite, ...]
+
+
+def _decode(ev: Any) -> Event:
+    writes = tuple(
+        regs.RegWrite(ev.reg_seq + j, ev.reg_off[j], ev.reg_val[j]) for j in range(ev.nregs)
+    )
+    return Event(ev.seq, ev.t_ns, ev.kind, ev.cmd, ev.pid, ev.err,
+                 bytes(ffi.buffer(ev.data, ev.size)), writes)
+
+
+class NativeDevice:
+    """One device's driver state in C, and the Python side of its ring."""
+
+    def __init__(self, model: regs.MmioDevice | None = None, *,
+                 ring_events: int = RING_EVENTS, trace_len: int = 4096):
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        handle = lib.kv_dev_new(ring_events, self.wake_fd)
+        if handle == ffi.NULL:
+            os.close(self.wake_fd)
+            raise MemoryError("cannot allocate the device state")
+        self.handle = ffi.gc(handle, lib.kv_dev_free)
+        #: Python's copy of BAR0 and its write trace, rebuilt from the ring;
+        #: the model listens behind it.
+        self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
+        self.model = model
+        #: Called with every drained Event (recorders, metrics).
+        self.listeners: list[Callable[[Event], None]] = []
+        self.lost = 0  # events the ring dropped, as seen by drain()
+        self._next_seq = 1
+        self._batch = ffi.new("struct kv_event[]", _BATCH)
+        self._final: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Stop the fast-path thread and free the state."""
+        if self.handle is not None:
+            self._final = self.telemetry()
+            lib.kv_fast_stop(self.handle)
+            ffi.release(self.handle)
+            self.handle = None
+            os.close(self.wake_fd)
+
+    # -- the driver's interface (as core.Device) ------------------------
+
+    def ioctl(self, cmd: int, payload: bytes = b"", pid: int = 0) -> bytes:
+        """Run one command in-process, through the same C code as the node."""
+        out = ffi.new("uint8_t[]", abi.TELEMETRY_INFO.size)
+        err = lib.kv_dev_ioctl(self.handle, cmd & 0xFFFF_FFFF, payload, len(payload),
+                               out, len(out), pid)
+        if err:
+            raise OSError(err, os.strerror(err))
+        return bytes(out) if cmd == abi.KV_CPU_GET_TELEMETRY else b""
+
+    def telemetry(self) -> dict[str, int]:
+        if self.handle is None:  # closed: the state it ended with
+            return dict(self._final)
+        out = ffi.new("uint8_t[]", abi.TELEMETRY_INFO.size)
+        lib.kv_dev_telemetry(self.handle, out)
+        return dict(zip(abi.TELEMETRY_FIELDS, abi.TELEMETRY_INFO.codec.unpack(bytes(out))))
+
+    def store_weight(self, field: str, value: int) -> None:
+        """A sysfs weight store: set one weight, re-send all six registers."""
+        lib.kv_dev_store_weight(self.handle, abi.WEIGHT_FIELDS.index(field), value)
+        self.drain()  # the trace and the model see it before write() returns
+
+    def attributes(self) -> list[Attribute]:
+        return driver_attributes(self, sync=self.drain)
+
+    def bar0_bytes(self) -> bytes:
+        """The authoritative register window (the C one)."""
+        out = ffi.new("uint8_t[]", regs.BAR0_SIZE)
+        lib.kv_dev_bar0(self.handle, out)
+        return bytes(out)
+
+    @property
+    def tracing(self) -> bool:
+        return self.bar0.observer is not None
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self.bar0.observer = _log_write if on else None
+
+    # -- the ring ---------------------------------------------------------
+
+    def drain(self, limit: int | None = None) -> int:
+        """Feed waiting events to the trace, the log, listeners and the
+        model, at most ``limit`` (all if None).  Returns how many."""
+        done = 0
+        while limit is None or done < limit:
+            want = _BATCH if limit is None else min(_BATCH, limit - done)
+            n = lib.kv_ring_read(self.handle, self._batch, want)
+            for i in range(n):
+                self._deliver(self._batch[i])
+            done += n
+            if n < want:
+                break
+        return done
+
+    def _deliver(self, ev: Any) -> None:
+        if ev.seq != self._next_seq:
+            self._lose(ev.seq - self._next_seq)
+        self._next_seq = ev.seq + 1
+        if self.tracing:
+            _log_command(ev)
+        replay = self.bar0.replay
+        for j in range(ev.nregs):
+            replay(ev.reg_seq + j, ev.reg_off[j], ev.reg_val[j])
+        if self.listeners:
+            event = _decode(ev)
+            for listener in self.listeners:
+                listener(event)
+
+    def _lose(self, count: int) -> None:
+        self.lost += count
+        log.warning("event ring overflowed: %d command(s) lost; the model is out of sync", count)
+        note = getattr(self.model, "events_lost", None)
+        if note is not None:
+            note(count)
+
+    def arm(self) -> bool:
+        """Ask to be woken (the eventfd) by the next event; True if events
+        are already waiting, so the caller should drain instead of sleep."""
+        return bool(lib.kv_ring_arm(self.handle))
+
+    def ring_stats(self) -> dict[str, int]:
+        h = self.handle
+        return {
+            "served": lib.kv_dev_served(h),
+            "ring_capacity": lib.kv_ring_capacity(h),
+            "ring_depth": lib.kv_ring_depth(h),
+            "ring_dropped": lib.kv_ring_dropped(h),
+            "events_lost_seen": self.lost,
+        }
+
+
+def _log_write(write: regs.RegWrite) -> None:
+    log.info("  %s", write)
+
+
+def _log_command(ev: Any) -> None:
+    data = bytes(ffi.buffer(ev.data, ev.size))
+    if ev.kind == EV_STORE:
+        field = abi.WEIGHT_FIELDS[ev.cmd]
+        log.info("sysfs %s=%#x", field, int.from_bytes(data[:4], "little"))
+        return
+    command = abi.BY_NUMBER.get(ev.cmd)
+    if command is None:
+        log.info("ioctl %#x from pid %d: %s", ev.cmd, ev.pid, errno.errorcode.get(ev.err, ev.err))
+        return
+    fields: tuple[int, ...] = ()
+    if command.direction & abi.IOC_WRITE and len(data) == command.layout.size:
+        fields = command.layout.codec.unpack(data)
+    args = ", ".join(f"{n}={v:#x}" for n, v in zip(command.layout.fields, fields))
+    log.info("%s(%s)", command.short, args)
+    if ev.err:
+        log.info("  -> %s (pid %d)", errno.errorcode.get(ev.err, ev.err), ev.pid)
+
+
+# -- the session the C thread answers ----------------------------------------------
+
+
+class FastSession:
+    """The device's own libfuse session (the device file's FUSE mount, or
+    the CUSE device), served by the C thread from ``start()`` to ``close()``."""
+
+    def __init__(self, device: NativeDevice, se: Any, kind: str, what: str):
+        self.device = device
+        self._se = se
+        self.kind = kind
+        self.what = what
+        self._mounted = False
+
+    @classmethod
+    def for_file(cls, device: NativeDevice, path: str, options: str,
+                 mode: int, uid: int, gid: int) -> "FastSession":
+        se = lib.kv_fast_fuse_new(device.handle, options.encode(), mode, uid, gid)
+        if se == ffi.NULL:
+            raise OSError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
+        return cls(device, se, "fuse", path)
+
+    @classmethod
+    def for_cuse(cls, device: NativeDevice, devname: str, cuse_path: str) -> "FastSession":
+        se = lib.kv_fast_cuse_new(device.handle, devname.encode())
+        if se == ffi.NULL:
+            raise OSError(errno.EINVAL, "cuse_lowlevel_new failed")
+        session = cls(device, se, "cuse", devname)
+        try:
+            fd = os.open(cuse_path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            lib.fuse_session_destroy(se)
+            raise
+        # libfuse takes an already-open device as the mountpoint /dev/fd/N.
+        if lib.kv_fuse_mount(se, f"/dev/fd/{fd}".encode()) != 0:
+            os.close(fd)
+            lib.fuse_session_destroy(se)
+            raise OSError(errno.EIO, f"cannot attach CUSE session to {cuse_path}")
+        session._mounted = True
+        return session
+
+    def mount(self) -> None:
+        """FUSE: mount over the attribute mount's ``device`` entry.  Blocks
+        until the kernel has looked the path up, which the attribute mount
+        answers: call it from a worker thread while that mount is served."""
+        if lib.kv_fuse_mount(self._se, self.what.encode()) != 0:
+            raise OSError(errno.EIO, f"cannot mount the device file at {self.what}")
+        self._mounted = True
+
+    def start(self, poll_us: int = 0) -> None:
+        err = lib.kv_fast_start(self.device.handle, self._se, poll_us)
+        if err:
+            raise OSError(err, f"cannot start the fast-path thread: {os.strerror(err)}")
+
+    async def wait_ready(self) -> None:
+        """Until the kernel's INIT (CUSE: INIT done) has been answered."""
+        while not lib.kv_fast_ready(self.device.handle):
+            await trio.sleep(0.001)
+
+    async def wait_exited(self) -> None:
+        """Until the session ends (unmounted or released by the kernel)."""
+        while not lib.kv_fast_exited(self.device.handle):
+            await trio.sleep(0.05)
+
+    def close(self) -> None:
+        """Unmount (FUSE; ends the thread's read), stop the thread, free."""
+        if self._se is None:
+            return
+        if self._mounted and self.kind == "fuse":
+            lib.fuse_session_unmount(self._se)
+        lib.kv_fast_stop(self.device.handle)
+        lib.fuse_session_destroy(self._se)
+        self._se = None

@@ -1,0 +1,59 @@
+/* The native fast path: the driver's state and ioctl semantics in C, the
+ * event ring that hands every command to Python, and the thread that
+ * answers the device's FUSE or CUSE session without ever taking the GIL.
+ *
+ * This header is also the cffi declaration (build.py feeds it to cdef), so
+ * it holds only what Python sees and uses plain C types cffi can parse.
+ */
+
+/* Event kinds. */
+#define KV_EV_IOCTL 1   /* a command through the node or kv_dev_ioctl() */
+#define KV_EV_STORE 2   /* a sysfs weight store: cmd is the weight index */
+
+#define KV_EV_DATA 96   /* the largest payload: the telemetry reply */
+#define KV_EV_REGS 6    /* the most register writes of one command */
+
+/* One command as the device saw it.  `seq` numbers every event the
+ * producer made, so a gap in what the consumer reads is a lost event. */
+struct kv_event {
+    uint64_t seq;
+    uint64_t t_ns;       /* CLOCK_MONOTONIC when the command ran */
+    uint32_t kind;
+    uint32_t cmd;        /* the ioctl number as the client passed it */
+    int32_t pid;         /* the requester (0: in-process) */
+    int32_t err;         /* 0, or the errno the client got */
+    uint32_t size;       /* bytes used in data */
+    uint32_t nregs;      /* register writes, in the driver's order */
+    uint64_t reg_seq;    /* BAR0 write number of regs[0] (1-based) */
+    uint8_t data[96];    /* the payload copied in; GET_TELEMETRY: the reply */
+    uint32_t reg_off[6];
+    uint64_t reg_val[6];
+};
+
+struct kv_dev;
+
+/* Device state. */
+struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd);
+void kv_dev_free(struct kv_dev *d);
+int kv_dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
+                 uint8_t *out, size_t outsz, int32_t pid);
+int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value);
+void kv_dev_telemetry(struct kv_dev *d, uint8_t *out96);
+void kv_dev_bar0(struct kv_dev *d, uint8_t *out4096);
+
+/* The event ring (single consumer: the Python thread). */
+size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max);
+int kv_ring_arm(struct kv_dev *d);        /* returns 1 if events are waiting */
+uint64_t kv_ring_dropped(struct kv_dev *d);
+uint64_t kv_ring_depth(struct kv_dev *d);
+uint32_t kv_ring_capacity(struct kv_dev *d);
+uint64_t kv_dev_served(struct kv_dev *d);
+
+/* The fast-path session: the device file's own FUSE mount, or CUSE. */
+struct fuse_session *kv_fast_fuse_new(struct kv_dev *d, const char *mount_opts,
+                                      unsigned mode, unsigned uid, unsigned gid);
+struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname);
+int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us);
+int kv_fast_ready(struct kv_dev *d);      /* INIT done */
+int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended) */
+void kv_fast_stop(struct kv_dev *d);      /* stop and join the thread */
