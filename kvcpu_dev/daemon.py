@@ -412,12 +412,16 @@ def _group(ctx, param, value: str | None) -> int:  # noqa: ANN001
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override one model parameter, e.g. --set entries=4096 --set t1_capacity=64GB.")
 @click.option("--no-model", is_flag=True, help="Registers only, as the reference driver's mock.")
+@click.option("--poll-us", type=click.IntRange(0, 100_000), default=0, show_default=True,
+              help="After each reply, spin up to this many microseconds for the next request "
+                   "before blocking (a burst is served without wake-ups; costs CPU).")
 @click.version_option(__version__, prog_name="kvcpu-dev")
 def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file,  # noqa: ANN001
-         config, clock, settings, no_model):
+         config, clock, settings, no_model, poll_us):
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
-                   dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace)
+                   dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace,
+                   poll_us=poll_us)
     _setup_logging(trace)
     try:
         if "/" in name or name in ("", ".", ".."):

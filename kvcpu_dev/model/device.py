@@ -263,6 +263,12 @@ class DeviceModel:
         d.release(i)
         self.counts["blocks_reclaimed"] += 1
 
+    def events_lost(self, count: int) -> None:
+        """The daemon's event ring dropped ``count`` commands before this
+        model saw them: say so (model_stats in_sync=0) rather than diverge
+        silently."""
+        self.counts["events_lost"] += count
+
     # -- the deferred work ------------------------------------------------------------------
     def has_pending(self) -> bool:
         """True while a STEP's scan has not run yet."""

@@ -30,7 +30,7 @@ COUNTERS = (
     "prefetch_issued_hint", "prefetch_issued_scan", "prefetch_already_staged",
     "prefetch_deferred_full", "prefetch_on_time", "prefetch_late",
     "prefetch_reclaimed_before_target", "ref_drops", "ref_saturated",
-    "step_truncations", "unknown_reg_writes",
+    "step_truncations", "unknown_reg_writes", "events_lost",
 )
 
 #: What the most recent scan saw and decided (reported as last_scan_<key>).
@@ -58,6 +58,9 @@ def stats(m: "DeviceModel") -> dict[str, Any]:
         "now_ns": m.now_ns(),
         "current_step": m.step32,
         "scan_pending": int(m.has_pending()),
+        # 0 once the daemon's event ring dropped commands: from then on the
+        # model has not seen everything the driver did.
+        "in_sync": int(m.counts["events_lost"] == 0),
         "entries": d.size,
         "live_entries": len(d.index),
         "free_entries": len(d.free),
