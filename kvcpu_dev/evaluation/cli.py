@@ -35,10 +35,12 @@ MiB = 2**20
 @click.option("--tune", is_flag=True, help="Search HEPC weights and thresholds on the first part of the trace "
                                             "(by time) and report them on the held-out rest.")
 @click.option("--train-fraction", type=float, default=0.5, show_default=True, help="With --tune: the training part.")
+@click.option("--budget", type=int, default=30, show_default=True, help="With --tune: settings sampled from the grid.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Runs in parallel processes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 def main(trace: Path, capacities: str, policies: str, limit: int | None, block_mib: float, hepc_set: tuple[str, ...],
          as_json: bool, plot: Path | None, report_path: Path | None, tune: bool, train_fraction: float,
-         progress: bool | None) -> None:
+         budget: int, jobs: int, progress: bool | None) -> None:
     try:
         tr = read_trace(trace, limit)
         caps = runner.parse_capacities(capacities, tr.unique_blocks)
@@ -48,9 +50,10 @@ def main(trace: Path, capacities: str, policies: str, limit: int | None, block_m
         raise click.ClickException(str(e)) from None
     if tune:
         from . import tuning
-        result = tuning.tune(tr, caps, opts, train_fraction, show_progress=progress)
+        result = tuning.tune(tr, caps, opts, train_fraction, budget, jobs, show_progress=progress)
+        names = ["hepc-default"]
     else:
-        result = runner.evaluate(tr, caps, names, opts, show_progress=progress)
+        result = runner.evaluate(tr, caps, names, opts, show_progress=progress, jobs=jobs)
     result["parameters"] = {**result.get("parameters", {}), **_parameters(opts, names)}
     command = "kvcpu-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if plot:

@@ -3,6 +3,8 @@ shape of ``kvcpu-eval --json``."""
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 from . import progress
 from .policies import POLICIES, Cache, Options
 from .result import Counts
@@ -48,8 +50,24 @@ def series(runs: list[Counts]) -> dict:
     return out
 
 
+_CACHE: Cache | None = None  # inherited by worker processes
+
+
+def _init(cache: Cache) -> None:
+    global _CACHE
+    _CACHE = cache
+
+
+def _run(job: tuple[str, int, Options]) -> Counts:
+    name, cap, opts = job
+    assert _CACHE is not None
+    return POLICIES[name](_CACHE, cap, opts)
+
+
 def evaluate(trace: Trace, capacities: list[int], policies: list[str], opts: Options | None = None,
-             show_progress: bool | None = None) -> dict:
+             show_progress: bool | None = None, jobs: int = 1) -> dict:
+    """Every policy at every capacity; ``jobs`` > 1 runs them in that many
+    processes (the results do not depend on it)."""
     opts = opts or Options()
     cache = Cache(trace)
     result: dict = {
@@ -61,12 +79,21 @@ def evaluate(trace: Trace, capacities: list[int], policies: list[str], opts: Opt
         "block_bytes": opts.block_bytes,
         "policies": {},
     }
-    with progress.bar(len(policies) * len(capacities), "kvcpu-eval", show_progress) as bar:
-        for name in policies:
-            runs = []
-            for cap in capacities:
-                bar.set_postfix_str(f"{name} @ {cap}")
-                runs.append(POLICIES[name](cache, cap, opts))
+    work = [(name, cap, opts) for name in policies for cap in capacities]
+    done: list[Counts] = []
+    with progress.bar(len(work), "kvcpu-eval", show_progress) as bar:
+        if jobs <= 1:
+            _init(cache)
+            for job in work:
+                bar.set_postfix_str(f"{job[0]} @ {job[1]}")
+                done.append(_run(job))
                 bar.update()
-            result["policies"][name] = series(runs)
+        else:
+            with ProcessPoolExecutor(jobs, initializer=_init, initargs=(cache,)) as pool:
+                for c in pool.map(_run, work):
+                    done.append(c)
+                    bar.update()
+    k = len(capacities)
+    for i, name in enumerate(policies):
+        result["policies"][name] = series(done[i * k:(i + 1) * k])
     return result
