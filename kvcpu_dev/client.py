@@ -13,9 +13,9 @@ import os
 import pathlib
 from typing import Any
 
-from . import abi, mounts
+from . import abi, mounts, paths
 
-DEFAULT_DEVICE = "/dev/kvcpu0"
+DEFAULT_DEVICE = str(paths.DEFAULT_DEV_DIR / "kvcpu0")
 
 Telemetry = collections.namedtuple("Telemetry", abi.TELEMETRY_FIELDS)  # type: ignore[misc]
 Weights = collections.namedtuple("Weights", abi.WEIGHT_FIELDS)  # type: ignore[misc]
@@ -26,7 +26,7 @@ def default_device() -> str:
     return os.environ.get("KVCPU_DEVICE") or DEFAULT_DEVICE
 
 
-def attr_dir(device: str | os.PathLike[str], run_dir: str = "/run/kvcpu") -> pathlib.Path:
+def attr_dir(device: str | os.PathLike[str], run_dir: str | os.PathLike[str] = paths.DEFAULT_RUN_DIR) -> pathlib.Path:
     """Where a kvcpu-dev device's attribute files are.
 
     A FUSE node is a link to ``<attr dir>/device``.  Otherwise (a CUSE
@@ -37,7 +37,7 @@ def attr_dir(device: str | os.PathLike[str], run_dir: str = "/run/kvcpu") -> pat
     try:
         if path.is_symlink():
             target = path.resolve()
-            if target.name == "device":  # fs.DEVICE_FILE (not imported: no cffi here)
+            if target.name == paths.DEVICE_FILE:
                 return target.parent
             name = target.name
     except (OSError, RuntimeError):  # a loop or no access: not a kvcpu-dev link

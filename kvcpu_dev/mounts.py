@@ -10,15 +10,15 @@ import os
 import pathlib
 import re
 
+from . import paths
+
 MNT_DETACH = 2
 
 #: How a device's attribute mount shows in the mount table, which is how
 #: clients find it whatever --run-dir was (see client.attr_dir).
-KVCPU_FS_TYPE = "fuse.kvcpu"
+KVCPU_FS_TYPE = paths.FS_TYPE
+source_of = paths.mount_source
 
-
-def source_of(name: str) -> str:
-    return f"kvcpu-{name}"
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -27,15 +27,21 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _mounts() -> list[tuple[str, str, str]]:
-    """(mount point, file system type, source) of every mount."""
+def _table() -> list[tuple[str, str, str, str]]:
+    """(mount point, file system type, source, major:minor) of every mount,
+    in mount order (a later one covers an earlier one at the same point)."""
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             tail = fields[fields.index("-") + 1 :]  # after the optional fields
-            out.append((_unescape(fields[4]), tail[0], _unescape(tail[1])))
+            out.append((_unescape(fields[4]), tail[0], _unescape(tail[1]), fields[2]))
     return out
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, source) of every mount."""
+    return [entry[:3] for entry in _table()]
 
 
 def mount_points() -> set[str]:
@@ -59,6 +65,50 @@ def _canonical(path: pathlib.Path) -> str:
 
 def is_mounted(path: pathlib.Path) -> bool:
     return _canonical(path) in mount_points()
+
+
+def entry_at(path: pathlib.Path) -> tuple[str, str, str] | None:
+    """(file system type, source, major:minor) of the top mount at ``path``."""
+    point = _canonical(path)
+    found = None
+    for where, kind, source, devno in _table():
+        if where == point:
+            found = (kind, source, devno)
+    return found
+
+
+def is_ours(path: pathlib.Path, name: str) -> bool:
+    """Whether the top mount at ``path`` is device ``name``'s attribute mount
+    (a kvcpu file system from kvcpu-NAME): the only mount we ever detach."""
+    entry = entry_at(path)
+    return entry is not None and entry[:2] == (paths.FS_TYPE, paths.mount_source(name))
+
+
+def is_our_device_mount(path: pathlib.Path, name: str) -> bool:
+    """Whether the top mount at ``path`` is device ``name``'s device file."""
+    entry = entry_at(path)
+    return entry is not None and entry[:2] == (paths.DEVICE_FS_TYPE, paths.mount_source(name))
+
+
+def fuse_connection(path: pathlib.Path) -> str | None:
+    """The FUSE connection's directory name under /sys/fs/fuse/connections
+    for the mount at ``path``: the kernel's dev_t of the mount, in decimal."""
+    entry = entry_at(path)
+    if entry is None or not entry[0].startswith("fuse"):
+        return None
+    major, minor = map(int, entry[2].split(":"))
+    return str(major << 20 | minor)
+
+
+def mount_fusectl() -> bool:
+    """Mount the FUSE control file system where systemd would; False if it
+    cannot be (no fusectl in this kernel, no privilege)."""
+    where = paths.FUSECTL_DIR
+    if is_mounted(where):
+        return True
+    if _libc.mount(b"fusectl", os.fsencode(where), b"fusectl", 0, None) != 0:
+        return False
+    return True
 
 
 def detach(path: pathlib.Path) -> None:

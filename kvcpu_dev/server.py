@@ -37,42 +37,8 @@ DRAIN_DELAY = 0.001
 DRAIN_BATCH = 1024
 
 
-@dataclass
-class Options:
-    name: str = "kvcpu0"
-    transport: str = "auto"  # auto | cuse | fuse
-    run_dir: pathlib.Path = pathlib.Path("/run/kvcpu")
-    dev_dir: pathlib.Path = pathlib.Path("/dev")
-    cuse_path: pathlib.Path = pathlib.Path("/dev/cuse")
-    mode: int = 0o600
-    gid: int = 0
-    trace: bool = False
-    poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
-    ring_events: int = RING_EVENTS
-    model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
-
-    @property
-    def attr_dir(self) -> pathlib.Path:
-        return self.run_dir / self.name
-
-    @property
-    def node(self) -> pathlib.Path:
-        return self.dev_dir / self.name
-
-    @property
-    def cuse_node(self) -> pathlib.Path:
-        """Where the kernel puts a CUSE device, whatever --dev-dir says."""
-        return pathlib.Path("/dev") / self.name
-
-    @property
-    def device_file(self) -> pathlib.Path:
-        """The FUSE transport's ioctl file, the node's link target."""
-        return self.attr_dir / DEVICE_FILE
-
-    def resolved_transport(self) -> str:
-        if self.transport != "auto":
-            return self.transport
-        return "cuse" if self.cuse_path.exists() else "fuse"
+# Options names every path a device uses; it lives in paths.py with them.
+from .paths import Options  # noqa: E402
 
 
 class Server:
