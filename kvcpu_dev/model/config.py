@@ -9,6 +9,7 @@ a command line read the way the collateral is written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -29,46 +30,105 @@ _TIME_DIVISORS = {"": 1.0, "s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divide:
 _QUANTITY = re.compile(r"\s*([0-9][0-9_]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z/]*)\s*$")
 
 
+#: The longest number a value may spell (a 5000-digit size is a typo, and
+#: int() of it raises an error of its own).
+_MAX_DIGITS = 40
+
+#: The range of every parameter, inclusive (docs/device-model.md lists them).
+#: Tier fields apply to each tier's ``<tier>_<field>``.
+LIMITS: dict[str, tuple[float, float]] = {
+    "entries": (1, 2**24),
+    "block_size": (1, 2**40),  # 1 TiB
+    "step_period": (1e-9, 3600.0),  # 1 ns .. 1 h
+    "initial_tier": (0, 3),
+    "hot_protect_steps": (0, 2**31),
+    "r_decay_shift": (0, 8),
+    "capacity": (0, 2**60),  # 1 EiB
+    "bandwidth": (1.0, 1e16),  # bytes/s: 1 B/s .. 10 PB/s
+    "latency": (0.0, 3600.0),
+}
+
+
+def _plain_number(value: Any, what: str) -> float:
+    """A TOML or Python number, refused if it is a bool or not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"bad {what}: {value!r}")
+    if isinstance(value, int) and abs(value) >= 10**_MAX_DIGITS:
+        raise ValueError(f"{what} out of range: {value}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is not a finite number: {value!r}")
+    return number
+
+
 def _split(text: str, what: str) -> tuple[float, str]:
     m = _QUANTITY.match(text)
     if not m:
         raise ValueError(f"bad {what}: {text!r}")
-    return float(m.group(1).replace("_", "")), m.group(2).lower()
+    digits = m.group(1).replace("_", "")
+    if len(digits) > _MAX_DIGITS:
+        raise ValueError(f"{what} out of range: {text[:20]}... ({len(digits)} digits)")
+    number = float(digits)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is not a finite number: {text!r}")
+    return number, m.group(2).lower()
+
+
+def _finite(number: float, value: Any, what: str) -> float:
+    if not math.isfinite(number):
+        raise ValueError(f"{what} out of range: {value!r}")
+    return number
 
 
 def parse_size(value: Any) -> int:
     """Bytes from 4096, "2MiB", "80GB" (decimal GB as the collateral writes)."""
-    if isinstance(value, bool):
-        raise ValueError(f"bad size: {value!r}")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+    if isinstance(value, (int, float, bool)):
+        number, unit = _plain_number(value, "size"), ""
+    elif isinstance(value, str):
+        number, unit = _split(value, "size")
     else:
-        number, unit = _split(str(value), "size")
+        raise ValueError(f"bad size: {value!r}")
     if unit not in _SIZE_UNITS:
         raise ValueError(f"bad size unit in {value!r}")
-    return int(number * _SIZE_UNITS[unit])
+    return int(_finite(number * _SIZE_UNITS[unit], value, "size"))
 
 
 def parse_rate(value: Any) -> float:
     """Bytes per second from 3e12 or "3TB/s"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    number, unit = _split(str(value), "bandwidth")
+    if isinstance(value, (int, float, bool)):
+        return _plain_number(value, "bandwidth")
+    if not isinstance(value, str):
+        raise ValueError(f"bad bandwidth: {value!r}")
+    number, unit = _split(value, "bandwidth")
     if unit.endswith("/s"):
         unit = unit[:-2]
     if unit not in _SIZE_UNITS:
         raise ValueError(f"bad bandwidth unit in {value!r}")
-    return number * _SIZE_UNITS[unit]
+    return _finite(number * _SIZE_UNITS[unit], value, "bandwidth")
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from 0.02 or "20ms"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    number, unit = _split(str(value), "duration")
+    if isinstance(value, (int, float, bool)):
+        return _plain_number(value, "duration")
+    if not isinstance(value, str):
+        raise ValueError(f"bad duration: {value!r}")
+    number, unit = _split(value, "duration")
     if unit not in _TIME_DIVISORS:
         raise ValueError(f"bad duration unit in {value!r}")
     return number / _TIME_DIVISORS[unit]
+
+
+def _check_range(key: str, field_name: str, value: float) -> None:
+    low, high = LIMITS[field_name]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{key} must be in {_fmt(low)}..{_fmt(high)}, got {value!r}")
+
+
+def _fmt(limit: float) -> str:
+    return str(limit) if isinstance(limit, int) else f"{limit:g}"
 
 
 @dataclass(frozen=True)
@@ -110,25 +170,21 @@ class ModelConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if not 1 <= self.entries <= 2**24:
-            raise ValueError(f"entries must be in 1..{2**24}, got {self.entries}")
-        if self.block_size <= 0:
-            raise ValueError(f"block_size must be positive, got {self.block_size}")
+        """Every value in its documented range (LIMITS); the message names
+        the key as --set spells it."""
         if self.clock not in ("sim", "wall"):
             raise ValueError(f"clock must be 'sim' or 'wall', got {self.clock!r}")
-        if self.step_period <= 0:
-            raise ValueError(f"step_period must be positive, got {self.step_period}")
+        if self.block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {self.block_size}")
         if self.initial_tier not in range(4):
             raise ValueError(f"initial_tier must be 0..3, got {self.initial_tier}")
-        if not 0 <= self.hot_protect_steps <= 2**31:
-            raise ValueError(f"hot_protect_steps out of range: {self.hot_protect_steps}")
-        if not 0 <= self.r_decay_shift <= 8:
-            raise ValueError(f"r_decay_shift must be 0..8, got {self.r_decay_shift}")
+        for name in ("entries", "block_size", "step_period", "hot_protect_steps", "r_decay_shift"):
+            _check_range(name, name, getattr(self, name))
         if len(self.tiers) != 4:
             raise ValueError("exactly four tiers (hbm, t1, t2, t3)")
         for key, tier in zip(TIER_KEYS, self.tiers):
-            if tier.capacity < 0 or tier.bandwidth <= 0 or tier.latency < 0:
-                raise ValueError(f"tier {key}: capacity >= 0, bandwidth > 0, latency >= 0")
+            for name in ("capacity", "bandwidth", "latency"):
+                _check_range(f"{key}_{name}", name, getattr(tier, name))
 
     # -- capacities in whole blocks, as the device allocates them ---------
     def capacity_blocks(self) -> list[int]:
@@ -152,8 +208,8 @@ class ModelConfig:
                     top[key] = _TOP_PARSERS[key](value)
                 else:
                     raise ValueError(f"unknown model option {key!r}")
-            except ValueError as exc:
-                if key in str(exc):
+            except (ValueError, TypeError, OverflowError) as exc:
+                if isinstance(exc, ValueError) and key in str(exc):
                     raise
                 raise ValueError(f"{key}: {exc}") from None
         top["tiers"] = tuple(TierConfig(**t) for t in tiers)
@@ -168,8 +224,10 @@ class ModelConfig:
                 if not isinstance(value, dict):
                     raise ValueError(f"{where}: 'tiers' must be a table")
                 for tier_key, table in value.items():
-                    if tier_key not in TIER_KEYS or not isinstance(table, dict):
+                    if tier_key not in TIER_KEYS:
                         raise ValueError(f"{where}: unknown tier {tier_key!r} (known: {', '.join(TIER_KEYS)})")
+                    if not isinstance(table, dict):
+                        raise ValueError(f"{where}: 'tiers.{tier_key}' must be a table")
                     for tier_field, v in table.items():
                         if tier_field not in TierConfig._PARSERS:
                             raise ValueError(f"{where}: unknown key 'tiers.{tier_key}.{tier_field}'")
@@ -181,14 +239,17 @@ class ModelConfig:
         try:
             return cls().replace(**flat)
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            message = str(e)
+            for key in TIER_KEYS:  # name tier keys as the file spells them
+                message = re.sub(rf"\b{key}_(capacity|bandwidth|latency)\b", rf"tiers.{key}.\1", message)
+            raise ValueError(f"{where}: {message}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "ModelConfig":
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
+        except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
             raise ValueError(f"{path}: {e}") from None
         return cls.from_dict(data, str(path))
 
@@ -215,13 +276,28 @@ class ModelConfig:
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
+    """An integer from 42, 42.0, "42", "0x2a"; anything else is refused."""
     if isinstance(value, str):
-        return int(value, 0)
-    if isinstance(value, float) and not value.is_integer():
+        text = value.strip().replace("_", "")
+        if len(text) > _MAX_DIGITS:
+            raise ValueError(f"out of range: {value[:20]}... ({len(text)} characters)")
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if abs(value) >= 10**_MAX_DIGITS:
+        raise ValueError(f"out of range: {value!r}")
     return int(value)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
 
 
 def _tier(value: Any) -> int:
@@ -233,7 +309,7 @@ def _tier(value: Any) -> int:
 _TOP_PARSERS = {
     "entries": _int,
     "block_size": parse_size,
-    "clock": str,
+    "clock": _str,
     "step_period": parse_duration,
     "initial_tier": _tier,
     "hot_protect_steps": _int,
