@@ -98,15 +98,14 @@ def tune(trace: Trace, capacities: list[int], opts: Options, train_fraction: flo
     per_cap = [max(range(len(settings)), key=lambda i: (scores[i][j], -i)) for j in range(len(percents))]
     recommended = {k: v for k, v in settings[best].items() if v != getattr(AdapterConfig(), k)}
 
-    held_opts = dataclasses.replace(opts, hepc=recommended)
     held_caps = shares(held, percents)
-    result = runner.evaluate(held, held_caps, ["lru", "arc", "prio-lru", "belady", "hepc-default"], held_opts,
-                             show_progress=show_progress)
-    tuned = evaluate_settings(held, [settings[best]] + [settings[i] for i in per_cap], held_caps,
-                              opts.block_bytes, jobs, show_progress)
-    result["policies"]["hepc-tuned"] = {"hit_ratio": tuned[0], **_blank(len(held_caps))}
-    result["policies"]["hepc-best-per-capacity"] = {
-        "hit_ratio": [tuned[1 + j][j] for j in range(len(held_caps))], **_blank(len(held_caps))}
+    result = runner.evaluate(held, held_caps, ["lru", "arc", "prio-lru", "belady"], opts, show_progress=show_progress)
+    again = [settings[0], settings[best]] + [settings[i] for i in per_cap]
+    held_scores = evaluate_settings(held, again, held_caps, opts.block_bytes, jobs, show_progress)
+    n = len(held_caps)
+    for name, ratios in (("hepc-default", held_scores[0]), ("hepc-tuned", held_scores[1]),
+                         ("hepc-best-per-capacity", [held_scores[2 + j][j] for j in range(n)])):
+        result["policies"][name] = {"hit_ratio": ratios, **_blank(n)}
     result["tuning"] = {
         "train": {"trace": train.name, "requests": len(train.requests), "unique_blocks": train.unique_blocks,
                   "capacity_blocks": shares(train, percents)},

@@ -70,3 +70,14 @@ def test_cli_runs_hepc(trace_file):
         assert len(s["hit_ratio"]) == 2 and len(s["extra"]) == 2
         assert all(0 <= h <= 1 for h in s["hit_ratio"] + s["t1_hit_ratio"])
     assert out["parameters"]["hepc"]["hepc-default"]["evict_thresh"] == 0x1000
+
+
+def test_tune_reports_default_tuned_and_classic_on_the_held_out_part(small_trace):
+    from kvcpu_dev.evaluation import tuning
+    from kvcpu_dev.evaluation.policies import Options
+    caps = [round(0.1 * small_trace.unique_blocks)]
+    r = tuning.tune(small_trace, caps, Options(), budget=2, jobs=1, show_progress=False)
+    assert {"lru", "arc", "prio-lru", "belady", "hepc-default", "hepc-tuned"} <= set(r["policies"])
+    assert r["tuning"]["settings_tried"] == 3 and r["tuning"]["train"]["requests"] < len(small_trace.requests)
+    best = r["policies"]["hepc-tuned"]["hit_ratio"][0]
+    assert 0 <= best <= r["policies"]["belady"]["hit_ratio"][0]
