@@ -79,6 +79,7 @@ class NativeDevice:
         self.lost = 0  # events the ring dropped, as seen by drain()
         self._next_seq = 1
         self._batch = ffi.new("struct kv_event[]", _BATCH)
+        self._pos = self._count = 0  # events of _batch delivered, read
         self._final: dict[str, int] = {}
 
     def close(self) -> None:
@@ -132,19 +133,35 @@ class NativeDevice:
 
     # -- the ring ---------------------------------------------------------
 
-    def drain(self, limit: int | None = None) -> int:
+    def drain(self, limit: int | None = None, finish: bool = False) -> int:
         """Feed waiting events to the trace, the log, listeners and the
-        model, at most ``limit`` (all if None).  Returns how many."""
+        model, at most ``limit`` (all if None).  Returns how many.
+
+        A model still applying a large hint (incremental mode) takes no
+        further event: draining stops there, so its writes stay in order,
+        unless ``finish``, which completes such work inline (a read of the
+        model's views wants everything the ioctls before it did)."""
         done = 0
         while limit is None or done < limit:
-            want = _BATCH if limit is None else min(_BATCH, limit - done)
-            n = lib.kv_ring_read(self.handle, self._batch, want)
-            for i in range(n):
-                self._deliver(self._batch[i])
-            done += n
-            if n < want:
-                break
+            if self._pos == self._count:  # read the next batch
+                self._pos = 0
+                self._count = lib.kv_ring_read(self.handle, self._batch, _BATCH)
+                if self._count == 0:
+                    break
+            if self._model_busy():
+                if not finish:
+                    break
+                self.model.work()  # type: ignore[union-attr]
+            self._deliver(self._batch[self._pos])
+            self._pos += 1
+            done += 1
+        if finish and self._model_busy():
+            self.model.work()  # type: ignore[union-attr]
         return done
+
+    def _model_busy(self) -> bool:
+        busy = getattr(self.model, "busy", None)
+        return busy is not None and busy()
 
     def _deliver(self, ev: Any) -> None:
         if ev.seq != self._next_seq:
@@ -170,7 +187,7 @@ class NativeDevice:
     def arm(self) -> bool:
         """Ask to be woken (the eventfd) by the next event; True if events
         are already waiting, so the caller should drain instead of sleep."""
-        return bool(lib.kv_ring_arm(self.handle))
+        return bool(lib.kv_ring_arm(self.handle)) or self._pos < self._count
 
     def ring_stats(self) -> dict[str, int]:
         h = self.handle

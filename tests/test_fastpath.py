@@ -155,3 +155,37 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     native.drain()
     assert native.arm() is False
     native.close()
+
+
+def test_a_huge_hint_is_applied_in_slices_and_in_order() -> None:
+    from kvcpu_dev.model import DeviceModel, ModelConfig
+
+    model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
+    model.incremental = True
+    native = NativeDevice(model)
+    native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, 2**64 - 1, 0))
+    native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 5))
+    sliced = 0
+    while True:
+        native.drain()
+        if not model.busy():
+            break
+        assert model.step32 == 0  # the STEP waits behind the hint
+        model.work(0.0)  # the smallest slice
+        sliced += 1
+    assert sliced > 1
+    assert model.step32 == 5 and model.stats()["live_entries"] == 4096
+    native.close()
+
+
+def test_a_model_view_read_finishes_the_work_first() -> None:
+    from kvcpu_dev.model import DeviceModel, ModelConfig
+
+    model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
+    model.incremental = True
+    native = NativeDevice(model)
+    native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, 2**64 - 1, 0))
+    native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 5))
+    native.drain(finish=True)
+    assert not model.busy() and model.step32 == 5
+    native.close()

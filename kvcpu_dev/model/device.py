@@ -28,6 +28,8 @@ log = logging.getLogger("kvcpu_dev.model")
 
 U32 = 0xFFFF_FFFF
 U64 = 0xFFFF_FFFF_FFFF_FFFF
+#: How long one slice of a large hint may run in incremental mode.
+HINT_SLICE_S = 0.002
 
 
 class InvariantError(AssertionError):
@@ -52,6 +54,12 @@ class DeviceModel:
         self._latch = {R.BOOST_ADDR: 0, R.IMEVICT_ADDR: 0, R.PREFETCH_ADDR: 0, R.PREFETCH_LEN: 0, R.SHARE_ADDR: 0}
         self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
         self._hint_va = self._hint_len = 0  # the hint being applied
+        #: The rest of a hint still being applied (incremental mode only).
+        self._work: Iterator[None] | None = None
+        #: Set by the daemon: a hint over a large range is applied in slices
+        #: (see work()), so the process serving attributes stays responsive.
+        #: Off, every write has taken full effect when mmio_write returns.
+        self.incremental = False
         self._targets: list[tuple[int, int, int]] = []  # heap of (target, arm seq, entry)
         self._arm_seq = np.zeros(config.entries, dtype=np.int64)
         self._arms = 0
@@ -80,6 +88,7 @@ class DeviceModel:
     # -- BAR0 -------------------------------------------------------------------------
     def mmio_write(self, offset: int, value: int) -> None:
         """One 64-bit register write from the driver, in the driver's order."""
+        self.work()  # a hint still being applied goes first
         value &= U64
         if offset in self._latch:
             self._latch[offset] = value
@@ -129,8 +138,24 @@ class DeviceModel:
         self._hint_va, self._hint_len = va, length
         first = va // self.block_size
         last = (min(va + length, U64 + 1) - 1) // self.block_size
-        for i in self._entries(first, last, allocate=kind != "evict"):
-            apply(i)
+        self._work = (apply(i) for i in self._entries(first, last, allocate=kind != "evict"))
+        self.work(HINT_SLICE_S if self.incremental else None)
+
+    def busy(self) -> bool:
+        """True while a hint is only partly applied (incremental mode)."""
+        return self._work is not None
+
+    def work(self, budget_s: float | None = None) -> bool:
+        """Go on applying the current hint, for about ``budget_s`` seconds
+        (None: to its end).  Returns True once nothing is left."""
+        if self._work is None:
+            return True
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        for n, _ in enumerate(self._work, start=1):
+            if deadline is not None and n % 256 == 0 and time.perf_counter() > deadline:
+                return False
+        self._work = None
+        return True
 
     def _entries(self, first: int, last: int, allocate: bool) -> Iterator[int]:
         """Entries of blocks first..last, allocating untracked ones if asked.
@@ -286,6 +311,7 @@ class DeviceModel:
         return True
 
     def _settle(self) -> None:
+        self.work()
         now = self._now()
         self.dma.advance_to(now)
         self._judge_due()
@@ -367,6 +393,7 @@ class DeviceModel:
     # -- self-checks --------------------------------------------------------------------------
     def check_invariants(self) -> None:
         """Raise InvariantError if the state breaks a rule of the model."""
+        self.work()
         d, dma = self.dir, self.dma
         live = d.live_indices()
 
