@@ -9,7 +9,7 @@ from functools import lru_cache
 import pytest
 
 from kvcpu_dev.evaluation import arc, belady, lru, priolru
-from conftest import SHIPPED
+from evalkit import SHIPPED
 
 
 def test_lru_evicts_the_least_recently_used():
