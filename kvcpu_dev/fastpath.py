@@ -37,13 +37,30 @@ _BATCH = 256
 
 EV_IOCTL = lib.KV_EV_IOCTL
 EV_STORE = lib.KV_EV_STORE
+EV_RESET = lib.KV_EV_RESET
+EV_UNPLUG = lib.KV_EV_UNPLUG
+EV_REPLUG = lib.KV_EV_REPLUG
+KIND_NAMES = {EV_IOCTL: "ioctl", EV_STORE: "store", EV_RESET: "reset",
+              EV_UNPLUG: "unplug", EV_REPLUG: "replug"}
 
 #: struct kv_event as Python reads it: struct.iter_unpack over a batch is
 #: several times cheaper than cffi field access, and drain() is Python's
 #: per-command cost.
-_EVENT = struct.Struct("<QQIIiiIIQ96s6I6Q")
+_EVENT = struct.Struct("<QQIIiiIIIIIIQ96s6I6Q")
 assert _EVENT.size == ffi.sizeof("struct kv_event")
-_REGS = 10  # index of reg_off[0] in an unpacked event
+_REG_SEQ, _DATA, _REGS = 12, 13, 14  # indexes in an unpacked event
+
+
+class FaultRule(NamedTuple):
+    """What kv_fault_add takes (see fastpath.h)."""
+
+    cmd: int  # an ioctl number, 0 for any
+    errno: int  # 0: latency only, the command runs
+    mode: int  # lib.KV_FAULT_COUNT, _EVERY, _PROB or _ALWAYS
+    n: int = 0  # COUNT: how many; EVERY: the period
+    prob: int = 0  # PROB: probability * 2**32
+    seed: int = 0
+    latency_ns: int = 0
 
 
 class Event(NamedTuple):
@@ -51,20 +68,25 @@ class Event(NamedTuple):
 
     seq: int
     t_ns: int
-    kind: int  # EV_IOCTL or EV_STORE
+    kind: int  # EV_IOCTL, EV_STORE, EV_RESET, EV_UNPLUG or EV_REPLUG
     cmd: int  # the ioctl number; for EV_STORE the weight's index
-    pid: int
+    pid: int  # the requester (0: in-process or a control)
     errno: int
     data: bytes  # payload in; GET_TELEMETRY: the reply
     writes: tuple[regs.RegWrite, ...]
+    fault: int = 0  # the injected fault that fired (its id), or 0
+    latency_us: int = 0  # injected latency
+    service_ns: int = 0  # time the command held the device
 
 
 def _decode(ev: tuple) -> Event:
-    seq, t_ns, kind, cmd, pid, err, size, nregs, reg_seq, data = ev[:_REGS]
+    seq, t_ns, kind, cmd, pid, err, size, nregs, fault, latency_us, service_ns = ev[:11]
+    reg_seq = ev[_REG_SEQ]
     writes = tuple(
         regs.RegWrite(reg_seq + j, ev[_REGS + j], ev[_REGS + 6 + j]) for j in range(nregs)
     )
-    return Event(seq, t_ns, kind, cmd, pid, err, data[:size], writes)
+    return Event(seq, t_ns, kind, cmd, pid, err, ev[_DATA][:size], writes,
+                 fault, latency_us, service_ns)
 
 
 class NativeDevice:
@@ -141,6 +163,51 @@ class NativeDevice:
     def tracing(self, on: bool) -> None:
         self.bar0.observer = _log_write if on else None
 
+    # -- the bench's controls ---------------------------------------------
+
+    def add_fault(self, rule: "FaultRule") -> int:
+        """Install a fault rule; returns its id (ENOSPC past KV_FAULT_MAX)."""
+        f = ffi.new("struct kv_fault *", {
+            "cmd": rule.cmd, "err": rule.errno, "mode": rule.mode, "n": rule.n,
+            "prob": rule.prob, "seed": rule.seed, "latency_ns": rule.latency_ns})
+        res = lib.kv_fault_add(self.handle, f)
+        if res < 0:
+            raise OSError(-res, os.strerror(-res))
+        return res
+
+    def delete_fault(self, fault_id: int) -> None:
+        err = lib.kv_fault_del(self.handle, fault_id)
+        if err:
+            raise OSError(err, f"no fault {fault_id}")
+
+    def clear_faults(self) -> None:
+        lib.kv_fault_clear(self.handle)
+
+    def faults(self) -> list[dict[str, int]]:
+        out = ffi.new("struct kv_fault[]", lib.KV_FAULT_MAX)
+        n = lib.kv_fault_list(self.handle, out, lib.KV_FAULT_MAX)
+        keys = ("id", "cmd", "err", "mode", "n", "prob", "seed", "latency_ns", "seen", "hits")
+        return [{k: getattr(out[i], k) for k in keys} for i in range(n)]
+
+    def reset(self) -> None:
+        """A function-level reset: the power-on state; counted, and the
+        model starts over when it drains the event."""
+        lib.kv_dev_reset(self.handle)
+        self.drain(finish=True)
+
+    @property
+    def present(self) -> bool:
+        return bool(lib.kv_dev_present(self.handle))
+
+    @present.setter
+    def present(self, on: bool) -> None:
+        """Surprise removal (False) and its return (True)."""
+        lib.kv_dev_set_present(self.handle, on)
+        self.drain()
+
+    def resets(self) -> int:
+        return lib.kv_dev_resets(self.handle)
+
     # -- the ring ---------------------------------------------------------
 
     def drain(self, limit: int | None = None, finish: bool = False) -> int:
@@ -181,15 +248,25 @@ class NativeDevice:
         self._next_seq = seq + 1
         if self.tracing:
             _log_command(ev)
+        if ev[2] != EV_IOCTL and ev[2] != EV_STORE:
+            self._control(ev[2])
         nregs = ev[7]
         if nregs:
-            replay, reg_seq = self.bar0.replay, ev[8]
+            replay, reg_seq = self.bar0.replay, ev[_REG_SEQ]
             for j in range(nregs):
                 replay(reg_seq + j, ev[_REGS + j], ev[_REGS + 6 + j])
         if self.listeners:
             event = _decode(ev)
             for listener in self.listeners:
                 listener(event)
+
+    def _control(self, kind: int) -> None:
+        log.info("%s", KIND_NAMES[kind])
+        if kind == EV_RESET:  # the window and the device behind it start over
+            self.bar0.mem[:] = bytes(regs.BAR0_SIZE)
+            reset = getattr(self.model, "reset", None)
+            if reset is not None:
+                reset()
 
     def _lose(self, count: int) -> None:
         self.lost += count
@@ -219,8 +296,10 @@ def _log_write(write: regs.RegWrite) -> None:
 
 
 def _log_command(ev: tuple) -> None:
-    _, _, kind, cmd, pid, err, size, _, _, data = ev[:_REGS]
-    data = data[:size]
+    _, _, kind, cmd, pid, err, size, _, fault = ev[:9]
+    data = ev[_DATA][:size]
+    if kind not in (EV_IOCTL, EV_STORE):
+        return  # _control logs it
     if kind == EV_STORE:
         field = abi.WEIGHT_FIELDS[cmd]
         log.info("sysfs %s=%#x", field, int.from_bytes(data[:4], "little"))
@@ -234,8 +313,9 @@ def _log_command(ev: tuple) -> None:
         fields = command.layout.codec.unpack(data)
     args = ", ".join(f"{n}={v:#x}" for n, v in zip(command.layout.fields, fields))
     log.info("%s(%s)", command.short, args)
-    if err:
-        log.info("  -> %s (pid %d)", errno.errorcode.get(err, err), pid)
+    if err or fault:
+        injected = f", fault {fault}" if fault else ""
+        log.info("  -> %s (pid %d%s)", errno.errorcode.get(err, err) if err else "ok", pid, injected)
 
 
 # -- the session the C thread answers ----------------------------------------------

@@ -113,8 +113,9 @@ class NodeFS:
         attr = self.attrs.get(ino)
         if attr is None:
             raise OSError(errno.ENOENT, "no such inode")
-        if attr.private:  # the owner's read bit, and the group's if --mode gives it
-            mode = 0o400 | (self.device_mode & 0o040)
+        if attr.private:  # the owner's bits, and the group's if --mode gives them
+            mode = attr.mode & 0o600
+            mode |= self.device_mode & (mode >> 3)
             return Attr(ino, stat.S_IFREG | mode, 1, self.device_uid, self.device_gid, ATTR_SIZE)
         return Attr(ino, stat.S_IFREG | attr.mode, 1, 0, 0, ATTR_SIZE)
 

@@ -288,6 +288,13 @@ class DeviceModel:
         d.release(i)
         self.counts["blocks_reclaimed"] += 1
 
+    def reset(self) -> None:
+        """A function-level reset of the device: the power-on state, with
+        the same configuration (what it lost is counted nowhere)."""
+        incremental = self.incremental
+        self.__init__(self.config)  # type: ignore[misc]
+        self.incremental = incremental
+
     def events_lost(self, count: int) -> None:
         """The daemon's event ring dropped ``count`` commands before this
         model saw them: say so (model_stats in_sync=0) rather than diverge

@@ -62,6 +62,12 @@ struct kv_dev {
     _Atomic int stop, ready, exited;
     _Atomic uint64_t served;
     unsigned mode, uid, gid;    /* the FUSE device file's attributes */
+
+    /* the bench: injected faults, resets, surprise removal */
+    struct kv_fault faults[KV_FAULT_MAX];
+    uint32_t next_fault_id;
+    uint64_t resets;
+    int present;
 };
 
 /* -- the event ring --------------------------------------------------------- */
@@ -97,6 +103,10 @@ static void ev_begin(struct kv_dev *d, struct kv_pending *p, uint32_t kind,
     p->ev->err = 0;
     p->ev->size = 0;
     p->ev->nregs = 0;
+    p->ev->fault = 0;
+    p->ev->latency_us = 0;
+    p->ev->service_ns = 0;
+    p->ev->reserved = 0;
     p->ev->reg_seq = d->reg_seq + 1;
 }
 
@@ -283,39 +293,207 @@ static int run_command(struct kv_dev *d, struct kv_pending *p, uint32_t cmd,
     }
 }
 
+/* xorshift64*: a fault's own seeded stream, so a run is reproducible. */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t x = *state ? *state : 0x9E3779B97F4A7C15ull;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* The first rule that fires for `cmd`, or NULL.  Every matching rule
+ * counts the command as seen, fired or not. */
+static struct kv_fault *fire(struct kv_dev *d, uint32_t cmd)
+{
+    struct kv_fault *fired = NULL;
+
+    for (int i = 0; i < KV_FAULT_MAX; i++) {
+        struct kv_fault *f = &d->faults[i];
+        int hit;
+
+        if (f->id == 0 || (f->cmd != 0 && f->cmd != cmd))
+            continue;
+        f->seen++;
+        switch (f->mode) {
+        case KV_FAULT_COUNT: hit = f->hits < f->n; break;
+        case KV_FAULT_EVERY: hit = f->n && f->seen % f->n == 0; break;
+        case KV_FAULT_PROB: hit = (next_random(&f->seed) >> 32) < f->prob; break;
+        default: hit = 1; break;
+        }
+        if (hit && fired == NULL) {
+            f->hits++;
+            fired = f;
+        }
+    }
+    return fired;
+}
+
 /* One ioctl: 0 or an errno; `out` gets the reply (GET_TELEMETRY only).
- * Sets *wake when the consumer asked to be woken (do it after replying). */
+ * Sets *wake when the consumer asked to be woken (do it after replying),
+ * and *delay_ns to an injected latency (slept outside the lock). */
 static int dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
-                     uint8_t *out, size_t outsz, int32_t pid, int *wakep)
+                     uint8_t *out, size_t outsz, int32_t pid, int *wakep, uint64_t *delay_ns)
 {
     struct kv_pending p;
+    struct kv_fault *f = NULL;
     int size = payload_size(cmd);
+    uint64_t t0;
     int err;
 
     pthread_mutex_lock(&d->lock);
     ev_begin(d, &p, KV_EV_IOCTL, cmd, pid);
+    t0 = p.ev->t_ns;
     if (size > 0)
         ev_data(&p, in, insz);
-    if (size < 0)
+    if (!d->present)
+        err = ENODEV;   /* surprise removal: what a gone device answers */
+    else if ((f = fire(d, cmd)) != NULL && f->err)
+        err = f->err;   /* injected: the command does nothing */
+    else if (size < 0)
         err = ENOTTY;
     else if (size > 0 && insz != (size_t)size)
         err = EINVAL;   /* only an unrestricted transport can deliver this */
     else
         err = run_command(d, &p, cmd, in, out, outsz);
+    *delay_ns = 0;
+    if (f != NULL) {
+        p.ev->fault = f->id;
+        p.ev->latency_us = (uint32_t)(f->latency_ns / 1000u);
+        *delay_ns = f->latency_ns;
+    }
+    p.ev->service_ns = (uint32_t)(now_ns() - t0);
     *wakep = ev_end(d, &p, err);
     pthread_mutex_unlock(&d->lock);
     return err;
+}
+
+static void delay(uint64_t ns)
+{
+    struct timespec ts = { .tv_sec = ns / 1000000000u, .tv_nsec = ns % 1000000000u };
+
+    while (ns && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 int kv_dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
                  uint8_t *out, size_t outsz, int32_t pid)
 {
     int want_wake;
-    int err = dev_ioctl(d, cmd, in, insz, out, outsz, pid, &want_wake);
+    uint64_t delay_ns;
+    int err = dev_ioctl(d, cmd, in, insz, out, outsz, pid, &want_wake, &delay_ns);
+
+    delay(delay_ns);
     if (want_wake)
         wake(d);
     return err;
 }
+
+/* -- the bench's controls --------------------------------------------------- */
+
+int kv_fault_add(struct kv_dev *d, const struct kv_fault *f)
+{
+    int id = -ENOSPC;
+
+    if (f->mode < KV_FAULT_COUNT || f->mode > KV_FAULT_ALWAYS || f->err < 0 || f->err > 4095)
+        return -EINVAL;
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < KV_FAULT_MAX; i++) {
+        if (d->faults[i].id == 0) {
+            d->faults[i] = *f;
+            d->faults[i].id = ++d->next_fault_id;
+            d->faults[i].seen = d->faults[i].hits = 0;
+            id = (int)d->faults[i].id;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return id;
+}
+
+int kv_fault_del(struct kv_dev *d, uint32_t id)
+{
+    int err = ENOENT;
+
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < KV_FAULT_MAX; i++) {
+        if (id != 0 && d->faults[i].id == id) {
+            memset(&d->faults[i], 0, sizeof(d->faults[i]));
+            err = 0;
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+    return err;
+}
+
+void kv_fault_clear(struct kv_dev *d)
+{
+    pthread_mutex_lock(&d->lock);
+    memset(d->faults, 0, sizeof(d->faults));
+    pthread_mutex_unlock(&d->lock);
+}
+
+size_t kv_fault_list(struct kv_dev *d, struct kv_fault *out, size_t max)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&d->lock);
+    for (int i = 0; i < KV_FAULT_MAX && n < max; i++)
+        if (d->faults[i].id)
+            out[n++] = d->faults[i];
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+/* The driver's state at load (and after a function-level reset). */
+static void power_on_state(struct kv_dev *d)
+{
+    d->current_step = d->step_count = d->hot_count = d->evict_count = 0;
+    d->prefetch_count = d->share_count = d->last_va = d->last_len = 0;
+    d->last_target_step = 0;
+    d->w[0] = KV_DEFAULT_W_R;
+    d->w[1] = KV_DEFAULT_W_F;
+    d->w[2] = KV_DEFAULT_W_S;
+    d->w[3] = KV_DEFAULT_W_D;
+    d->w[4] = KV_DEFAULT_EVICT_THRESH;
+    d->w[5] = KV_DEFAULT_PREFETCH_THRESH;
+    memset(d->bar0, 0, sizeof(d->bar0));
+}
+
+/* A control event (call with the lock held): no registers, no payload. */
+static void control_event(struct kv_dev *d, uint32_t kind)
+{
+    struct kv_pending p;
+
+    ev_begin(d, &p, kind, 0, 0);
+    if (ev_end(d, &p, 0))
+        wake(d);
+}
+
+void kv_dev_reset(struct kv_dev *d)
+{
+    pthread_mutex_lock(&d->lock);
+    power_on_state(d);
+    d->resets++;
+    control_event(d, KV_EV_RESET);
+    pthread_mutex_unlock(&d->lock);
+}
+
+void kv_dev_set_present(struct kv_dev *d, int present)
+{
+    pthread_mutex_lock(&d->lock);
+    if (d->present != !!present) {
+        d->present = !!present;
+        control_event(d, present ? KV_EV_REPLUG : KV_EV_UNPLUG);
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+int kv_dev_present(struct kv_dev *d) { return d->present; }
+uint64_t kv_dev_resets(struct kv_dev *d) { return d->resets; }
 
 int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value)
 {
@@ -368,12 +546,8 @@ struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd)
     }
     d->cap = cap;
     pthread_mutex_init(&d->lock, NULL);
-    d->w[0] = KV_DEFAULT_W_R;
-    d->w[1] = KV_DEFAULT_W_F;
-    d->w[2] = KV_DEFAULT_W_S;
-    d->w[3] = KV_DEFAULT_W_D;
-    d->w[4] = KV_DEFAULT_EVICT_THRESH;
-    d->w[5] = KV_DEFAULT_PREFETCH_THRESH;
+    power_on_state(d);
+    d->present = 1;
     d->wake_fd = wake_fd;
     return d;
 }
@@ -399,9 +573,11 @@ static void answer_ioctl(fuse_req_t req, uint32_t cmd, const void *in_buf,
     uint8_t out[sizeof(struct kv_cpu_telemetry_info)];
     size_t outsz = out_bufsz < sizeof(out) ? out_bufsz : sizeof(out);
     int want_wake;
+    uint64_t delay_ns;
     int err = dev_ioctl(d, cmd, in_buf, in_bufsz, out, outsz, fuse_req_ctx(req)->pid,
-                        &want_wake);
+                        &want_wake, &delay_ns);
 
+    delay(delay_ns);    /* an injected latency holds this request, not the lock */
     if (err)
         fuse_reply_err(req, err);
     else
@@ -466,6 +642,10 @@ static void fast_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int 
 static void fast_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
+    if (!dev_of(req)->present) {
+        fuse_reply_err(req, ENODEV);
+        return;
+    }
     fi->fh = 0;
     fi->direct_io = 1;
     fi->keep_cache = 0;
@@ -519,6 +699,10 @@ static const struct fuse_lowlevel_ops fast_fuse_ops = {
 
 static void cuse_open(fuse_req_t req, struct fuse_file_info *fi)
 {
+    if (!dev_of(req)->present) {
+        fuse_reply_err(req, ENODEV);
+        return;
+    }
     fi->fh = 0;
     fi->direct_io = 1;
     fuse_reply_open(req, fi);

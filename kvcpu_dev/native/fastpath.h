@@ -9,6 +9,9 @@
 /* Event kinds. */
 #define KV_EV_IOCTL 1   /* a command through the node or kv_dev_ioctl() */
 #define KV_EV_STORE 2   /* a sysfs weight store: cmd is the weight index */
+#define KV_EV_RESET 3   /* a function-level reset: power-on state */
+#define KV_EV_UNPLUG 4  /* surprise removal: every command fails ENODEV */
+#define KV_EV_REPLUG 5  /* the device is back */
 
 #define KV_EV_DATA 96   /* the largest payload: the telemetry reply */
 #define KV_EV_REGS 6    /* the most register writes of one command */
@@ -24,6 +27,10 @@ struct kv_event {
     int32_t err;         /* 0, or the errno the client got */
     uint32_t size;       /* bytes used in data */
     uint32_t nregs;      /* register writes, in the driver's order */
+    uint32_t fault;      /* the id of the injected fault that fired, or 0 */
+    uint32_t latency_us; /* injected latency, microseconds */
+    uint32_t service_ns; /* time the command held the device */
+    uint32_t reserved;
     uint64_t reg_seq;    /* BAR0 write number of regs[0] (1-based) */
     uint8_t data[96];    /* the payload copied in; GET_TELEMETRY: the reply */
     uint32_t reg_off[6];
@@ -31,6 +38,28 @@ struct kv_event {
 };
 
 struct kv_dev;
+
+/* Injected faults: a rule matches a command (0: any) and fires by count,
+ * period or seeded probability; it answers `err` (0: none, the command
+ * runs) after `latency_ns`.  Up to KV_FAULT_MAX rules. */
+#define KV_FAULT_MAX 16
+#define KV_FAULT_COUNT 1    /* the next n matching commands */
+#define KV_FAULT_EVERY 2    /* every n-th matching command */
+#define KV_FAULT_PROB 3     /* each with probability prob / 2^32 */
+#define KV_FAULT_ALWAYS 4   /* every matching command */
+
+struct kv_fault {
+    uint32_t id;            /* given by kv_fault_add */
+    uint32_t cmd;
+    int32_t err;
+    uint32_t mode;
+    uint64_t n;
+    uint64_t prob;
+    uint64_t seed;
+    uint64_t latency_ns;
+    uint64_t seen;          /* matching commands so far */
+    uint64_t hits;          /* times it fired */
+};
 
 /* Device state. */
 struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd);
@@ -40,6 +69,15 @@ int kv_dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
 int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value);
 void kv_dev_telemetry(struct kv_dev *d, uint8_t *out96);
 void kv_dev_bar0(struct kv_dev *d, uint8_t *out4096);
+
+int kv_fault_add(struct kv_dev *d, const struct kv_fault *f);  /* id, or -errno */
+int kv_fault_del(struct kv_dev *d, uint32_t id);
+void kv_fault_clear(struct kv_dev *d);
+size_t kv_fault_list(struct kv_dev *d, struct kv_fault *out, size_t max);
+void kv_dev_reset(struct kv_dev *d);
+void kv_dev_set_present(struct kv_dev *d, int present);
+int kv_dev_present(struct kv_dev *d);
+uint64_t kv_dev_resets(struct kv_dev *d);
 
 /* The event ring (single consumer: the Python thread). */
 size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max);

@@ -1,0 +1,71 @@
+"""The bench's control files beside the driver's attributes: injected
+faults and the device's presence and resets.  Writable by the node's owner
+(and group, with --mode), like the node itself.
+
+``faults``   read: one rule per line; write: ``add KEY=VALUE...``, ``del ID``
+             or ``clear`` (see faults.py)
+``control``  read: ``present=1 resets=N``; write: ``reset``, ``unplug`` or
+             ``replug``
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Callable
+
+from . import faults
+from .attrs import Attribute
+from .fastpath import FaultRule, NativeDevice
+from .native._fuse import lib
+
+log = logging.getLogger("kvcpu_dev")
+
+_MODES = {"count": lib.KV_FAULT_COUNT, "every": lib.KV_FAULT_EVERY,
+          "probability": lib.KV_FAULT_PROB, "always": lib.KV_FAULT_ALWAYS}
+_MODE_NAMES = {v: k for k, v in _MODES.items()}
+
+
+def _invalid(why: str) -> OSError:
+    log.warning("control write refused: %s", why)
+    return OSError(errno.EINVAL, why)
+
+
+def attributes(device: NativeDevice, on_presence: Callable[[bool], None]) -> list[Attribute]:
+    def show_faults() -> str:
+        return faults.render(device.faults(), _MODE_NAMES)
+
+    def store_faults(buf: bytes) -> None:
+        words = buf.decode(errors="replace").split()
+        if words == ["clear"]:
+            device.clear_faults()
+        elif len(words) == 2 and words[0] == "del" and words[1].isdigit():
+            device.delete_fault(int(words[1]))  # ENOENT if there is none
+        elif words[:1] == ["add"]:
+            try:
+                rule = faults.parse_rule(words[1:])
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+            device.add_fault(FaultRule(
+                rule.cmd, rule.errno, _MODES[rule.mode], rule.n,
+                min(round(rule.probability * 2**32), 2**32), rule.seed, rule.latency_ns))
+        else:
+            raise _invalid(f"expected add/del/clear, got {buf[:40]!r}")
+
+    def show_control() -> str:
+        return f"present={int(device.present)}\nresets={device.resets()}\n"
+
+    def store_control(buf: bytes) -> None:
+        word = buf.decode(errors="replace").strip()
+        if word == "reset":
+            device.reset()
+        elif word in ("unplug", "replug"):
+            device.present = word == "replug"
+            on_presence(device.present)
+        else:
+            raise _invalid(f"expected reset, unplug or replug, got {buf[:40]!r}")
+
+    return [
+        Attribute("faults", show_faults, store_faults, private=True),
+        Attribute("control", show_control, store_control, private=True),
+    ]
