@@ -16,16 +16,17 @@ import logging
 import os
 import pathlib
 import signal
+import threading
 import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import trio
 
-from . import lowlevel, mounts
+from . import controls, lowlevel, mounts
 from .attrs import Attribute
 from .cuse import CuseNode
-from .fastpath import RING_EVENTS, FastSession, NativeDevice
+from .fastpath import FastSession, NativeDevice
 from .fs import DEVICE_FILE, NodeFS, device_mount_options, mount_options
 
 log = logging.getLogger("kvcpu_dev")
@@ -62,6 +63,7 @@ class Server:
             attributes += [_synced(a, lambda: self.device.drain(finish=True))
                            for a in opts.model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
+        attributes += controls.attributes(self.device, self._on_presence)
         self.fs = NodeFS(
             attributes,
             device_file=self.transport == "fuse",
@@ -195,6 +197,16 @@ class Server:
         except Exception:  # a model bug must not take the node down
             log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
+    def _on_presence(self, present: bool) -> None:
+        """Surprise removal takes the FUSE node's link away; replug puts it
+        back.  (A CUSE node stays: its opens and ioctls answer ENODEV.)"""
+        if self.cuse_node is None:
+            if present:
+                self._link_node(self.opts.device_file)
+            elif self._symlink is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._symlink.unlink()
+
     def _show_fastpath(self) -> str:
         self.device.drain()
         stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.device.ring_stats()}
@@ -238,7 +250,11 @@ def _yield_to_the_fast_path() -> None:
     for a free moment, and the ring may overflow (counted; the model then
     reports in_sync=0)."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        mode = os.environ.get("KVCPU_PY_SCHED", "idle")
+        if mode == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif mode == "nice":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except OSError as exc:  # a seccomp or container policy may refuse it
         log.info("cannot lower the Python thread's priority: %s", exc.strerror)
 
