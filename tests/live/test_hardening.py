@@ -52,7 +52,8 @@ def as_nobody(fn) -> int:  # noqa: ANN001
 
 @pytest.fixture
 def open_dir():
-    """A directory ``nobody`` can traverse (pytest's are 0700 root)."""
+    """A directory ``nobody`` can traverse (pytest's are 0700 root).  Ask
+    for it before ``daemons``, so that its daemons are gone when it goes."""
     path = pathlib.Path(tempfile.mkdtemp(prefix="kvthard-", dir="/tmp"))
     os.chmod(path, 0o755)
     yield path
@@ -101,7 +102,7 @@ def assert_gone(d, pid: int, spec) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("attack", ["log", "lock", "pid", "dir"])
-def test_a_run_dir_a_user_owns_is_refused(daemons, open_dir, victim, attack):
+def test_a_run_dir_a_user_owns_is_refused(open_dir, daemons, victim, attack):
     """The issue's symlink attacks: a user who owns --run-dir plants a link
     where root would write.  Before: root appended to, created, overwrote
     or mounted over the link's target.  Now: one line, nothing touched."""
@@ -160,7 +161,7 @@ def test_run_files_have_their_modes_whatever_the_umask(daemons):
     assert list(modes.values()) == [0o755, 0o755, 0o755, 0o644, 0o644, 0o600], modes
 
 
-def test_nobody_cannot_hold_the_lock(daemons, open_dir):
+def test_nobody_cannot_hold_the_lock(open_dir, daemons):
     """Before: the lock was 0644, nobody held it, --stop failed after 10 s
     and every start said "already running".  Now it is 0600."""
     d = daemons(base_dir=open_dir / "d")
@@ -267,7 +268,7 @@ def test_runas_unknown_user_is_one_line(daemons):
     assert result.returncode == 1 and "no user 'no-such-user-kvt'" in one_line(result.stderr)
 
 
-def test_runas_nobody_with_seccomp(daemons, open_dir, spec):
+def test_runas_nobody_with_seccomp(open_dir, daemons, spec):
     """The daemon runs as nobody with no capabilities, no_new_privs and the
     seccomp filter on every thread; the device works; stop leaves nothing."""
     d = daemons("--runas", "nobody", "--seccomp", "--trace", base_dir=open_dir / "d")
@@ -298,7 +299,7 @@ def test_runas_nobody_with_seccomp(daemons, open_dir, spec):
     assert d.answers()
 
 
-def test_runas_kill9_is_cleaned_up_by_the_helper(daemons, open_dir, spec):
+def test_runas_kill9_is_cleaned_up_by_the_helper(open_dir, daemons, spec):
     d = daemons("--runas", "nobody", base_dir=open_dir / "d")
     pid = d.pid
     os.kill(pid, signal.SIGKILL)
@@ -335,7 +336,7 @@ except OSError as exc:
 
 @FUSE_ONLY
 @pytest.mark.parametrize("extra", [[], ["--runas", "nobody", "--seccomp"]], ids=["root", "nobody"])
-def test_request_timeout_turns_a_frozen_daemon_into_errors(daemons, open_dir, spec, extra):
+def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, spec, extra):
     """Before: a SIGSTOPped daemon hung every client until SIGKILL.  With
     --request-timeout 1 a client's call fails within about a second (the
     helper aborts the connection): ECONNABORTED for a waiting call."""
