@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Callable
-
 from . import faults
 from .attrs import Attribute
 from .fastpath import FaultRule, NativeDevice
@@ -31,7 +29,7 @@ def _invalid(why: str) -> OSError:
     return OSError(errno.EINVAL, why)
 
 
-def attributes(device: NativeDevice, on_presence: Callable[[bool], None]) -> list[Attribute]:
+def attributes(device: NativeDevice) -> list[Attribute]:
     def show_faults() -> str:
         return faults.render(device.faults(), _MODE_NAMES)
 
@@ -60,8 +58,9 @@ def attributes(device: NativeDevice, on_presence: Callable[[bool], None]) -> lis
         if word == "reset":
             device.reset()
         elif word in ("unplug", "replug"):
+            # The node stays where it is (a daemon under --runas could not
+            # put it back): opening it, like any command, answers ENODEV.
             device.present = word == "replug"
-            on_presence(device.present)
         else:
             raise _invalid(f"expected reset, unplug or replug, got {buf[:40]!r}")
 

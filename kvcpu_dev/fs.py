@@ -29,12 +29,12 @@ from . import mounts
 from .attrs import Attribute
 from .lowlevel import Attr, DirEntry
 from .native._fuse import lib
+from .paths import DEVICE_FILE
 
 log = logging.getLogger("kvcpu_dev")
 
 ROOT_INO = 1
 DEVICE_INO = 2
-DEVICE_FILE = "device"
 #: Names never change while mounted, so the kernel may cache them for long.
 CACHE_SECONDS = 3600.0
 #: sysfs reports every attribute as one page.

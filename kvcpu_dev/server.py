@@ -11,15 +11,12 @@ Layout for a device named N (paths configurable for tests):
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import pathlib
 import signal
-import threading
 import stat
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import trio
 
@@ -27,7 +24,8 @@ from . import controls, lowlevel, mounts
 from .attrs import Attribute
 from .cuse import CuseNode
 from .fastpath import FastSession, NativeDevice
-from .fs import DEVICE_FILE, NodeFS, device_mount_options, mount_options
+from .fs import NodeFS, device_mount_options, mount_options
+from .paths import Options  # names every path a device uses
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -38,10 +36,6 @@ DRAIN_DELAY = 0.001
 DRAIN_BATCH = 1024
 #: Model work per step between trio checkpoints.
 MODEL_SLICE_S = 0.002
-
-
-# Options names every path a device uses; it lives in paths.py with them.
-from .paths import Options  # noqa: E402
 
 
 class Server:
@@ -63,7 +57,7 @@ class Server:
             attributes += [_synced(a, lambda: self.device.drain(finish=True))
                            for a in opts.model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
-        attributes += controls.attributes(self.device, self._on_presence)
+        attributes += controls.attributes(self.device)
         self.fs = NodeFS(
             attributes,
             device_file=self.transport == "fuse",
@@ -197,16 +191,6 @@ class Server:
         except Exception:  # a model bug must not take the node down
             log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
-    def _on_presence(self, present: bool) -> None:
-        """Surprise removal takes the FUSE node's link away; replug puts it
-        back.  (A CUSE node stays: its opens and ioctls answer ENODEV.)"""
-        if self.cuse_node is None:
-            if present:
-                self._link_node(self.opts.device_file)
-            elif self._symlink is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    self._symlink.unlink()
-
     def _show_fastpath(self) -> str:
         self.device.drain()
         stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.device.ring_stats()}
@@ -250,11 +234,7 @@ def _yield_to_the_fast_path() -> None:
     for a free moment, and the ring may overflow (counted; the model then
     reports in_sync=0)."""
     try:
-        mode = os.environ.get("KVCPU_PY_SCHED", "idle")
-        if mode == "idle":
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        elif mode == "nice":
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError as exc:  # a seccomp or container policy may refuse it
         log.info("cannot lower the Python thread's priority: %s", exc.strerror)
 
