@@ -88,14 +88,19 @@ def _timeout(ctx, param, value: str | None) -> float | None:  # noqa: ANN001
 @click.option("--poll-us", type=click.IntRange(0, 100_000), default=0, show_default=True,
               help="After each reply, spin up to this many microseconds for the next request "
                    "before blocking (a burst is served without wake-ups; costs CPU).")
+@click.option("--record", "record", type=click.Path(path_type=pathlib.Path, dir_okay=False), default=None,
+              help="Record every command to FILE (created 0600, or appended to if it is a recording).")
+@click.option("--metrics", "metrics", metavar="HOST:PORT", default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.version_option(__version__, prog_name="kvcpu-dev")
 def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file,  # noqa: ANN001
-         runas, seccomp, request_timeout, config, clock, settings, no_model, poll_us):
+         runas, seccomp, request_timeout, config, clock, settings, no_model, poll_us, record, metrics):
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
                    dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace, poll_us=poll_us, runas=runas,
                    seccomp=seccomp, request_timeout=request_timeout,
-                   log_path=log_file.absolute() if log_file else None)
+                   log_path=log_file.absolute() if log_file else None,
+                   record=record.absolute() if record else None, metrics=metrics)
     _setup_logging(trace)
     from .privileges import PrivilegeError, resolve_user
 

@@ -69,6 +69,9 @@ class Options:
     poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
     ring_events: int = field(default_factory=lambda: _ring_events())
     model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
+    # The bench (kvcpu_dev/bench):
+    record: pathlib.Path | None = None  # --record FILE: record from the start
+    metrics: str | None = None  # --metrics HOST:PORT: Prometheus text at /metrics
     # The daemon's own (the Server does not read these):
     runas: str | None = None  # drop to this user once the node is published
     seccomp: bool = False

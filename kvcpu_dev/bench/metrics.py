@@ -1,0 +1,272 @@
+"""Prometheus metrics of a running device.
+
+Two parts:
+
+- ``CommandStats``, a listener on the event ring: commands by type and
+  errno, a histogram of server-side latency (the time the command held the
+  device plus any injected latency: ``service_ns + latency_us``), faults
+  that fired, controls (reset, unplug, replug).  It runs in the daemon's
+  Python thread as the ring is drained, never on the fast path.
+- ``Collector``, read on every scrape: the listener's counters, the fast
+  path's own (served, ring depth and drops; C calls under the device's
+  mutex), the fault rules, and the device model's counters (tier
+  occupancy, DMA bytes by direction and queues, prefetches on time and
+  late, scan time).
+
+The same text is served at ``/metrics`` by ``--metrics HOST:PORT``
+(prometheus-client's HTTP server, in its own thread) and in the ``metrics``
+attribute file, which ``kvctl top`` reads.  The model is not thread-safe:
+from the HTTP thread its counters are read through the daemon's own
+attribute files (``model_stats``, ``tiers``, ``dma``), which the Python
+thread serves after draining the ring; from the Python thread itself (the
+attribute) they are read directly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno as errno_mod
+import logging
+import pathlib
+import threading
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+from prometheus_client.registry import Collector as _CollectorBase
+
+from . import record as fmt
+
+log = logging.getLogger("kvcpu_dev")
+
+#: Latency histogram bounds, seconds: 1 us .. 10 s.
+BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+           1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKETS_NS = tuple(round(b * 1e9) for b in BUCKETS)
+_CONTROLS = {fmt.KIND_RESET: "reset", fmt.KIND_UNPLUG: "unplug", fmt.KIND_REPLUG: "replug"}
+
+
+def command_label(cmd: int) -> str:
+    return fmt.SHORT.get(cmd, "other")
+
+
+def errno_label(err: int) -> str:
+    return errno_mod.errorcode.get(err, str(err)) if err else "none"
+
+
+class CommandStats:
+    """Listener: counts per (command, errno), a latency histogram per
+    command, faults fired per command, controls, weight stores."""
+
+    def __init__(self) -> None:
+        self.commands: dict[tuple[str, str], int] = {}
+        self.hist: dict[str, list[int]] = {}  # command -> bucket counts (+Inf last)
+        self.hist_sum_ns: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.controls: dict[str, int] = {}
+        self.stores = 0
+
+    def __call__(self, ev: Any) -> None:
+        kind = ev.kind
+        if kind == fmt.KIND_IOCTL:
+            name = command_label(ev.cmd)
+            key = (name, errno_label(ev.errno))
+            self.commands[key] = self.commands.get(key, 0) + 1
+            ns = ev.service_ns + ev.latency_us * 1000
+            counts = self.hist.get(name)
+            if counts is None:
+                counts = self.hist[name] = [0] * (len(BUCKETS) + 1)
+                self.hist_sum_ns[name] = 0
+            counts[bisect.bisect_left(_BUCKETS_NS, ns)] += 1
+            self.hist_sum_ns[name] += ns
+            if ev.fault:
+                self.faults[name] = self.faults.get(name, 0) + 1
+        elif kind == fmt.KIND_STORE:
+            self.stores += 1
+        elif kind in _CONTROLS:
+            name = _CONTROLS[kind]
+            self.controls[name] = self.controls.get(name, 0) + 1
+
+
+ModelView = Callable[[], "tuple[dict[str, Any], list[dict], list[dict]] | None"]
+
+
+class Collector(_CollectorBase):
+    """Builds every metric family at scrape time."""
+
+    def __init__(self, device: Any, stats: CommandStats, model_view: ModelView,
+                 recording: Callable[[], tuple[bool, int]] | None = None):
+        self.device = device
+        self.stats = stats
+        self.model_view = model_view
+        self.recording = recording
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        c = CounterMetricFamily("kvcpu_commands", "Commands that reached the device, by type and errno",
+                                labels=["command", "errno"])
+        for (name, err), n in sorted(list(s.commands.items())):
+            c.add_metric([name, err], n)
+        yield c
+        h = HistogramMetricFamily("kvcpu_command_latency_seconds",
+                                  "Server-side command latency: time holding the device plus injected latency",
+                                  labels=["command"])
+        for name, counts in sorted(list(s.hist.items())):
+            counts = list(counts)
+            cum, buckets = 0, []
+            for bound, n in zip((*(repr(b) for b in BUCKETS), "+Inf"), counts):
+                cum += n
+                buckets.append((bound, cum))
+            h.add_metric([name], buckets, s.hist_sum_ns.get(name, 0) / 1e9)
+        yield h
+        f = CounterMetricFamily("kvcpu_faults_injected", "Commands an injected fault fired on",
+                                labels=["command"])
+        for name, n in sorted(list(s.faults.items())):
+            f.add_metric([name], n)
+        yield f
+        ctl = CounterMetricFamily("kvcpu_controls", "Resets, surprise removals and replugs",
+                                  labels=["control"])
+        for name in ("reset", "unplug", "replug"):
+            ctl.add_metric([name], s.controls.get(name, 0))
+        yield ctl
+        yield CounterMetricFamily("kvcpu_weight_stores", "sysfs weight stores", value=s.stores)
+        yield from self._device()
+        if self.recording is not None:
+            on, events = self.recording()
+            yield GaugeMetricFamily("kvcpu_recording", "1 while commands are being recorded", value=int(on))
+            yield CounterMetricFamily("kvcpu_recorded_events", "Events written to the current recording",
+                                      value=events)
+        try:
+            view = self.model_view()
+        except (OSError, ValueError) as exc:
+            log.info("metrics: model counters unavailable: %s", exc)
+            view = None
+        if view is not None:
+            yield from _model_families(*view)
+
+    def _device(self) -> Iterator[Any]:
+        d = self.device
+        if getattr(d, "handle", None) is None:
+            return
+        ring = d.ring_stats()
+        yield CounterMetricFamily("kvcpu_fastpath_requests", "Requests the fast path answered",
+                                  value=ring["served"])
+        yield GaugeMetricFamily("kvcpu_ring_capacity_events", "Event ring capacity", value=ring["ring_capacity"])
+        yield GaugeMetricFamily("kvcpu_ring_depth_events", "Events waiting in the ring", value=ring["ring_depth"])
+        yield CounterMetricFamily("kvcpu_ring_dropped_events", "Events the ring dropped when full",
+                                  value=ring["ring_dropped"])
+        yield CounterMetricFamily("kvcpu_events_lost", "Sequence gaps seen when draining the ring",
+                                  value=ring["events_lost_seen"])
+        yield GaugeMetricFamily("kvcpu_device_present", "0 while surprise-removed", value=int(d.present))
+        yield CounterMetricFamily("kvcpu_device_resets", "Function-level resets", value=d.resets())
+        rules = d.faults()
+        yield GaugeMetricFamily("kvcpu_fault_rules", "Fault rules installed", value=len(rules))
+        hits = CounterMetricFamily("kvcpu_fault_rule_hits", "Times each installed fault rule fired",
+                                   labels=["id", "command"])
+        for r in rules:
+            hits.add_metric([str(r["id"]), command_label(r["cmd"]) if r["cmd"] else "any"], r["hits"])
+        yield hits
+
+
+def _model_families(stats: dict[str, Any], tiers: list[dict], dma: list[dict]) -> Iterator[Any]:
+    def num(key: str) -> float:
+        v = stats.get(key, 0)
+        return v if isinstance(v, (int, float)) else 0
+
+    occ = GaugeMetricFamily("kvcpu_model_tier_resident_blocks", "Blocks resident per tier", labels=["tier"])
+    used = GaugeMetricFamily("kvcpu_model_tier_used_bytes", "Bytes resident or inbound per tier", labels=["tier"])
+    cap = GaugeMetricFamily("kvcpu_model_tier_capacity_bytes", "Tier capacity", labels=["tier"])
+    for t in tiers:
+        occ.add_metric([str(t["tier"])], t.get("resident", 0))
+        used.add_metric([str(t["tier"])], t.get("used_bytes", 0))
+        cap.add_metric([str(t["tier"])], t.get("capacity_bytes", 0))
+    yield from (occ, used, cap)
+    moved = CounterMetricFamily("kvcpu_model_dma_transferred_bytes", "DMA bytes moved, by direction",
+                                labels=["direction"])
+    moved.add_metric(["down"], num("bytes_down"))  # towards slower tiers (evictions)
+    moved.add_metric(["up"], num("bytes_up"))  # towards faster tiers (prefetches)
+    yield moved
+    queue = GaugeMetricFamily("kvcpu_model_dma_queue_depth", "Moves queued per DMA channel", labels=["channel"])
+    for row in dma:
+        if "channel" in row:
+            queue.add_metric([str(row["channel"])], row.get("queued", 0))
+    yield queue
+    pf = CounterMetricFamily("kvcpu_model_prefetches", "PREFETCH targets judged at their step",
+                             labels=["result"])
+    pf.add_metric(["on_time"], num("prefetch_on_time"))
+    pf.add_metric(["late"], num("prefetch_late"))
+    pf.add_metric(["reclaimed"], num("prefetch_reclaimed_before_target"))
+    yield pf
+    yield CounterMetricFamily("kvcpu_model_scans", "HEPC scans run", value=num("scans"))
+    yield CounterMetricFamily("kvcpu_model_scan_seconds", "Time spent in HEPC scans",
+                              value=num("scan_ns_total") / 1e9)
+    yield GaugeMetricFamily("kvcpu_model_last_scan_seconds", "Duration of the last scan",
+                            value=num("last_scan_scan_ns") / 1e9)
+    hints = CounterMetricFamily("kvcpu_model_hints", "Hints the model received", labels=["hint"])
+    for k in ("hot", "evict", "prefetch", "share"):
+        hints.add_metric([k], num(f"hint_{k}"))
+    yield hints
+    yield GaugeMetricFamily("kvcpu_model_live_blocks", "Live directory entries", value=num("live_entries"))
+    yield GaugeMetricFamily("kvcpu_model_in_sync", "0 once the ring dropped commands the model never saw",
+                            value=num("in_sync"))
+
+
+def model_view_for(server: Any) -> ModelView:
+    """How the collector reads the model: directly from the daemon's
+    Python thread (which owns it), through the attribute files from any
+    other thread (the HTTP server's)."""
+    model = server.opts.model
+    attr_dir = pathlib.Path(server.opts.attr_dir)
+    if model is None:
+        return lambda: None
+
+    def view() -> Any:
+        from ..model import views  # the daemon has numpy loaded already
+
+        if threading.current_thread() is threading.main_thread():
+            server.device.drain(finish=True)
+            model._settle()
+            return views.stats(model), views.tiers(model), views.dma_state(model)
+        read = lambda name: (attr_dir / name).read_text()  # noqa: E731
+        return (views.parse_stats(read("model_stats")), views.parse_records(read("tiers")),
+                views.parse_records(read("dma")))
+
+    return view
+
+
+class Metrics:
+    """The registry, and the HTTP server when asked for."""
+
+    def __init__(self, collector: Collector):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._httpd: Any = None
+        self.address: tuple[str, int] | None = None
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode()
+
+    def serve(self, host: str, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        result = start_http_server(port, addr=host, registry=self.registry)
+        httpd = result[0] if isinstance(result, tuple) else None
+        self._httpd = httpd
+        if httpd is not None:
+            self.address = httpd.server_address[:2]
+
+    def close(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (``[v6]:PORT``; port 0 picks a free one)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--metrics wants HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)

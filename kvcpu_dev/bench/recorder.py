@@ -1,0 +1,247 @@
+"""The daemon's recorder: a listener on the event ring writing record.py's
+format, and how the root daemon opens the file it is told to write.
+
+Paths come from root's command line (``--record``) or from the ``record``
+attribute, which the node's owner (and, with ``--mode`` granting it, the
+node's group) may write.  A path is therefore treated as hostile:
+
+- it must be absolute, and its directory must pass lifecycle.secure_dir
+  (no symlink on the way owned by someone else, no directory on the way
+  writable by others unless sticky, the directory itself owned by root
+  (or the daemon's user) and not group- or world-writable);
+- a new file is created relative to that directory's descriptor with
+  ``O_CREAT|O_EXCL|O_NOFOLLOW``, mode 0600 whatever the umask;
+- an existing file is appended to only if it is a regular file of the
+  daemon's user, with one link, not writable by group or others, and
+  starts with a recording header of this version (so no other file can be
+  appended to); a torn record at its end is truncated away first;
+- when the node's group may write attributes (``--mode`` with group
+  write), a path given through the attribute must end in ``.kvrec``, so
+  a group member cannot have root create files that other programs read
+  by directory (``/etc/cron.d``, ``sudoers.d`` ignore names with a dot).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pathlib
+import stat
+from typing import Any, Callable
+
+from ..lifecycle import StartError, secure_dir
+from . import record as fmt
+
+log = logging.getLogger("kvcpu_dev")
+
+_COMM_CACHE = 1024
+
+
+def open_recording(path: pathlib.Path) -> int:
+    """An O_APPEND descriptor on ``path``, with a valid header and no torn
+    tail.  Raises StartError with one line."""
+    path = pathlib.Path(path)
+    if not path.is_absolute():
+        raise StartError(f"recording path must be absolute: {path}")
+    if path.name in ("", ".", ".."):
+        raise StartError(f"not a file name: {path}")
+    dfd = secure_dir(path.parent, create=False, what="recording directory")
+    if dfd is None:
+        raise StartError(f"recording directory {path.parent} does not exist")
+    try:
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_APPEND | os.O_NONBLOCK
+        try:
+            fd = os.open(path.name, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
+        except FileExistsError:
+            fd = _open_existing(path, dfd, flags)
+        else:
+            try:
+                os.fchmod(fd, 0o600)
+                _write_all(fd, fmt.header_bytes({"created_by": "kvcpu-dev"}))
+            except OSError:
+                os.close(fd)
+                raise
+        os.set_blocking(fd, True)
+        return fd
+    except OSError as exc:
+        raise StartError(f"cannot record to {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(dfd)
+
+
+def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
+    try:
+        fd = os.open(path.name, flags | os.O_RDWR, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StartError(f"{path} is a symlink; refusing") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StartError(f"{path} exists and is not a regular file; refusing")
+        if st.st_uid != os.geteuid() or st.st_nlink != 1 or st.st_mode & 0o022:
+            raise StartError(f"{path} exists and is not a private file of ours "
+                             "(owner, one link, not writable by others); refusing")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            try:
+                header = fmt.read_header(f)
+            except fmt.FormatError as exc:
+                raise StartError(f"{path} exists and is not a recording to append to: {exc}") from None
+            end = header.size
+            for rec, pos in fmt.iter_records(f, header.size):
+                if rec is None:
+                    log.warning("%s: a torn record at byte %d (a crash mid-write) is cut off", path, pos)
+                    break
+                end = pos
+        if end != st.st_size:
+            os.ftruncate(fd, end)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class Recorder:
+    """A listener: every drained Event, one record, one write(2)."""
+
+    def __init__(self, fd: int, path: pathlib.Path, device_name: str):
+        self.fd = fd
+        self.path = path
+        self.device_name = device_name
+        self.events = 0
+        self.lost = 0
+        self.error: str | None = None
+        self._next_seq = 0
+        self._comms: dict[int, bytes] = {}
+
+    def _comm(self, pid: int) -> bytes:
+        comm = self._comms.get(pid)
+        if comm is None:
+            if len(self._comms) >= _COMM_CACHE:
+                self._comms.clear()
+            try:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    comm = f.read().strip()
+            except OSError:  # gone already, or another pid namespace
+                comm = b""
+            self._comms[pid] = comm
+        return comm
+
+    def __call__(self, ev: Any) -> None:
+        if self.fd < 0:
+            return
+        if self._next_seq and ev.seq != self._next_seq:
+            self.lost += ev.seq - self._next_seq
+        self._next_seq = ev.seq + 1
+        comm = self._comm(ev.pid) if ev.pid > 0 else b""
+        try:
+            _write_all(self.fd, fmt.encode(ev.seq, ev.t_ns, ev.kind, ev.cmd, ev.pid, ev.errno,
+                                           ev.data, ev.writes, ev.fault, ev.latency_us,
+                                           ev.service_ns, comm))
+        except OSError as exc:  # a full disk must not take the device down
+            self.error = exc.strerror or str(exc)
+            log.warning("recording to %s stopped: %s", self.path, self.error)
+            self.close()
+            return
+        self.events += 1
+
+    def write_mark(self, kind: str, **meta: Any) -> None:
+        if self.fd >= 0:
+            try:
+                _write_all(self.fd, fmt.mark(kind, device=self.device_name, **meta))
+            except OSError as exc:
+                self.error = exc.strerror or str(exc)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class RecordControl:
+    """Starting and stopping the recorder on a running device; the
+    ``record`` attribute's two halves."""
+
+    def __init__(self, device: Any, name: str, group_writable: bool,
+                 model_config: Callable[[], str | None]):
+        self.device = device
+        self.name = name
+        self.group_writable = group_writable
+        self.model_config = model_config
+        self.recorder: Recorder | None = None
+        self.last: Recorder | None = None
+        #: Why the last write to the attribute was refused (the writer sees
+        #: only EINVAL; kvctl reads this line back to say why).
+        self.last_error: str | None = None
+
+    def start(self, path: pathlib.Path, from_attribute: bool = False) -> None:
+        if self.recorder is not None:
+            raise StartError(f"already recording to {self.recorder.path}; stop first")
+        if from_attribute and self.group_writable and not path.name.endswith(".kvrec"):
+            raise StartError("with a group-writable node, a recording's name must end in .kvrec")
+        fd = open_recording(path)
+        self.device.drain()  # what happened before the start is not recorded
+        rec = Recorder(fd, path, self.name)
+        rec.write_mark("start", telemetry=self.device.telemetry(), model_config=self.model_config())
+        self.device.listeners.append(rec)
+        self.recorder = rec
+        log.info("recording %s to %s", self.name, path)
+
+    def stop(self) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        if self.device.handle is not None:
+            self.device.drain()
+        with_listeners = self.device.listeners
+        if rec in with_listeners:
+            with_listeners.remove(rec)
+        rec.write_mark("stop", events=rec.events, lost=rec.lost)
+        rec.close()
+        self.recorder = None
+        self.last = rec
+        log.info("recording to %s stopped (%d events)", rec.path, rec.events)
+
+    def show(self) -> str:
+        self.device.drain()  # every command so far is in the file when this returns
+        rec = self.recorder
+        if rec is not None and rec.fd < 0:  # it failed while writing
+            self.recorder, self.last = None, rec
+            if rec in self.device.listeners:
+                self.device.listeners.remove(rec)
+            rec = None
+        if rec is None:
+            lines = ["state=off"]
+            if self.last is not None:
+                lines += [f"last_path={self.last.path}", f"last_events={self.last.events}"]
+                if self.last.error:
+                    lines.append(f"error={self.last.error}")
+        else:
+            lines = ["state=on", f"path={rec.path}", f"events={rec.events}", f"lost={rec.lost}"]
+        if self.last_error:
+            lines.append(f"last_error={self.last_error}")
+        return "".join(line + "\n" for line in lines)
+
+    def store(self, buf: bytes) -> None:
+        words = buf.decode(errors="replace").split(maxsplit=1)
+        self.last_error = None
+        try:
+            if words == ["stop"]:
+                self.stop()
+            elif len(words) == 2 and words[0] == "start":
+                self.start(pathlib.Path(words[1].strip()), from_attribute=True)
+            else:
+                raise StartError(f"expected 'start PATH' or 'stop', got {buf[:60]!r}")
+        except StartError as exc:
+            log.warning("record: %s", exc)
+            self.last_error = str(exc)
+            raise OSError(errno.EINVAL, str(exc)) from None
