@@ -31,6 +31,14 @@ usage: kvctl [--device PATH] <command> [args]
   weights [name=value ...]    show or set HEPC weights and thresholds
   stats [--json]              device model counters
   blocks [--tier T] [--json]  device model block directory
+  record start FILE | stop    record every command the device gets
+  log FILE [--json]           print a recording, decoded
+  replay FILE [--speed max|X] [--check] [--model [--config F]]
+                              re-issue a recording (or run it through the model)
+  fault add CMD --errno E [--count N|--every N|--probability P --seed S] [--latency 5ms]
+  fault list | clear | del ID injected faults
+  reset | unplug | replug     function-level reset; surprise removal and return
+  top [--once|--count N]      live view: rates, latencies, tiers, DMA, faults
 numbers: decimal, 0x hex or 0 octal; PATH defaults to $KVCPU_DEVICE or /dev/kvcpu0"""
 
 
@@ -55,7 +63,24 @@ def _command(ctx: click.Context, label: str, call) -> None:  # noqa: ANN001
     _on_device(ctx.obj["device"], label, call)
 
 
-@click.group(context_settings={"help_option_names": []})
+class _Group(click.Group):
+    """kvctl's group: the model's commands (numpy) are imported only when
+    one of them runs; the rest of kvctl stays light."""
+
+    LAZY = ("stats", "blocks")
+
+    def get_command(self, ctx: click.Context, name: str):  # noqa: ANN201
+        if name in self.LAZY and name not in self.commands:
+            from . import model_cmds
+
+            model_cmds.register(self)
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.LAZY})
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": []})
 @click.option("--device", "device", metavar="PATH", default=None)
 @click.pass_context
 def cli(ctx: click.Context, device: str | None) -> None:
@@ -151,9 +176,9 @@ def run_reference(device: str | None, command: str, words: list[str]) -> None:
 
 
 def _run_extras(args: list[str]) -> None:
-    from . import model_cmds  # numpy only for the commands that need it
+    from . import bench_cmds  # stats and blocks (numpy) are loaded by _Group when used
 
-    model_cmds.register(cli)
+    bench_cmds.register(cli)
     try:
         cli.main(args=args, prog_name="kvctl", standalone_mode=False)
     except click.exceptions.Exit as exc:
