@@ -1,0 +1,291 @@
+"""The bench (issue 9) through a real node: record, log, replay (--check,
+--model), faults as a C client sees them, reset/unplug/replug, the
+Prometheus endpoint and kvctl top.  Transport-neutral: the live suite runs
+these on FUSE here and on CUSE under User-Mode Linux."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from kvcpu_dev.bench import record as fmt
+
+pytestmark = pytest.mark.live
+
+VA = 0x7F0000000000
+MB2 = 0x200000
+
+
+def c_errno(exe: pathlib.Path, node: pathlib.Path, *args: object) -> int:
+    """Run tests/c/kvclient once: 0, or the errno it reports."""
+    r = subprocess.run([str(exe), str(node), *map(str, args)], capture_output=True, text=True, timeout=30)
+    out = r.stdout.split()
+    if r.returncode == 0:
+        return 0
+    assert out and out[0] in ("error", "open"), (r.returncode, r.stdout, r.stderr)
+    name = out[1]
+    return getattr(errno, name) if hasattr(errno, name) else int(name[1:])
+
+
+def kvctl_run(kvctl: str, node: pathlib.Path | None, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [kvctl, *(["--device", str(node)] if node else []), *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, f"{cmd}: {r.returncode} {r.stdout} {r.stderr}"
+    return r
+
+
+def smoke(exe: pathlib.Path, node: pathlib.Path) -> None:
+    """A reference-style smoke sequence from the C client: every command,
+    an EINVAL among them."""
+    for s in (1, 2, 3):
+        assert c_errno(exe, node, "step", 128 * s) == 0
+        assert c_errno(exe, node, "hot", hex(VA + s * MB2), MB2, 0) == 0
+        assert c_errno(exe, node, "prefetch", hex(VA + (8 + s) * MB2), MB2, 128 * s + 2) == 0
+        assert c_errno(exe, node, "share", hex(0x7E0000000000), 2 * MB2, 0) == 0
+        assert c_errno(exe, node, "evict", hex(VA + s * MB2), MB2, 0) == 0
+    assert c_errno(exe, node, "weights", 3, 1, 2, 200, 0x2000, 0xE000) == 0
+    assert c_errno(exe, node, "evict", hex(0x1000), 0, 0) == errno.EINVAL
+    assert c_errno(exe, node, "telemetry") == 0
+
+
+def test_record_log_replay_check(daemons, kvclient, kvctl, tmp_path):
+    rec_file = tmp_path / "smoke.kvrec"
+    dev = daemons("--record", str(rec_file))
+    smoke(kvclient, dev.node)
+    assert dev.stop().returncode == 0
+    rec = fmt.read(rec_file)
+    assert rec.torn == 0
+    marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
+    assert marks == ["start", "stop"]
+    cmds = rec.commands()
+    assert cmds[0].name == "TELEMETRY"  # the background start's check
+    cmds = cmds[1:]
+    assert [r.name for r in cmds][:5] == ["STEP", "HOT", "PREFETCH", "SHARE", "EVICT"]
+    assert cmds[0].step == 128 and cmds[0].errno == 0 and cmds[0].pid > 0
+    assert cmds[1].va == VA + MB2 and cmds[1].len == MB2
+    assert [r.errno for r in cmds if r.errno] == [errno.EINVAL]
+    assert cmds[-1].name == "TELEMETRY" and len(cmds[-1].reply) == 96
+    assert cmds[0].writes and cmds[0].writes[0][1:] == (0x100, 128)
+
+    log = kvctl_run(kvctl, None, "log", rec_file).stdout.splitlines()
+    assert any(f" {cmds[0].pid}" in line and "STEP(step=128) -> ok" in line for line in log)
+    assert any("EVICT(va=0x1000, len=0, target_step=0) -> EINVAL" in line for line in log)
+    assert "recording start" in log[0] and "recording stop" in log[-1]
+    js = [json.loads(line) for line in kvctl_run(kvctl, None, "log", "--json", rec_file).stdout.splitlines()]
+    assert {j["command"] for j in js} >= {"STEP", "HOT", "EVICT", "PREFETCH", "SHARE", "WEIGHTS", "TELEMETRY"}
+    step_only = kvctl_run(kvctl, None, "log", "--kind", "STEP", rec_file).stdout.splitlines()
+    assert len(step_only) == 3
+
+    fresh = daemons()
+    r = kvctl_run(kvctl, fresh.node, "replay", rec_file, "--check", "--speed", "max")
+    assert "every errno and reply as recorded" in r.stdout
+    assert fresh.telemetry()["step_count"] == 3
+    # Again on the same device: it no longer starts in the recorded state.
+    r = kvctl_run(kvctl, fresh.node, "replay", rec_file, "--check", "--speed", "max", check=False)
+    assert r.returncode == 1 and "does not start in the recorded state" in r.stderr
+    # A recording that disagrees with the device: the first difference, exit 1.
+    tampered = tmp_path / "tampered.kvrec"
+    with open(rec_file, "rb") as f:
+        header = fmt.read_header(f)
+    out = bytearray(rec_file.read_bytes()[:header.size])
+    for r1 in rec.records:
+        err = 0 if (r1.name == "EVICT" and r1.errno) else r1.errno
+        if r1.kind == fmt.KIND_MARK:
+            out += fmt.encode(r1.seq, r1.t_ns, r1.kind, 0, 0, 0, r1.data)
+        else:
+            out += fmt.encode(r1.seq, r1.t_ns, r1.kind, r1.cmd, r1.pid, err, r1.data, r1.writes)
+    tampered.write_bytes(bytes(out))
+    third = daemons()
+    r = kvctl_run(kvctl, third.node, "replay", tampered, "--check", "--speed", "max", check=False)
+    assert r.returncode == 1
+    assert "EVICT(va=0x1000, len=0, target_step=0): recorded ok, got EINVAL" in r.stderr
+
+
+def test_model_replay_is_deterministic(daemons, kvclient, kvctl, tmp_path):
+    rec_file = tmp_path / "m.kvrec"
+    dev = daemons("--record", str(rec_file))
+    smoke(kvclient, dev.node)
+    dev.stop()
+    runs = [kvctl_run(kvctl, None, "replay", rec_file, "--model", "--json").stdout for _ in range(2)]
+    assert runs[0] == runs[1]
+    stats = json.loads(runs[0])
+    assert stats["clock"] == "sim" and stats["steps"] == 3 and stats["hint_hot"] == 3
+    assert stats["hints_zero_len"] == 0  # the EINVAL evict wrote no register
+    assert stats["hint_evict"] == 3 and stats["scans"] == 3
+    assert "scan_ns_total" not in stats
+
+
+def test_record_attribute_start_stop(dev, kvclient, kvctl, spec, tmp_path):
+    target = tmp_path / "live.kvrec"
+    assert "state=off" in kvctl_run(kvctl, dev.node, "record").stdout
+    assert c_errno(kvclient, dev.node, "step", 1) == 0  # before: not recorded
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    assert "state=on" in dev.attr("record")
+    assert c_errno(kvclient, dev.node, "step", 2) == 0
+    fd = os.open(dev.node, os.O_RDWR)  # a long-lived requester: its name is recorded
+    try:
+        fcntl.ioctl(fd, spec.STEP, struct.pack("<Q", 3))
+    finally:
+        os.close(fd)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert c_errno(kvclient, dev.node, "step", 30) == 0  # after: not recorded
+    kvctl_run(kvctl, dev.node, "record", "start", target)  # appended to
+    assert c_errno(kvclient, dev.node, "step", 4) == 0
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert os.stat(target).st_mode & 0o777 == 0o600
+    rec = fmt.read(target)
+    assert [r.step for r in rec.commands()] == [2, 3, 4]
+    assert rec.commands()[1].pid == os.getpid()
+    assert rec.commands()[1].comm == pathlib.Path("/proc/self/comm").read_text().strip()
+    assert [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK] == ["start", "stop"] * 2
+    assert rec.records[0].meta["telemetry"]["current_step"] == 1
+
+    # Hostile paths: a world-writable directory, a symlink, someone else's file.
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    os.chmod(loose, 0o777)
+    r = kvctl_run(kvctl, dev.node, "record", "start", loose / "x.kvrec", check=False)
+    assert r.returncode == 1 and "writable" in r.stderr and r.stderr.count("\n") == 1
+    (tmp_path / "link.kvrec").symlink_to(tmp_path / "elsewhere")
+    r = kvctl_run(kvctl, dev.node, "record", "start", tmp_path / "link.kvrec", check=False)
+    assert r.returncode == 1 and "symlink" in r.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    other = tmp_path / "notes.txt"
+    other.write_text("not a recording\n")
+    os.chmod(other, 0o600)
+    r = kvctl_run(kvctl, dev.node, "record", "start", other, check=False)
+    assert r.returncode == 1 and "not a recording" in r.stderr
+    assert other.read_text() == "not a recording\n"
+    assert "state=off" in dev.attr("record")
+
+
+def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
+    node = dev.node
+    kvctl_run(kvctl, node, "fault", "add", "STEP", "--errno", "ENOSPC", "--count", "2")
+    assert [c_errno(kvclient, node, "step", i) for i in range(1, 4)] == [errno.ENOSPC, errno.ENOSPC, 0]
+    kvctl_run(kvctl, node, "fault", "clear")
+    kvctl_run(kvctl, node, "fault", "add", "HOT", "--errno", "EIO", "--every", "3")
+    got = [c_errno(kvclient, node, "hot", hex(VA), MB2, 0) for _ in range(6)]
+    assert got == [0, 0, errno.EIO, 0, 0, errno.EIO]
+    kvctl_run(kvctl, node, "fault", "clear")
+    kvctl_run(kvctl, node, "fault", "add", "PREFETCH", "--errno", "EBUSY", "--probability", "0.5", "--seed", "7")
+    pattern = [c_errno(kvclient, node, "prefetch", hex(VA), MB2, 9) for _ in range(12)]
+    assert set(pattern) == {0, errno.EBUSY}
+    listing = kvctl_run(kvctl, node, "fault", "list").stdout
+    assert f"hits={pattern.count(errno.EBUSY)}" in listing and "seen=12" in listing
+    rule_id = listing.split()[0].split("=")[1]
+    kvctl_run(kvctl, node, "fault", "del", rule_id)
+    assert kvctl_run(kvctl, node, "fault", "list").stdout == ""
+    kvctl_run(kvctl, node, "fault", "add", "PREFETCH", "--errno", "EBUSY", "--probability", "0.5", "--seed", "7")
+    again = [c_errno(kvclient, node, "prefetch", hex(VA), MB2, 9) for _ in range(12)]
+    assert again == pattern  # seeded: the same run again
+    kvctl_run(kvctl, node, "fault", "clear")
+    kvctl_run(kvctl, node, "fault", "add", "TELEMETRY", "--latency", "150ms")
+    t0 = time.monotonic()
+    assert c_errno(kvclient, node, "telemetry") == 0
+    assert time.monotonic() - t0 >= 0.15
+    kvctl_run(kvctl, node, "fault", "clear")
+    kvctl_run(kvctl, node, "fault", "add", "any", "--errno", "ETIMEDOUT", "--latency", "20ms", "--count", "1")
+    assert c_errno(kvclient, node, "share", hex(VA), MB2, 0) == errno.ETIMEDOUT
+    assert c_errno(kvclient, node, "share", hex(VA), MB2, 0) == 0
+    # One-line refusals, non-zero exit.
+    for bad in (["add", "STEP"], ["add", "NOPE", "--errno", "EIO"], ["add", "STEP", "--errno", "EWHAT"],
+                ["add", "STEP", "--errno", "EIO", "--count", "1", "--every", "2"], ["del", "999"]):
+        r = kvctl_run(kvctl, node, "fault", *bad, check=False)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
+
+
+def test_reset_unplug_replug(dev, kvclient, kvctl, spec, tmp_path):
+    node = dev.node
+    kvctl_run(kvctl, node, "record", "start", tmp_path / "ctl.kvrec")
+    assert c_errno(kvclient, node, "step", 77) == 0
+    kvctl_run(kvctl, node, "weights", "w_r=9")
+    kvctl_run(kvctl, node, "reset")
+    assert dev.telemetry() == spec.DEFAULTS
+    assert "resets=1" in dev.attr("control")
+    kvctl_run(kvctl, node, "unplug")
+    assert "present=0" in dev.attr("control")
+    assert c_errno(kvclient, node, "step", 1) == errno.ENODEV
+    fd = None
+    try:
+        fd = os.open(node, os.O_RDWR)
+    except OSError as exc:
+        assert exc.errno in (errno.ENODEV, errno.ENOENT)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    r = kvctl_run(kvctl, node, "step", 1, check=False)
+    assert r.returncode == 1
+    kvctl_run(kvctl, node, "replug")
+    assert c_errno(kvclient, node, "step", 5) == 0
+    assert dev.telemetry()["current_step"] == 5
+    kvctl_run(kvctl, node, "record", "stop")
+    names = [r.name for r in fmt.read(tmp_path / "ctl.kvrec").records if r.kind != fmt.KIND_MARK]
+    assert [n for n in names if n in ("reset", "unplug", "replug")] == ["reset", "unplug", "replug"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
+    port = _free_port()
+    dev = daemons("--metrics", f"127.0.0.1:{port}")
+    node = dev.node
+    for i in range(5):
+        assert c_errno(kvclient, node, "step", i + 1) == 0
+    assert c_errno(kvclient, node, "prefetch", hex(VA), MB2, 3) == 0
+    assert c_errno(kvclient, node, "evict", hex(VA), 0, 0) == errno.EINVAL
+    kvctl_run(kvctl, node, "fault", "add", "HOT", "--errno", "EIO", "--count", "1")
+    assert c_errno(kvclient, node, "hot", hex(VA), MB2, 0) == errno.EIO
+    dev.sync()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    lines = text.splitlines()
+    assert 'kvcpu_commands_total{command="STEP",errno="none"} 5.0' in lines
+    assert 'kvcpu_commands_total{command="EVICT",errno="EINVAL"} 1.0' in lines
+    assert 'kvcpu_faults_injected_total{command="HOT"} 1.0' in lines
+    assert any(line.startswith('kvcpu_command_latency_seconds_bucket{command="STEP",le="+Inf"} 5.0')
+               for line in lines)
+    for name in ("kvcpu_ring_dropped_events_total", "kvcpu_model_tier_resident_blocks",
+                 "kvcpu_model_dma_transferred_bytes_total", "kvcpu_model_prefetches_total",
+                 "kvcpu_model_scan_seconds_total", "kvcpu_device_resets_total"):
+        assert any(line.startswith(name) for line in lines), name
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("KVCPU_REQUIRE_PROMTOOL"):
+            pytest.fail("KVCPU_REQUIRE_PROMTOOL is set but promtool is missing (Debian: prometheus)")
+    else:
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # The attribute holds the same families.
+    assert "kvcpu_commands_total" in dev.attr("metrics")
+
+    r = kvctl_run(kvctl, node, "top", "--count", "2", "--interval", "0.1")
+    blocks = r.stdout.strip().split("\n\n")
+    assert len(blocks) == 2
+    assert "command STEP total=5 errors=0" in blocks[0]
+    assert "fault id=1 cmd=MARK_HOT errno=EIO" in blocks[0]
+    assert any(line.startswith("tier HBM") for line in blocks[1].splitlines())
+    assert "rate=0.0/s" in blocks[1]
+
+
+def test_metrics_bad_address(daemons):
+    dev = daemons(start=False)
+    r = dev.start("--metrics", "nonsense", check=False)
+    assert r.returncode == 1 and "--metrics nonsense" in r.stderr
