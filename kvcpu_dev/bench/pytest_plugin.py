@@ -5,8 +5,8 @@
         assert kvcpu_device.commands(kind="STEP")[-1].step == 128
 
 ``kvcpu_device`` starts ``kvcpu-dev --mock`` on its own name, run
-directory and dev directory under the test's tmp_path, recording every
-command from the start, and stops it after the test (nothing left running
+directory and dev directory under the test's tmp_path, records every
+command from then on (``tmp_path/NAME.kvrec``), and stops it after the test (nothing left running
 or mounted, whatever the test did).  It needs root and /dev/fuse (or
 /dev/cuse); elsewhere the test is skipped, or fails when
 ``KVCPU_REQUIRE_LIVE`` is set.  Options: ``--kvcpu-transport auto|fuse|cuse``
@@ -91,9 +91,12 @@ class KvCpuDevice:
     def start(self) -> "KvCpuDevice":
         self.dev_dir.mkdir(parents=True, exist_ok=True)
         self._started = True
-        r = self._cli("--mock", "--transport", self.transport, "--record", str(self.recording), *self.extra)
+        r = self._cli("--mock", "--transport", self.transport, *self.extra)
         if r.returncode != 0:
             raise RuntimeError(f"kvcpu-dev did not start: {r.stderr.strip() or r.stdout.strip()}")
+        # Recording starts once the device is up: commands() holds only
+        # what the test's code sent, not the start-up check.
+        self._write("record", f"start {self.recording}\n")
         return self
 
     def stop(self) -> None:
