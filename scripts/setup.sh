@@ -25,6 +25,7 @@ if [[ ${1:-} == --test ]]; then
   have linux.uml || missing+=(user-mode-linux)
   have dockerd || missing+=(docker.io)
   have mmdebstrap || missing+=(mmdebstrap)
+  have promtool || missing+=(prometheus)  # promtool check metrics (the bench's /metrics test)
 fi
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] && SUDO= || SUDO=sudo
