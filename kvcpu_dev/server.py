@@ -20,7 +20,7 @@ from typing import Callable
 
 import trio
 
-from . import bench, controls, lowlevel, mounts
+from . import controls, lowlevel, mounts
 from .attrs import Attribute
 from .cuse import CuseNode
 from .fastpath import FastSession, NativeDevice
@@ -29,9 +29,10 @@ from .paths import Options  # names every path a device uses
 
 log = logging.getLogger("kvcpu_dev")
 
-#: After the fast path signals the first event of a burst, wait this long
-#: before draining, so one wake-up takes the whole burst.
-DRAIN_DELAY = 0.001
+#: How often Python looks at the ring while commands come.
+DRAIN_POLL_S = 0.002
+#: Empty looks before Python sleeps on the eventfd instead (0.1 s).
+QUIET_POLLS = 50
 #: Events per drain step between trio checkpoints.
 DRAIN_BATCH = 1024
 #: Model work per step between trio checkpoints.
@@ -58,9 +59,6 @@ class Server:
                            for a in opts.model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.device)
-        # -- the bench (issue 9): recorder, metrics; their attribute files --
-        attributes += bench.attach(self)
-        # -- end of the bench's hook --
         self.fs = NodeFS(
             attributes,
             device_file=self.transport == "fuse",
@@ -161,22 +159,30 @@ class Server:
     async def _drain_loop(self) -> None:
         """Feed the ring to the trace, the log and the model in batches.
 
-        Woken by the fast path's eventfd when the ring goes from empty to
-        not empty (and this loop had armed it), then DRAIN_DELAY later, so a
-        burst costs one wake-up, not one per request.  Model work runs in
-        slices between batches: the scan a STEP rang for happens off the
-        ioctl's path, as on silicon, and a hint over the whole address
-        space never holds the attribute mount for long."""
+        While commands come, Python looks at the ring every DRAIN_POLL_S on
+        a timer: the fast path then never makes a system call for Python
+        (an eventfd write per decode step cost the client a wake-up of
+        another CPU).  After QUIET_POLLS empty looks it arms the eventfd and
+        sleeps until the fast path signals the next command, so an idle
+        daemon does not wake at all.  Model work runs in slices between
+        batches: the scan a STEP rang for happens off the ioctl's path, as
+        on silicon, and a hint over the whole address space never holds the
+        attribute mount for long."""
         device = self.device
+        quiet = 0
         while True:
-            if not self._model_busy() and not device.arm():
+            drained = device.drain(DRAIN_BATCH)
+            self._model_work()
+            if drained == DRAIN_BATCH or self._model_busy():
+                await trio.lowlevel.checkpoint()  # more is waiting
+                continue
+            quiet = 0 if drained else quiet + 1
+            if quiet >= QUIET_POLLS and not device.arm():
                 await trio.lowlevel.wait_readable(device.wake_fd)
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(device.wake_fd)
-                await trio.sleep(DRAIN_DELAY)
-            device.drain(DRAIN_BATCH)
-            self._model_work()
-            await trio.lowlevel.checkpoint()
+                quiet = 0
+            await trio.sleep(DRAIN_POLL_S)
 
     def _model_busy(self) -> bool:
         return self.opts.model is not None and self.opts.model.busy()
@@ -203,7 +209,6 @@ class Server:
 
     def close(self) -> None:
         """Unlink the node, release the device, unmount; safe to call twice."""
-        bench.detach(self)  # the bench (issue 9): metrics server, recording's last events
         if self._symlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self._symlink.is_symlink():
