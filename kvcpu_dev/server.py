@@ -20,7 +20,7 @@ from typing import Callable
 
 import trio
 
-from . import controls, lowlevel, mounts
+from . import bench, controls, lowlevel, mounts
 from .attrs import Attribute
 from .cuse import CuseNode
 from .fastpath import FastSession, NativeDevice
@@ -59,6 +59,9 @@ class Server:
                            for a in opts.model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.device)
+        # -- the bench (issue 9): recorder, metrics; their attribute files --
+        attributes += bench.attach(self)
+        # -- end of the bench's hook --
         self.fs = NodeFS(
             attributes,
             device_file=self.transport == "fuse",
@@ -209,6 +212,7 @@ class Server:
 
     def close(self) -> None:
         """Unlink the node, release the device, unmount; safe to call twice."""
+        bench.detach(self)  # the bench (issue 9): metrics server, recording's last events
         if self._symlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self._symlink.is_symlink():
