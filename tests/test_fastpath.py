@@ -189,3 +189,17 @@ def test_a_model_view_read_finishes_the_work_first() -> None:
     native.drain(finish=True)
     assert not model.busy() and model.step32 == 5
     native.close()
+
+
+def test_attribute_snapshots_share_one_budget() -> None:
+    from kvcpu_dev.fs import Snapshots
+
+    s = Snapshots(budget=100)
+    for fh in range(1, 11):
+        s.put(fh, b"x" * 30)
+    assert s.total <= 100  # the oldest were dropped
+    assert s.get(10) == b"x" * 30 and s.get(1) is None
+    s.put(11, b"y" * 500)  # one larger than the budget still renders
+    assert s.get(11) == b"y" * 500 and s.total == 500
+    s.drop(11)
+    assert s.total == 0

@@ -103,3 +103,35 @@ def test_unprivileged_user_reads_but_cannot_write_attributes(open_daemons):
                        timeout=30, cwd="/")
     assert r.stdout.split() == ["200", "EACCES"], r.stderr
     assert d.attr("w_d") == "200\n"
+
+
+@pytest.mark.parametrize("mode, group, groups, expect", [
+    ("0600", None, [], ["EACCES", "EACCES", "EACCES"]),
+    ("0666", None, [], ["EACCES", "EACCES", "EACCES"]),  # others never
+    ("0660", GROUP, [GROUP], ["read", "write", "write"]),
+    ("0640", GROUP, [GROUP], ["read", "EACCES", "EACCES"]),
+], ids=["default", "world-node", "group-rw", "group-ro"])
+def test_large_views_and_controls_are_the_owners(open_daemons, mode, group, groups, expect):
+    """`blocks` (megabytes to render) and the bench's control files go to
+    the node's owner and group only, never to every local user."""
+    extra = ["--mode", mode] + (["--group", str(group)] if group is not None else [])
+    d = open_daemons(*extra)
+    checks = [("blocks", "r"), ("faults", "w"), ("control", "w")]
+    script = "import os, sys\nfor path, how in zip(sys.argv[1::2], sys.argv[2::2]):\n" \
+             "    try:\n        os.close(os.open(path, os.O_RDONLY if how == 'r' else os.O_WRONLY))\n" \
+             "        print('read' if how == 'r' else 'write')\n" \
+             "    except PermissionError:\n        print('EACCES')\n"
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 the unprivileged user can run")
+
+    def drop() -> None:
+        os.setgroups(list(groups))
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    args = [a for name, how in checks for a in (str(d.attr_dir / name), how)]
+    r = subprocess.run([python, "-c", script, *args], capture_output=True, text=True,
+                       preexec_fn=drop, timeout=30, cwd="/")
+    assert r.stdout.split() == expect, r.stderr
+    assert stat.S_IMODE(os.stat(d.attr_dir / "blocks").st_mode) == 0o400 | (int(mode, 8) & 0o040)
