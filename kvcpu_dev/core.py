@@ -48,7 +48,22 @@ def _error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-class Device:
+class Traced:
+    """--trace for a device with a ``bar0``: log every register write."""
+
+    bar0: regs.Bar0
+
+    @property
+    def tracing(self) -> bool:
+        """--trace: log every command, decoded, and every register write."""
+        return self.bar0.observer is not None
+
+    @tracing.setter
+    def tracing(self, on: bool) -> None:
+        self.bar0.observer = _log_write if on else None
+
+
+class Device(Traced):
     """One KV-CPU device's driver-visible state and its BAR0 window."""
 
     def __init__(self, model: regs.MmioDevice | None = None, trace_len: int = 4096):
@@ -134,15 +149,6 @@ class Device:
         """A consistent snapshot, keyed by the telemetry struct's fields."""
         with self.lock:
             return dict(zip(abi.TELEMETRY_FIELDS, self._telemetry_values()))
-
-    @property
-    def tracing(self) -> bool:
-        """--trace: log every command, decoded, and every register write."""
-        return self.bar0.observer is not None
-
-    @tracing.setter
-    def tracing(self, on: bool) -> None:
-        self.bar0.observer = _log_write if on else None
 
     def _write_weights(self) -> None:
         for offset, field in zip(regs.WEIGHT_REGS, abi.WEIGHT_FIELDS):

@@ -25,7 +25,7 @@ import trio
 
 from . import abi, regs
 from .attrs import Attribute
-from .core import driver_attributes
+from .core import Traced, driver_attributes
 from .native._fuse import ffi, lib
 
 log = logging.getLogger("kvcpu_dev.trace")
@@ -89,7 +89,7 @@ def _decode(ev: tuple) -> Event:
                  fault, latency_us, service_ns)
 
 
-class NativeDevice:
+class NativeDevice(Traced):
     """One device's driver state in C, and the Python side of its ring."""
 
     def __init__(self, model: regs.MmioDevice | None = None, *,
@@ -154,14 +154,6 @@ class NativeDevice:
         out = ffi.new("uint8_t[]", regs.BAR0_SIZE)
         lib.kv_dev_bar0(self.handle, out)
         return bytes(out)
-
-    @property
-    def tracing(self) -> bool:
-        return self.bar0.observer is not None
-
-    @tracing.setter
-    def tracing(self, on: bool) -> None:
-        self.bar0.observer = _log_write if on else None
 
     # -- the bench's controls ---------------------------------------------
 
@@ -289,10 +281,6 @@ class NativeDevice:
             "ring_dropped": lib.kv_ring_dropped(h),
             "events_lost_seen": self.lost,
         }
-
-
-def _log_write(write: regs.RegWrite) -> None:
-    log.info("  %s", write)
 
 
 def _log_command(ev: tuple) -> None:

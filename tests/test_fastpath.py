@@ -157,7 +157,9 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     native.close()
 
 
-def test_a_huge_hint_is_applied_in_slices_and_in_order() -> None:
+def whole_space_hint_then_step() -> tuple[NativeDevice, "DeviceModel"]:  # noqa: F821
+    """An incremental model behind the C state, a MARK_HOT over the whole
+    address space (every entry of 4096) and a STEP after it, not drained."""
     from kvcpu_dev.model import DeviceModel, ModelConfig
 
     model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
@@ -165,6 +167,11 @@ def test_a_huge_hint_is_applied_in_slices_and_in_order() -> None:
     native = NativeDevice(model)
     native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, 2**64 - 1, 0))
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 5))
+    return native, model
+
+
+def test_a_huge_hint_is_applied_in_slices_and_in_order() -> None:
+    native, model = whole_space_hint_then_step()
     sliced = 0
     while True:
         native.drain()
@@ -179,13 +186,7 @@ def test_a_huge_hint_is_applied_in_slices_and_in_order() -> None:
 
 
 def test_a_model_view_read_finishes_the_work_first() -> None:
-    from kvcpu_dev.model import DeviceModel, ModelConfig
-
-    model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
-    model.incremental = True
-    native = NativeDevice(model)
-    native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, 2**64 - 1, 0))
-    native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 5))
+    native, model = whole_space_hint_then_step()
     native.drain(finish=True)
     assert not model.busy() and model.step32 == 5
     native.close()
