@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import report, runner
+from . import recording, report, runner
 from .policies import POLICIES, Options
 from .traces import read_trace
 
@@ -21,11 +21,20 @@ MiB = 2**20
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--capacity-blocks", "capacities", default="2%,4%,6%,8%,10%", show_default=True,
               help="Fast-tier capacities in trace blocks, comma-separated; N% is a share of the unique blocks.")
-@click.option("--policies", default="lru,arc,prio-lru,belady", show_default=True,
-              help=f"Comma-separated, from: {', '.join(POLICIES)}.")
+@click.option("--policies", default=None,
+              help=f"Comma-separated, from: {', '.join(POLICIES)} (default: lru,arc,prio-lru,belady; "
+                   "for a recording also hepc, the device as recorded).")
 @click.option("--requests", "limit", type=int, default=None, help="Use only the first N requests.")
-@click.option("--block-mib", type=float, default=64.0, show_default=True,
-              help="Bytes of KV one trace block holds, in MiB (64: 512 tokens of Llama-3-8B fp16).")
+@click.option("--block-mib", type=float, default=None,
+              help="Bytes of KV one trace block holds, in MiB (default 64: 512 tokens of Llama-3-8B fp16). "
+                   "For a recording: the device block size the hints are split into (default: the "
+                   "recorded model configuration's).")
+@click.option("--recording", "is_recording", is_flag=True,
+              help="TRACE is a .kvrec recording of a device's ioctl stream (also detected by its magic).")
+@click.option("--access-hints", default=",".join(recording.DEFAULT_ACCESS_HINTS), show_default=True,
+              help="With a recording: the hints whose blocks are accesses (from HOT, SHARE, PREFETCH, EVICT).")
+@click.option("--model-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With a recording: the model configuration (TOML) instead of the recorded one.")
 @click.option("--hepc-set", "hepc_set", multiple=True, metavar="KEY=VALUE",
               help="Override a runtime adapter parameter for the hepc policies (see docs/evaluation.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
@@ -38,9 +47,16 @@ MiB = 2**20
 @click.option("--budget", type=int, default=30, show_default=True, help="With --tune: settings sampled from the grid.")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Runs in parallel processes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
-def main(trace: Path, capacities: str, policies: str, limit: int | None, block_mib: float, hepc_set: tuple[str, ...],
+def main(trace: Path, capacities: str, policies: str | None, limit: int | None, block_mib: float | None,
+         is_recording: bool, access_hints: str, model_config: Path | None, hepc_set: tuple[str, ...],
          as_json: bool, plot: Path | None, report_path: Path | None, tune: bool, train_fraction: float,
          budget: int, jobs: int, progress: bool | None) -> None:
+    if is_recording or recording.is_recording(trace):
+        _main_recording(trace, capacities, policies, limit, block_mib, access_hints, model_config, hepc_set,
+                        tune, as_json, plot, report_path, progress)
+        return
+    policies = policies or "lru,arc,prio-lru,belady"
+    block_mib = 64.0 if block_mib is None else block_mib
     try:
         tr = read_trace(trace, limit)
         caps = runner.parse_capacities(capacities, tr.unique_blocks)
@@ -55,6 +71,33 @@ def main(trace: Path, capacities: str, policies: str, limit: int | None, block_m
     else:
         result = runner.evaluate(tr, caps, names, opts, show_progress=progress, jobs=jobs)
     result["parameters"] = {**result.get("parameters", {}), **_parameters(opts, names)}
+    _output(result, as_json, plot, report_path)
+
+
+def _main_recording(path: Path, capacities: str, policies: str | None, limit: int | None, block_mib: float | None,
+                    access_hints: str, model_config: Path | None, hepc_set: tuple[str, ...], tune: bool,
+                    as_json: bool, plot: Path | None, report_path: Path | None, progress: bool | None) -> None:
+    """kvcpu-eval on a recording: see recording.py and docs/evaluation.md."""
+    for flag, given in (("--tune", tune), ("--requests", limit is not None), ("--hepc-set", bool(hepc_set))):
+        if given:
+            raise click.ClickException(f"{flag} does not apply to a recording")
+    try:
+        hints = recording.parse_access_hints(access_hints)
+        block = None if block_mib is None else round(block_mib * MiB)
+        seq = recording.read_recording(path, hints, block, model_config)
+        if not seq.accesses:
+            raise ValueError(f"{path.name}: no accepted {'/'.join(hints)} hint in the recording: nothing to evaluate")
+        caps = recording.parse_capacities(capacities, seq)
+        names = runner.parse_policies(policies or ",".join(recording.POLICIES))
+        result = recording.evaluate(seq, caps, names, show_progress=progress)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    result["parameters"] = {"block_bytes": seq.block_size, "access_hints": list(hints),
+                            "model_config": seq.config.to_toml()}
+    _output(result, as_json, plot, report_path)
+
+
+def _output(result: dict, as_json: bool, plot: Path | None, report_path: Path | None) -> None:
     command = "kvcpu-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if plot:
         report.write_plot(result, plot)

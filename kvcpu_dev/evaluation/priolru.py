@@ -20,9 +20,13 @@ PREFIX_PRIORITY = 100
 
 
 def simulate(accesses: Sequence[int], capacity: int, offsets: Sequence[int] | None = None,
-             high: int = PREFIX_PRIORITY, low: int = DEFAULT_PRIORITY) -> Counts:
+             high: int = PREFIX_PRIORITY, low: int = DEFAULT_PRIORITY,
+             priorities: Sequence[int] | None = None) -> Counts:
     """``offsets`` delimit requests (a block is shared once a later request
-    uses it); without them every access is its own request."""
+    uses it); without them every access is its own request.  ``priorities``
+    (one per access) gives each access's priority outright instead (a
+    recording: the runtime's own hint says which blocks are shared); a miss
+    is then a reload when the block was accessed before."""
     levels: dict[int, OrderedDict[int, None]] = {}
     where: dict[int, int] = {}  # block -> its priority level
     owner: dict[int, int] = {}  # block -> the request that first used it
@@ -37,14 +41,17 @@ def simulate(accesses: Sequence[int], capacity: int, offsets: Sequence[int] | No
             while next_bound is not None and i >= next_bound:
                 request += 1
                 next_bound = next(bounds, None)
-        first = owner.setdefault(b, request)
-        prio = high if first != request else low
+        first = owner.setdefault(b, request if priorities is None else i)
+        if priorities is None:
+            prio, before = (high if first != request else low), first != request
+        else:
+            prio, before = priorities[i], first != i
         level = where.get(b)
         if level is not None:
             hits += 1
             del levels[level][b]
         else:
-            if first != request:
+            if before:
                 reloads += 1
             if len(where) >= capacity:
                 victim_level = min(k for k, v in levels.items() if v)

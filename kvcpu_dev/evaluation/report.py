@@ -50,6 +50,14 @@ def markdown(rows: list[list[str]]) -> str:
 
 
 def summary(result: dict) -> str:
+    if result.get("source") == "recording":
+        r = result["recording"]
+        hints = ", ".join(f"{n} {k}" for k, n in r["hints"].items())
+        lost = f"; {r['events_lost']} events lost by the recorder" if r["events_lost"] else ""
+        return (f"{result['trace']}: recording, {r['commands']} commands ({r['refused']} refused), "
+                f"access hints {hints}, {r['segments']} segment(s){lost}; {result['accesses']} block accesses "
+                f"of {result['block_bytes']} bytes, {result['unique_blocks']} unique blocks (infinite cache: "
+                f"{_pct(1 - result['unique_blocks'] / max(1, result['accesses']))})")
     return (f"{result['trace']}: {result['requests']} requests, {result['accesses']} block accesses, "
             f"{result['unique_blocks']} unique blocks (infinite cache: "
             f"{_pct(1 - result['unique_blocks'] / max(1, result['accesses']))})")

@@ -39,3 +39,56 @@ def write_jsonl(path: Path, trace: Trace) -> Path:
     return path
 
 
+
+
+# -- recordings --------------------------------------------------------------------------
+
+
+def write_recording(path: Path, commands: list, model_config=None, pid: int = 4242) -> Path:
+    """A .kvrec as the daemon writes it, made in-process: each command runs
+    on a kvcpu_dev.core.Device (the driver's state and register writes, no
+    model, no daemon) and the recorder writes it.  ``commands``: tuples
+    ("HOT"|"SHARE"|"PREFETCH"|"EVICT", va, len[, target]), ("STEP", n),
+    ("WEIGHTS", w_r, w_f, w_s, w_d, evict, prefetch), ("RESET",), or
+    ("REFUSED", name, va, len): a hint the device refused (EIO, a fault)."""
+    import errno
+    import os
+    from types import SimpleNamespace
+
+    from kvcpu_dev import abi
+    from kvcpu_dev.bench import record as fmt
+    from kvcpu_dev.bench.recorder import Recorder
+    from kvcpu_dev.core import Device
+    from kvcpu_dev.model import ModelConfig
+
+    names = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX, "PREFETCH": abi.KV_CPU_PREFETCH,
+             "EVICT": abi.KV_CPU_EVICT}
+    dev = Device()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+    os.write(fd, fmt.header_bytes({"created_by": "tests/evaluation"}))
+    rec = Recorder(fd, path, "kvtest")
+    rec.write_mark("start", telemetry=dev.telemetry(), model_config=(model_config or ModelConfig()).to_toml())
+    t = 1_000_000
+    for seq, c in enumerate(commands, start=1):
+        t += 20_000_000
+        kind, err, data, fault = fmt.KIND_IOCTL, 0, b"", 0
+        before = dev.bar0.seq
+        if c[0] == "RESET":
+            kind, cmd = fmt.KIND_RESET, 0
+        elif c[0] == "STEP":
+            cmd, data = abi.KV_CPU_STEP_ADVANCE, abi.STEP_INFO.codec.pack(c[1])
+        elif c[0] == "WEIGHTS":
+            cmd, data = abi.KV_CPU_SET_WEIGHTS, abi.WEIGHTS_INFO.codec.pack(*c[1:])
+        elif c[0] == "REFUSED":
+            cmd, data = names[c[1]], abi.BLOCK_INFO.codec.pack(c[2], c[3], 0)
+            err, fault = errno.EIO, 1
+        else:
+            cmd, data = names[c[0]], abi.BLOCK_INFO.codec.pack(c[1], c[2], c[3] if len(c) > 3 else 0)
+        if kind == fmt.KIND_IOCTL and not err:
+            dev.ioctl(cmd, data)
+        writes = tuple(w for w in dev.bar0.trace if w.seq > before)
+        rec(SimpleNamespace(seq=seq, t_ns=t, kind=kind, cmd=cmd, pid=pid, errno=err, data=data,
+                            writes=writes, fault=fault, latency_us=0, service_ns=1000))
+    rec.write_mark("stop", events=rec.events, lost=rec.lost)
+    rec.close()
+    return path
