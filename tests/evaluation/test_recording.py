@@ -159,3 +159,13 @@ def test_cli(mixed, tmp_path):
     empty = write_recording(tmp_path / "e.kvrec", [("STEP", 1)])
     r = run(main, [str(empty), "--no-progress"])
     assert r.exit_code != 0 and "nothing to evaluate" in r.output
+
+
+def test_hepc_can_beat_belady_by_spilling(tmp_path):
+    # HBM of one block: block 1 never enters HBM (allocated in T1), so block
+    # 0 stays: a bypass, which demand-paging Belady is not allowed
+    f = write_recording(tmp_path / "b.kvrec", [("HOT", 0, B), ("HOT", B, B)] * 2)
+    seq = recording.read_recording(f)
+    assert recording.run_classic(seq, "belady", 1).hits == 0
+    c = recording.run_hepc(seq, 1)
+    assert (c.hits, c.t1_hits) == (1, 1)
