@@ -28,6 +28,7 @@ FROM ${BASE}
 ARG PACKAGES="python3 python3-venv python3-dev gcc libc6-dev pkg-config \
     fuse3 libfuse3-dev python3-cffi python3-setuptools python3-wheel \
     python3-trio python3-click python3-numpy python3-pytest python3-hypothesis \
+    python3-prometheus-client python3-rich \
     procps"
 RUN set -eu; \
     missing=$(for p in $PACKAGES; do \

@@ -47,7 +47,8 @@ security_mirror=${KVCPU_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-sec
 #          (cffi 1.15 in bookworm), python3-setuptools, python3-wheel, and
 #          python3-venv (its pip wheel installs the project offline into a
 #          venv with --system-site-packages)
-#   run:   fuse3 (fusermount3), python3-trio, python3-click, python3-numpy
+#   run:   fuse3 (fusermount3), python3-trio, python3-click, python3-numpy,
+#          python3-prometheus-client (--metrics), python3-rich (kvctl top)
 #   test:  python3-pytest, python3-hypothesis (the live suite in a container)
 # No python3-pip: Debian marks the system python externally managed anyway.
 # ca-certificates: pip over https inside the container, should a user want it.
@@ -58,6 +59,7 @@ packages=(
     fuse3 libfuse3-dev
     python3-cffi python3-setuptools python3-wheel
     python3-trio python3-click python3-numpy
+    python3-prometheus-client python3-rich
     python3-pytest python3-hypothesis
     ca-certificates procps psmisc
 )
