@@ -48,7 +48,7 @@ def bench(dev: Device, report: Report, label: str, targeted: bool) -> None:
         "GET_TELEMETRY": (abi.KV_CPU_GET_TELEMETRY, b"", False),
     }
     for name, (cmd, payload, target) in cases.items():
-        us = per_call_us(lambda: dev.ioctl(cmd, payload))
+        us = per_call_us(lambda cmd=cmd, payload=payload: dev.ioctl(cmd, payload))
         report.add(name + label, f"{us:.2f} us", f"<= {TARGET_US:g} us" if target else "",
                    us <= TARGET_US if target else None)
 

@@ -177,7 +177,7 @@ def isolation(b: Bench, tmp, batches: int) -> None:
             "import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
             f"fcntl.ioctl(fd, {MARK_HOT}, struct.pack('<3Q', 0, {entries} << 21, 0))"), str(node)],
             check=True)
-        live = int(dict(l.split("=") for l in (d["attr_dir"] / "model_stats").read_text().split())["live_entries"])
+        live = int(dict(kv.split("=") for kv in (d["attr_dir"] / "model_stats").read_text().split())["live_entries"])
         quiet, loud = [], []
         for _ in range(batches):
             quiet.append(quantiles([b.rtt, node, 1000, "step", 2000])[3])
@@ -190,7 +190,7 @@ def isolation(b: Bench, tmp, batches: int) -> None:
                 reader.kill()
                 reader.wait()
         ratio = statistics.median(loud) / statistics.median(quiet)
-        worst = max(l / q for l, q in zip(loud, quiet))
+        worst = max(lo / q for lo, q in zip(loud, quiet))
         b.report.add(f"STEP p99 with a blocks reader ({live} live entries)",
                      f"{statistics.median(loud):.1f} us vs {statistics.median(quiet):.1f} us alone = "
                      f"{ratio:.2f}x; worst batch {worst:.2f}x", "<= 1.5x", ratio <= 1.5)

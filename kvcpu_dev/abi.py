@@ -85,7 +85,7 @@ def _layout(ffi: cffi.FFI, name: str) -> Layout:
     ctype = ffi.typeof(f"struct {name}")
     fields = tuple(ctype.fields)
     fmt, pos = "<", 0
-    for fname, field in fields:
+    for _fname, field in fields:
         if field.offset != pos:  # padding would need explicit pad bytes
             fmt += f"{field.offset - pos}x"
         fmt += _FORMATS[field.type.cname]
@@ -105,7 +105,10 @@ def load(header: pathlib.Path = HEADER) -> tuple[int, dict[str, Layout], dict[st
         ("__u64", "uint64_t"), ("__u32", "uint32_t"), ("__u16", "uint16_t"), ("__u8", "uint8_t"))))
     ffi.cdef("\n".join(m.group(0) for m in _STRUCT_RE.finditer(text)))
     layouts = {m.group(1): _layout(ffi, m.group(1)) for m in _STRUCT_RE.finditer(text)}
-    magic = ord(_MAGIC_RE.search(text).group(1))
+    magic_match = _MAGIC_RE.search(text)
+    if magic_match is None:
+        raise ValueError("the uapi header defines no ioctl magic")
+    magic = ord(magic_match.group(1))
     commands = {}
     for m in _IOCTL_RE.finditer(text):
         name, macro, nr, sname = m.group(1), m.group(2), int(m.group(3), 0), m.group(4)

@@ -67,7 +67,7 @@ def start_background(opts: Options) -> int:
 
 def _read_report(rfd: int, deadline: float) -> str:
     """The child's one report (it closes the pipe after it, or dies)."""
-    chunks = []
+    chunks: list[bytes] = []
     with os.fdopen(rfd, "rb") as pipe:
         while True:
             left = deadline - time.monotonic()

@@ -9,12 +9,16 @@ import math
 import os
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__, paths
 from .lifecycle import StartError, stop
 from .paths import Options
+
+if TYPE_CHECKING:
+    from .model import DeviceModel
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -23,7 +27,7 @@ log = logging.getLogger("kvcpu_dev")
 REQUEST_TIMEOUT_RANGE = (0.5, 3600.0)
 
 
-def _octal(ctx, param, value: str) -> int:  # noqa: ANN001
+def _octal(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
         mode = int(value, 8)
     except ValueError:
@@ -33,7 +37,7 @@ def _octal(ctx, param, value: str) -> int:  # noqa: ANN001
     return mode
 
 
-def _group(ctx, param, value: str | None) -> int:  # noqa: ANN001
+def _group(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
     if value is None:
         return 0
     if value.isdigit():
@@ -44,7 +48,7 @@ def _group(ctx, param, value: str | None) -> int:  # noqa: ANN001
         raise click.BadParameter(f"no group named {value!r}") from None
 
 
-def _timeout(ctx, param, value: str | None) -> float | None:  # noqa: ANN001
+def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
     try:
@@ -93,8 +97,11 @@ def _timeout(ctx, param, value: str | None) -> float | None:  # noqa: ANN001
 @click.option("--metrics", "metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.version_option(__version__, prog_name="kvcpu-dev")
-def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir, trace, log_file,  # noqa: ANN001
-         runas, seccomp, request_timeout, config, clock, settings, no_model, poll_us, record, metrics):
+def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, mode: int, group: int,
+         run_dir: pathlib.Path, dev_dir: pathlib.Path, trace: bool, log_file: pathlib.Path | None,
+         runas: str | None, seccomp: bool, request_timeout: float | None, config: pathlib.Path | None,
+         clock: str | None, settings: tuple[str, ...], no_model: bool, poll_us: int,
+         record: pathlib.Path | None, metrics: str | None) -> None:
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
                    dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace, poll_us=poll_us, runas=runas,
@@ -136,7 +143,7 @@ def main(mock, name, transport, foreground, stop_, mode, group, run_dir, dev_dir
         sys.exit(1)
 
 
-def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[str, ...]):  # noqa: ANN201
+def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[str, ...]) -> DeviceModel:
     """The device model from --config, then --set, then --clock; a live
     daemon runs on the wall clock unless told otherwise.  Every bad value
     is one line naming its key (model/config.py)."""

@@ -58,7 +58,7 @@ class KvCpu:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "KvCpu":
+    def __enter__(self) -> KvCpu:
         return self
 
     def __exit__(self, *exc: Any) -> None:

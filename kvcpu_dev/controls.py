@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+
 from . import faults
 from .attrs import Attribute
 from .fastpath import FaultRule, NativeDevice

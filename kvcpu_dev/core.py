@@ -14,7 +14,8 @@ import errno
 import logging
 import os
 import threading
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from . import abi, regs
 from .attrs import Attribute, kstrtou32
@@ -195,6 +196,9 @@ def driver_attributes(dev: DriverState, sync: Callable[[], object] | None = None
 
         return show
 
+    def line(field: str) -> Callable[[dict[str, int]], str]:
+        return lambda t: f"{t[field]}\n"
+
     def storer(field: str) -> Callable[[bytes], None]:
         def store(buf: bytes) -> None:
             dev.store_weight(field, kstrtou32(buf))
@@ -202,8 +206,8 @@ def driver_attributes(dev: DriverState, sync: Callable[[], object] | None = None
         return store
 
     return [
-        Attribute("current_step", shower(lambda t: f"{t['current_step']}\n")),
-        *(Attribute(f, shower(lambda t, f=f: f"{t[f]}\n"), storer(f)) for f in abi.WEIGHT_FIELDS),
+        Attribute("current_step", shower(line("current_step"))),
+        *(Attribute(f, shower(line(f)), storer(f)) for f in abi.WEIGHT_FIELDS),
         Attribute("telemetry", shower(render_telemetry)),
     ]
 

@@ -21,15 +21,25 @@ import os
 import pathlib
 import socket
 import sys
+from collections.abc import Callable
 
 import trio
 
 from . import abi
 from .helper import Helper
-from .lifecycle import (RunDir, StartError, check_dev_dir, prepare_attr_dir, remove_leftovers,
-                        take_lock)
+from .lifecycle import (
+    RunDir,
+    StartError,
+    check_dev_dir,
+    prepare_attr_dir,
+    remove_leftovers,
+    take_lock,
+)
 from .paths import Options
 from .server import Server, node_kind
+
+#: ``report(ok, message)``: how serve() tells a waiting parent the outcome.
+Report = Callable[[bool, str], None]
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -107,8 +117,8 @@ def _preload() -> None:
     not be able to read the interpreter's library (a Python under /root)."""
     import encodings.idna  # noqa: F401
     import linecache  # noqa: F401
-    import traceback  # noqa: F401
     import tokenize  # noqa: F401
+    import traceback  # noqa: F401
 
     traceback.format_exc()
 
@@ -129,7 +139,7 @@ def _give_up_root(opts: Options) -> str:
     return ", ".join(notes)
 
 
-def serve(opts: Options, report=lambda ok, msg: None) -> int:
+def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
     """Run the device in this process until signalled.  ``report(ok, msg)``
     is called once: when the node is published, or with why it was not."""
     transport = opts.resolved_transport()
@@ -146,7 +156,7 @@ def serve(opts: Options, report=lambda ok, msg: None) -> int:
             os.close(lock)
 
 
-def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report) -> int:  # noqa: ANN001
+def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report: Report) -> int:
     clean_stale(opts, transport, run_dir)
     prepare_attr_dir(opts, run_dir)
     helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None

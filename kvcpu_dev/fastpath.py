@@ -19,7 +19,8 @@ import errno
 import logging
 import os
 import struct
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import trio
 
@@ -157,7 +158,7 @@ class NativeDevice(Traced):
 
     # -- the bench's controls ---------------------------------------------
 
-    def add_fault(self, rule: "FaultRule") -> int:
+    def add_fault(self, rule: FaultRule) -> int:
         """Install a fault rule; returns its id (ENOSPC past KV_FAULT_MAX)."""
         f = ffi.new("struct kv_fault *", {
             "cmd": rule.cmd, "err": rule.errno, "mode": rule.mode, "n": rule.n,
@@ -322,14 +323,14 @@ class FastSession:
 
     @classmethod
     def for_file(cls, device: NativeDevice, path: str, options: str,
-                 mode: int, uid: int, gid: int) -> "FastSession":
+                 mode: int, uid: int, gid: int) -> FastSession:
         se = lib.kv_fast_fuse_new(device.handle, options.encode(), mode, uid, gid)
         if se == ffi.NULL:
             raise OSError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
         return cls(device, se, "fuse", path)
 
     @classmethod
-    def for_cuse(cls, device: NativeDevice, devname: str, cuse_path: str) -> "FastSession":
+    def for_cuse(cls, device: NativeDevice, devname: str, cuse_path: str) -> FastSession:
         se = lib.kv_fast_cuse_new(device.handle, devname.encode())
         if se == ffi.NULL:
             raise OSError(errno.EINVAL, "cuse_lowlevel_new failed")

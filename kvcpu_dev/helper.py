@@ -56,7 +56,7 @@ class Helper:
         self.pid, self.sock = pid, sock
 
     @classmethod
-    def start(cls, opts: Options, transport: str, keep: tuple[int, ...]) -> "Helper":
+    def start(cls, opts: Options, transport: str, keep: tuple[int, ...]) -> Helper:
         """Fork the helper; it keeps ``keep`` (the lock, the run directory)
         and stdio (the log), and closes every other descriptor."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

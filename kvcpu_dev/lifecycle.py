@@ -24,6 +24,7 @@ import shlex
 import signal
 import stat
 import time
+from collections.abc import Iterator
 
 from . import mounts, paths
 from .paths import Options
@@ -123,7 +124,7 @@ class RunDir:
         self.path, self.fd = path, fd
 
     @classmethod
-    def open(cls, path: pathlib.Path, create: bool = True) -> "RunDir | None":
+    def open(cls, path: pathlib.Path, create: bool = True) -> RunDir | None:
         fd = secure_dir(path, create, "run directory")
         return None if fd is None else cls(path, fd)
 
@@ -132,7 +133,7 @@ class RunDir:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,7 +273,7 @@ def take_lock(opts: Options, run_dir: RunDir) -> int:
 
 
 @contextlib.contextmanager
-def lock_if_free(opts: Options, run_dir: RunDir):  # noqa: ANN201
+def lock_if_free(opts: Options, run_dir: RunDir) -> Iterator[bool]:
     """Hold the name's lock if no daemon does; yields whether we got it.
     The lock, not the pid file, says whether a daemon runs."""
     try:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -29,7 +30,7 @@ _BATCH = 64
 class Session:
     """One libfuse session and the object whose methods answer it."""
 
-    def __init__(self, se: Any, handle: Any, kind: str, what: str):  # noqa: ANN401
+    def __init__(self, se: Any, handle: Any, kind: str, what: str):
         self._se = se
         self._handle = handle  # keeps the userdata handle alive
         self.kind = kind
@@ -37,7 +38,7 @@ class Session:
         self.closed = False
 
     @classmethod
-    def mount_fuse(cls, ops: Operations, mountpoint: str, options: str) -> "Session":
+    def mount_fuse(cls, ops: Operations, mountpoint: str, options: str) -> Session:
         handle = ffi.new_handle(ops)
         se = lib.kv_fuse_new(options.encode(), handle)
         if se == ffi.NULL:
@@ -191,57 +192,57 @@ def _reply_dir(size: int, off: int) -> Callable[[Any, Sequence[DirEntry]], None]
 
 
 @ffi.def_extern()
-def kv_ll_init(userdata, conn):  # noqa: ANN001
+def kv_ll_init(userdata: Any, conn: Any) -> None:
     ffi.from_handle(userdata).started()
 
 
 @ffi.def_extern()
-def kv_ll_lookup(req, parent, name):  # noqa: ANN001
+def kv_ll_lookup(req: Any, parent: Any, name: Any) -> None:
     _answer(req, _reply_entry, _ops(req).lookup, parent, ffi.string(name))
 
 
 @ffi.def_extern()
-def kv_ll_getattr(req, ino, fi):  # noqa: ANN001
+def kv_ll_getattr(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_attr, _ops(req).getattr, ino)
 
 
 @ffi.def_extern()
-def kv_ll_setattr(req, ino, attr, to_set, fi):  # noqa: ANN001
+def kv_ll_setattr(req: Any, ino: Any, attr: Any, to_set: Any, fi: Any) -> None:
     _answer(req, _reply_attr, _ops(req).setattr, ino, to_set)
 
 
 @ffi.def_extern()
-def kv_ll_open(req, ino, fi):  # noqa: ANN001
+def kv_ll_open(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_open(fi, True), _ops(req).open, ino, fi.flags)
 
 
 @ffi.def_extern()
-def kv_ll_opendir(req, ino, fi):  # noqa: ANN001
+def kv_ll_opendir(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_open(fi, False), _ops(req).opendir, ino)
 
 
 @ffi.def_extern()
-def kv_ll_read(req, ino, size, off, fi):  # noqa: ANN001
+def kv_ll_read(req: Any, ino: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_data, _ops(req).read, ino, size, off, fi.fh)
 
 
 @ffi.def_extern()
-def kv_ll_write(req, ino, buf, size, off, fi):  # noqa: ANN001
+def kv_ll_write(req: Any, ino: Any, buf: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_written, _ops(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh)
 
 
 @ffi.def_extern()
-def kv_ll_readdir(req, ino, size, off, fi):  # noqa: ANN001
+def kv_ll_readdir(req: Any, ino: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_dir(size, off), _ops(req).readdir, ino, off)
 
 
 @ffi.def_extern()
-def kv_ll_release(req, ino, fi):  # noqa: ANN001
+def kv_ll_release(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_none, _ops(req).release, ino, fi.fh)
 
 
 @ffi.def_extern()
-def kv_ll_ioctl(req, ino, cmd, arg, fi, flags, in_buf, in_bufsz, out_bufsz):  # noqa: ANN001
+def kv_ll_ioctl(req: Any, ino: Any, cmd: Any, arg: Any, fi: Any, flags: Any, in_buf: Any, in_bufsz: Any, out_bufsz: Any) -> None:
     # Attribute files and the directory have no ioctls; the device's own
     # file is another mount, answered in C (fastpath.c).
     lib.fuse_reply_err(req, errno.ENOTTY)

@@ -59,8 +59,8 @@ def find(fstype: str, source: str) -> str | None:
 def _canonical(path: pathlib.Path) -> str:
     """The path as mountinfo spells it.  Only the parent is resolved: the
     mount point itself may be a dead FUSE mount that fails every stat."""
-    path = os.path.abspath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    absolute = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
 
 
 def is_mounted(path: pathlib.Path) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import collections
 import struct
-from typing import Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 BAR0_SIZE = 4096
 

@@ -16,7 +16,7 @@ import os
 import pathlib
 import signal
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 

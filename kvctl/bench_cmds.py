@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from kvcpu_dev import faults as fault_rules
 from kvcpu_dev.client import attr_dir as find_attr_dir
 
 from .cli import Failure
+
+if TYPE_CHECKING:
+    from kvcpu_dev.bench.record import Recording
 
 
 def _attr_dir(ctx: click.Context) -> pathlib.Path:
@@ -87,7 +91,7 @@ def record_stop(ctx: click.Context) -> None:
     _write(ctx, "record", "stop\n")
 
 
-def _load(file: str):  # noqa: ANN202
+def _load(file: str) -> Recording:
     from kvcpu_dev.bench import record as fmt
 
     try:
@@ -131,7 +135,7 @@ def log_cmd(file: str, as_json: bool, only: str | None) -> None:
 # -- replay -------------------------------------------------------------------------
 
 
-def _speed(ctx, param, value: str) -> float | None:  # noqa: ANN001
+def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | None:
     if value == "max":
         return None
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -46,20 +47,24 @@ class Failure(Exception):
     """A one-line error for stderr; exit status 1."""
 
 
-def _on_device(path: str, label: str, call) -> None:  # noqa: ANN001
+def _strerror(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno is not None else str(exc)
+
+
+def _on_device(path: str, label: str, call: Callable[[KvCpu], object]) -> None:
     """Open the node and make one call, with the reference tool's messages."""
     try:
         dev = KvCpu(path)
     except OSError as exc:
-        raise Failure(f"open {path}: {os.strerror(exc.errno)}") from None
+        raise Failure(f"open {path}: {_strerror(exc)}") from None
     with dev:
         try:
             call(dev)
         except OSError as exc:
-            raise Failure(f"ioctl {label}: {os.strerror(exc.errno)}") from None
+            raise Failure(f"ioctl {label}: {_strerror(exc)}") from None
 
 
-def _command(ctx: click.Context, label: str, call) -> None:  # noqa: ANN001
+def _command(ctx: click.Context, label: str, call: Callable[[KvCpu], object]) -> None:
     _on_device(ctx.obj["device"], label, call)
 
 
@@ -69,7 +74,7 @@ class _Group(click.Group):
 
     LAZY = ("stats", "blocks")
 
-    def get_command(self, ctx: click.Context, name: str):  # noqa: ANN201
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.LAZY and name not in self.commands:
             from . import model_cmds
 

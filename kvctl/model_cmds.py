@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -29,7 +30,7 @@ def _read(ctx: click.Context, name: str) -> str:
         _fail(f"read {path}: {e.strerror or e}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"kvctl: {message}", err=True)
     raise SystemExit(1)
 

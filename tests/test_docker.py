@@ -71,7 +71,7 @@ STEP, HOT, EVICT, PREFETCH, SHARE, WEIGHTS, TELEMETRY = (
 TIMINGS: dict[str, float | str] = {}
 
 
-def _skip_or_fail(reason: str):  # noqa: ANN201
+def _skip_or_fail(reason: str):
     if os.environ.get("KVCPU_REQUIRE_DOCKER") == "1":
         pytest.fail(f"KVCPU_REQUIRE_DOCKER=1 but: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -125,7 +125,7 @@ def apparmor_opts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def timings(request):  # noqa: ANN001, ANN201
+def timings(request):
     """Collects timings; prints them (and writes $KVCPU_DOCKER_TIMINGS) at the end."""
     start = time.monotonic()
     yield TIMINGS
@@ -139,7 +139,7 @@ def timings(request):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def docker_lock(timings):  # noqa: ANN001, ANN201
+def docker_lock(timings):
     """One run of this module at a time per machine: two runs would share
     the dockerd (the one that started it stops it under the other) and the
     base image (the one that built it removes it)."""
@@ -174,7 +174,7 @@ def docker_lock(timings):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def dockerd(docker_lock):  # noqa: ANN001, ANN201
+def dockerd(docker_lock):
     """A docker daemon that answers; stopped at the end only if started here."""
     status = quiet([str(SCRIPTS / "dockerd-ctl.sh"), "status"])
     answering = status is not None and status.returncode == 0
@@ -199,7 +199,7 @@ def dockerd(docker_lock):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def base_image(dockerd):  # noqa: ANN001, ANN201
+def base_image(dockerd):
     existed = image_id(BASE_TAG) is not None
     t0 = time.monotonic()
     r = quiet([str(SCRIPTS / "docker-image.sh"), "--tag", BASE_TAG], timeout=900)
@@ -218,7 +218,7 @@ def base_image(dockerd):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def image(base_image):  # noqa: ANN001, ANN201
+def image(base_image):
     """The project image, built offline; removed at the end with any
     intermediate images its build (successful or not) left behind."""
     before = all_image_ids()
@@ -246,7 +246,7 @@ def remove_container(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def container(image):  # noqa: ANN001, ANN201
+def container(image):
     """The image's entry point in a container, ready: the node answers."""
     name = f"kvcpu-test-{RUN_ID}"
     try:
@@ -306,14 +306,14 @@ def telemetry(name: str) -> dict[str, int]:
 # -- the client suite inside the container ------------------------------------------
 
 
-def test_node_and_mount(container):  # noqa: ANN001
+def test_node_and_mount(container):
     out = dexec(container, "readlink /dev/kvcpu0; cat /run/kvcpu/kvcpu0.pid; "
                            "awk '$2 == \"/run/kvcpu/kvcpu0\" {print $3}' /proc/mounts; "
                            "ps -o comm= -p 1").stdout.split()
     assert out == ["/run/kvcpu/kvcpu0/device", "1", "fuse.kvcpu", "kvcpu-dev"], out
 
 
-def test_kvctl_commands_and_counters(container):  # noqa: ANN001
+def test_kvctl_commands_and_counters(container):
     before = telemetry(container)
     dexec(container, "set -e; kvctl step 128; kvctl hot 0x7f0000000000 0x200000; "
                      "kvctl evict 0x7f0000200000 0x1000; kvctl prefetch 0x7f0000400000 0x2000 130; "
@@ -327,7 +327,7 @@ def test_kvctl_commands_and_counters(container):  # noqa: ANN001
     assert re.search(r"^current_step\s+128$", table, re.M), table
 
 
-def test_kvctl_errors(container):  # noqa: ANN001
+def test_kvctl_errors(container):
     r = dexec(container, "kvctl hot 0x1000 0", check=False)
     assert (r.returncode, r.stderr.strip()) == (1, "ioctl HOT: Invalid argument")
     r = dexec(container, "kvctl --device /dev/nonexistent step 1", check=False)
@@ -362,10 +362,10 @@ fcntl.ioctl(fd, %(WEIGHTS)d, struct.pack("<6I", 3, 1, 2, 200, 0x2000, 0xE000))
 out["weights"] = list(tel()[9:])
 fcntl.ioctl(fd, %(WEIGHTS)d, struct.pack("<6I", 1, 1, 2, 200, 4096, 57344))
 print(json.dumps(out))
-""" % dict(STEP=STEP, HOT=HOT, WEIGHTS=WEIGHTS, TELEMETRY=TELEMETRY)
+""" % dict(STEP=STEP, HOT=HOT, WEIGHTS=WEIGHTS, TELEMETRY=TELEMETRY)  # noqa: UP031 (braces in the code)
 
 
-def test_python_fcntl_ioctls_and_errnos(container):  # noqa: ANN001
+def test_python_fcntl_ioctls_and_errnos(container):
     r = dexec(container, f"python3 -c {shlex.quote(PY_CLIENT)}")
     out = json.loads(r.stdout)
     assert out == dict(step=4242, step_delta=1, hot_delta=1, last=[0x10000, 0x2000],
@@ -397,7 +397,7 @@ int main(void)
 """
 
 
-def test_c_client(container):  # noqa: ANN001
+def test_c_client(container):
     gcc = "gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I uapi"
     if dexec(container, "test -f tests/c/kvclient.c", check=False).returncode == 0:
         out = dexec(container, f"set -e; {gcc} -o /tmp/kvclient tests/c/kvclient.c; "
@@ -414,7 +414,7 @@ def test_c_client(container):  # noqa: ANN001
         assert out == ["current_step=77", "unknown=ENOTTY"], out
 
 
-def test_attribute_files(container):  # noqa: ANN001
+def test_attribute_files(container):
     attrs = "/run/kvcpu/kvcpu0"
     t = telemetry(container)
     assert dexec(container, f"cat {attrs}/current_step").stdout.strip() == str(t["current_step"])
@@ -429,7 +429,7 @@ def test_attribute_files(container):  # noqa: ANN001
     assert "evict_thresh=4096" in lines.split(), lines
 
 
-def test_healthcheck_reports_healthy(container):  # noqa: ANN001
+def test_healthcheck_reports_healthy(container):
     deadline = time.monotonic() + 30
     while True:
         status = run(["docker", "inspect", "--format", "{{.State.Health.Status}}", container]).stdout.strip()
@@ -439,7 +439,7 @@ def test_healthcheck_reports_healthy(container):  # noqa: ANN001
     assert status == "healthy"
 
 
-def test_live_suite_inside_container(container):  # noqa: ANN001
+def test_live_suite_inside_container(container):
     """tests/live, as on the host, in the container (FUSE: no CUSE in here)."""
     if os.environ.get("KVCPU_DOCKER_LIVE", "1") == "0":
         pytest.skip("KVCPU_DOCKER_LIVE=0: reduced form, live suite not run in the container")
@@ -458,7 +458,7 @@ def test_live_suite_inside_container(container):  # noqa: ANN001
 # -- the recipes in docs/containers.md --------------------------------------------
 
 
-def test_runtime_ci_recipe(image):  # noqa: ANN001
+def test_runtime_ci_recipe(image):
     """A runtime's own test job: start in the background, test, stop."""
     script = ("set -e; kvcpu-dev --mock; "
               "python3 -c 'from kvcpu_dev.client import KvCpu\n"
@@ -474,7 +474,7 @@ def test_runtime_ci_recipe(image):  # noqa: ANN001
     assert r.stdout.strip().splitlines()[-1] == "recipe-ok"
 
 
-def test_sidecar_through_shared_bind_mount(image):  # noqa: ANN001
+def test_sidecar_through_shared_bind_mount(image):
     """The emulator's FUSE mount reaches another, unprivileged container only
     through a host directory that is a shared mount (propagation)."""
     if os.geteuid() != 0:
@@ -516,7 +516,7 @@ def test_sidecar_through_shared_bind_mount(image):  # noqa: ANN001
         shutil.rmtree(share, ignore_errors=True)
 
 
-def test_refuses_clearly_without_fuse(image):  # noqa: ANN001
+def test_refuses_clearly_without_fuse(image):
     name = f"kvcpu-nofuse-{RUN_ID}"
     try:
         r = run(["docker", "run", "--rm", "--name", name, "--label", LABEL, image], check=False, timeout=60)
@@ -529,7 +529,7 @@ def test_refuses_clearly_without_fuse(image):  # noqa: ANN001
 # -- last: docker stop ---------------------------------------------------------------
 
 
-def test_docker_stop_is_clean(container):  # noqa: ANN001
+def test_docker_stop_is_clean(container):
     t0 = time.monotonic()
     run(["docker", "stop", "--time", "10", container], timeout=60)
     TIMINGS["docker_stop_s"] = round(time.monotonic() - t0, 2)

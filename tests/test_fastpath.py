@@ -157,7 +157,7 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     native.close()
 
 
-def whole_space_hint_then_step() -> tuple[NativeDevice, "DeviceModel"]:  # noqa: F821
+def whole_space_hint_then_step() -> tuple[NativeDevice, DeviceModel]:  # noqa: F821
     """An incremental model behind the C state, a MARK_HOT over the whole
     address space (every entry of 4096) and a STEP after it, not drained."""
     from kvcpu_dev.model import DeviceModel, ModelConfig

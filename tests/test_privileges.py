@@ -38,7 +38,7 @@ def test_syscall_numbers_match_the_kernel_headers(machine):
     assert set(privileges.DENIED) - set(numbers) <= {"iopl", "ioperm"}  # x86 only
 
 
-def _in_child(fn) -> int:  # noqa: ANN001
+def _in_child(fn) -> int:
     pid = os.fork()
     if pid == 0:
         code = 98

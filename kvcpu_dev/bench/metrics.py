@@ -29,11 +29,11 @@ import errno as errno_mod
 import logging
 import pathlib
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
 from . import record as fmt
@@ -255,7 +255,8 @@ class Metrics:
         httpd = result[0] if isinstance(result, tuple) else None
         self._httpd = httpd
         if httpd is not None:
-            self.address = httpd.server_address[:2]
+            bound_host, bound_port = httpd.server_address[:2]
+            self.address = (str(bound_host), bound_port)
 
     def close(self) -> None:
         if self._httpd is not None:

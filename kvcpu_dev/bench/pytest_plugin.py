@@ -38,6 +38,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -88,7 +89,7 @@ class KvCpuDevice:
                "--name", self.name, "--run-dir", str(self.run_dir), "--dev-dir", str(self.dev_dir)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
-    def start(self) -> "KvCpuDevice":
+    def start(self) -> KvCpuDevice:
         self.dev_dir.mkdir(parents=True, exist_ok=True)
         self._started = True
         r = self._cli("--mock", "--transport", self.transport, *self.extra)
@@ -183,7 +184,7 @@ class KvCpuDevice:
 
 
 @pytest.fixture
-def kvcpu_device(request: Any, tmp_path: pathlib.Path):
+def kvcpu_device(request: Any, tmp_path: pathlib.Path) -> Iterator[KvCpuDevice]:
     """A private, recording kvcpu-dev for this test; stopped afterwards."""
     transport = (request.config.getoption("--kvcpu-transport")
                  or os.environ.get("KVCPU_TEST_TRANSPORT") or "auto")

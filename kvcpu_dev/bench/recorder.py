@@ -28,7 +28,8 @@ import logging
 import os
 import pathlib
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..lifecycle import StartError, secure_dir
 from . import record as fmt

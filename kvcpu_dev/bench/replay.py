@@ -35,8 +35,9 @@ import fcntl
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .. import abi
 from . import record as fmt

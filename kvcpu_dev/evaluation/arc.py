@@ -7,7 +7,7 @@ moves the target size ``p`` of T1 towards the list that would have hit."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from .result import Counts
 

@@ -7,7 +7,7 @@ max-heap with lazy deletion."""
 from __future__ import annotations
 
 import heapq
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -5,7 +5,7 @@ the most-recent end; a miss evicts the least recent one."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from .result import Counts
 

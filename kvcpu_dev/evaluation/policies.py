@@ -3,8 +3,8 @@ options) returning Counts, so the runner treats every policy alike."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import arc, belady, lru, priolru
 from .result import Counts, add_bytes

@@ -11,7 +11,7 @@ the default (35)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 from .result import Counts
 

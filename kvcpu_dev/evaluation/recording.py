@@ -41,11 +41,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import abi
 from ..bench import record as fmt
 from . import arc, belady, lru, priolru, progress
 from .result import Counts, add_bytes
+
+if TYPE_CHECKING:
+    from ..model.config import ModelConfig
 
 #: Hints that count as accesses by default, and every one that may.
 DEFAULT_ACCESS_HINTS = ("HOT", "SHARE")
@@ -84,7 +88,7 @@ class Sequence:
 
     name: str
     block_size: int
-    config: object  # ModelConfig, clock sim, block size as used
+    config: ModelConfig  # clock sim, block size as used
     recording: fmt.Recording
     access_hints: tuple[str, ...]
     segments: list[list[int]] = field(default_factory=list)  # block numbers, split at resets

@@ -40,9 +40,10 @@ import dataclasses
 import json
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import regs as R
 from ..model import DeviceModel, ModelConfig
@@ -51,6 +52,9 @@ from ..model.hepc import Weights
 from . import progress
 from .result import Counts
 from .traces import Trace
+
+if TYPE_CHECKING:
+    from .policies import Options
 
 WEIGHT_FIELDS = ("w_r", "w_f", "w_s", "w_d", "evict_thresh", "prefetch_thresh")
 WEIGHT_OFFSETS = (R.WEIGHT_R, R.WEIGHT_F, R.WEIGHT_S, R.WEIGHT_D, R.EVICT_THRESH, R.PREFETCH_THRESH)
@@ -86,7 +90,7 @@ class AdapterConfig:
     def weights(self) -> Weights:
         return Weights(*(getattr(self, f) for f in WEIGHT_FIELDS))
 
-    def replace(self, **overrides) -> "AdapterConfig":
+    def replace(self, **overrides: Any) -> AdapterConfig:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown hepc parameter {', '.join(sorted(unknown))}")
@@ -108,12 +112,12 @@ def config_for(setting: str, overrides: dict | None = None) -> AdapterConfig:
     return base.replace(**(overrides or {}))
 
 
-def describe(policy: str, opts) -> dict:
+def describe(policy: str, opts: Options) -> dict:
     setting = "default" if policy == "hepc-default" else "recommended"
     return dataclasses.asdict(config_for(setting, opts.hepc))
 
 
-def run(trace: Trace, capacity: int, opts, setting: str) -> Counts:
+def run(trace: Trace, capacity: int, opts: Options, setting: str) -> Counts:
     """One hepc run of ``trace`` with HBM of ``capacity`` trace blocks."""
     return Adapter(trace, capacity, opts.block_bytes, config_for(setting, opts.hepc)).run()
 
@@ -158,7 +162,7 @@ class Adapter:
         self.step = 0
         self.counts = Counts()
         self.seen: set[int] = set()
-        self.extra = dict.fromkeys(("reloads_t1", "reloads_below_t1", "bring_in_hbm", "bring_in_spilled",
+        self.extra: dict[str, Any] = dict.fromkeys(("reloads_t1", "reloads_below_t1", "bring_in_hbm", "bring_in_spilled",
                                     "stuck_below_hbm", "runtime_reload_bytes", "steps", "scans",
                                     "queue_wait_steps"), 0)
         for off, field in zip(WEIGHT_OFFSETS, WEIGHT_FIELDS):

@@ -44,11 +44,11 @@ class Trace:
         """The request index of every access."""
         return np.repeat(np.arange(len(self.requests)), np.diff(self.offsets))
 
-    def slice(self, start: int, stop: int, name: str | None = None) -> "Trace":
+    def slice(self, start: int, stop: int, name: str | None = None) -> Trace:
         """Requests [start, stop) as a trace of their own."""
         return Trace(name or f"{self.name}[{start}:{stop}]", self.requests[start:stop])
 
-    def split_by_time(self, train_fraction: float) -> tuple["Trace", "Trace"]:
+    def split_by_time(self, train_fraction: float) -> tuple[Trace, Trace]:
         """(training part, held-out part): the requests before and after the
         instant ``train_fraction`` of the way through the trace's time span."""
         if not self.requests:
@@ -74,7 +74,7 @@ def parse_request(line: str, where: str) -> Request:
 def read_trace(path: str | Path, limit: int | None = None) -> Trace:
     """Read a trace file (blank lines skipped); ``limit`` keeps the first requests."""
     path = Path(path)
-    requests = []
+    requests: list[Request] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if limit is not None and len(requests) >= limit:

@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import random
 from concurrent.futures import ProcessPoolExecutor
+from typing import cast
 
 from . import progress, runner
 from .policies import Options
@@ -116,7 +117,7 @@ def tune(trace: Trace, capacities: list[int], opts: Options, train_fraction: flo
         "recommended": recommended,
         "train_hit_ratio": {"default": scores[0], "recommended": scores[best]},
         "train_ranking": sorted(({"mean": round(mean[i], 5), "setting": _diff(settings[i])} for i in range(len(settings))),
-                                key=lambda r: -r["mean"])[:10],
+                                key=lambda r: -cast(float, r["mean"]))[:10],
         "best_per_capacity": [_diff(settings[i]) for i in per_cap],
     }
     return result

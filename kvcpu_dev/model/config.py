@@ -191,7 +191,7 @@ class ModelConfig:
         return [t.capacity // self.block_size for t in self.tiers]
 
     # -- overrides -----------------------------------------------------------
-    def replace(self, **overrides: Any) -> "ModelConfig":
+    def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with overrides applied.  Keys are field names or
         ``<tier>_<field>`` (e.g. ``t1_capacity="128GB"``); ``None`` values
         are skipped so CLI options that were not given can be passed as is."""
@@ -216,7 +216,7 @@ class ModelConfig:
         return dataclasses.replace(self, **top)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "config") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> ModelConfig:
         """From the TOML shape: top-level fields plus ``[tiers.<key>]`` tables."""
         flat: dict[str, Any] = {}
         for key, value in data.items():
@@ -245,7 +245,7 @@ class ModelConfig:
             raise ValueError(f"{where}: {message}") from None
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "ModelConfig":
+    def from_toml(cls, path: str | Path) -> ModelConfig:
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class DeviceModel:
         self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
         self._hint_va = self._hint_len = 0  # the hint being applied
         #: The rest of a hint still being applied (incremental mode only).
-        self._work: Iterator[None] | None = None
+        self._work: Iterator[object] | None = None
         #: Set by the daemon: a hint over a large range is applied in slices
         #: (see work()), so the process serving attributes stays responsive.
         #: Off, every write has taken full effect when mmio_write returns.
@@ -128,7 +128,7 @@ class DeviceModel:
                    lambda i: self._prefetch(i, target))
 
     # -- hints ----------------------------------------------------------------------------
-    def _hint(self, kind: str, va: int, length: int, apply: Callable[[int], None]) -> None:
+    def _hint(self, kind: str, va: int, length: int, apply: Callable[[int], object]) -> None:
         """Apply one hint to every block its range touches."""
         self.counts[f"hint_{kind}"] += 1
         if length == 0:
@@ -383,7 +383,7 @@ class DeviceModel:
     def attributes(self) -> list[Attribute]:
         """Attribute files to publish beside the driver's (read-only)."""
 
-        def settled(render: Callable[["DeviceModel"], str]) -> Callable[[], str]:
+        def settled(render: Callable[[DeviceModel], str]) -> Callable[[], str]:
             def show() -> str:
                 self._settle()
                 return render(self)

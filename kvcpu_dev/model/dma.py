@@ -19,6 +19,7 @@ window of the queue at once; time only moves forward, through advance_to().
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class DmaEngine:
         return dur
 
     # -- capacity --------------------------------------------------------------
-    def room(self, tier: int | None = None):
+    def room(self, tier: int | None = None) -> Any:
         """Free blocks in a tier (or a list for all), counting reservations."""
         if tier is not None:
             return self.capacity[tier] - self.resident[tier] - self.inbound[tier]

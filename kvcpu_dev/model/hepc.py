@@ -98,7 +98,7 @@ class DirectoryPrefix:
     prefix decides exactly what a scan of all entries would, at the cost of
     the directory's occupancy rather than its capacity."""
 
-    def __init__(self, d: Directory, size: int):
+    def __init__(self, d: Directory | DirectoryPrefix, size: int):
         self._d = d
         self.size = size
 
@@ -118,7 +118,7 @@ class Scanner:
         self._p = np.empty(size, dtype=np.uint16)
         self._b = [np.empty(size, dtype=bool) for _ in range(12)]
 
-    def score(self, d: Directory, step32: int, w: Weights) -> np.ndarray:
+    def score(self, d: Directory | DirectoryPrefix, step32: int, w: Weights) -> np.ndarray:
         """P for every entry.  Computed in uint16, whose wrap-around is the
         scorer's mod 2^16; S = 255 - min(distance, 255) is the documented
         S, the distance taken in 32-bit arithmetic as the directory's field."""
@@ -137,7 +137,7 @@ class Scanner:
         np.add(p, t16, out=p)
         return p
 
-    def scan(self, d: Directory, step32: int, w: Weights, hot_protect_steps: int, room: list[int]) -> ScanResult:
+    def scan(self, d: Directory | DirectoryPrefix, step32: int, w: Weights, hot_protect_steps: int, room: list[int]) -> ScanResult:
         """Score every entry and decide this step's moves.
 
         ``room`` is the free block count per tier (capacity - resident -
@@ -208,7 +208,7 @@ class Scanner:
         )
 
 
-def _guarded(d: Directory, out: np.ndarray) -> np.ndarray:
+def _guarded(d: Directory | DirectoryPrefix, out: np.ndarray) -> np.ndarray:
     """The reference scorer's guard: a prefix block with ref_count > 0."""
     np.not_equal(d.ref, 0, out=out)
     out &= d.prefix

@@ -123,6 +123,6 @@ def decide(entries: list[Entry], step: int, w: Weights, hot_protect_steps: int, 
 
 def entries_from_directory(d: Directory) -> list[Entry]:
     """Every entry of a directory as plain Python values."""
-    cols = [getattr(d, name).tolist() for name in
-            ("live", "tier", "r", "f", "last_access", "ref", "prefix", "hot", "hot_step", "armed", "target", "mv_dst")]
-    return [Entry(*row[:-1], moving=row[-1] != NO_MOVE) for row in zip(*cols)]
+    names = ("live", "tier", "r", "f", "last_access", "ref", "prefix", "hot", "hot_step", "armed", "target")
+    cols = [getattr(d, name).tolist() for name in (*names, "mv_dst")]
+    return [Entry(**dict(zip(names, row[:-1])), moving=row[-1] != NO_MOVE) for row in zip(*cols)]

@@ -47,6 +47,31 @@ class DirectoryFull(Exception):
 class Directory:
     """The tag store: field arrays, a block -> entry map and a free list."""
 
+    # One array per FIELDS entry, declared for the type checker (and checked
+    # against FIELDS below); __init__ allocates them from FIELDS.
+    live: np.ndarray
+    block: np.ndarray
+    hint_va: np.ndarray
+    hint_len: np.ndarray
+    tier: np.ndarray
+    priority: np.ndarray
+    last_access: np.ndarray
+    r: np.ndarray
+    f: np.ndarray
+    ref: np.ndarray
+    prefix: np.ndarray
+    dirty: np.ndarray
+    request_id: np.ndarray
+    hot: np.ndarray
+    hot_step: np.ndarray
+    armed: np.ndarray
+    target: np.ndarray
+    arrived_ns: np.ndarray
+    mv_dst: np.ndarray
+    mv_chan: np.ndarray
+    mv_pos: np.ndarray
+    gen: np.ndarray
+
     def __init__(self, entries: int):
         self.size = entries
         for name, dtype in FIELDS.items():
@@ -108,3 +133,7 @@ class Directory:
 
     def live_indices(self) -> np.ndarray:
         return np.flatnonzero(self.live)
+
+
+assert {k for k, v in Directory.__annotations__.items() if v == "np.ndarray"} == set(FIELDS), \
+    "Directory's declared arrays and FIELDS differ"

@@ -49,7 +49,7 @@ _TEXT_COLUMNS = {"tier", "moving"}
 
 
 # -- Python-side views ---------------------------------------------------------------
-def stats(m: "DeviceModel") -> dict[str, Any]:
+def stats(m: DeviceModel) -> dict[str, Any]:
     d, dma = m.dir, m.dma
     demoted, promoted = dma.completed_by_direction()
     down = int(np.triu(dma.bytes_moved, 1).sum())
@@ -85,7 +85,7 @@ def stats(m: "DeviceModel") -> dict[str, Any]:
     return out
 
 
-def tiers(m: "DeviceModel") -> list[dict[str, Any]]:
+def tiers(m: DeviceModel) -> list[dict[str, Any]]:
     dma, bs = m.dma, m.block_size
     rows = []
     for t, (name, tc) in enumerate(zip(TIER_NAMES, m.config.tiers)):
@@ -105,7 +105,7 @@ def tiers(m: "DeviceModel") -> list[dict[str, Any]]:
     return rows
 
 
-def dma_state(m: "DeviceModel") -> list[dict[str, Any]]:
+def dma_state(m: DeviceModel) -> list[dict[str, Any]]:
     now = m.now_ns()
     rows = [m.dma.channel_state(c, now) for c in range(2)]
     for src in range(4):
@@ -132,7 +132,7 @@ def _tier_code(tier: int | str) -> int:
     return tier
 
 
-def blocks(m: "DeviceModel", tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
+def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
@@ -175,7 +175,7 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def render_stats(m: "DeviceModel") -> str:
+def render_stats(m: DeviceModel) -> str:
     return "".join(f"{k}={v}\n" for k, v in stats(m).items())
 
 
@@ -183,11 +183,11 @@ def _render_records(rows: list[dict]) -> str:
     return "".join(" ".join(f"{k}={v}" for k, v in row.items()) + "\n" for row in rows)
 
 
-def render_tiers(m: "DeviceModel") -> str:
+def render_tiers(m: DeviceModel) -> str:
     return _render_records(tiers(m))
 
 
-def render_dma(m: "DeviceModel") -> str:
+def render_dma(m: DeviceModel) -> str:
     return _render_records(dma_state(m))
 
 
@@ -197,7 +197,7 @@ def render_block_rows(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_blocks(m: "DeviceModel") -> str:
+def render_blocks(m: DeviceModel) -> str:
     return render_block_rows(blocks(m))
 
 

@@ -219,7 +219,7 @@ def _pkg_config(*args: str) -> list[str]:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise SystemExit(
             "kvcpu-dev: building the libfuse3 binding needs pkg-config and "
-            "libfuse3-dev and python3-dev (apt-get install fuse3 libfuse3-dev pkg-config python3-dev): " + str(exc))
+            "libfuse3-dev and python3-dev (apt-get install fuse3 libfuse3-dev pkg-config python3-dev): " + str(exc)) from None
     return shlex.split(out)
 
 

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evalkit import synthetic, write_jsonl  # noqa: E402
+
 from kvcpu_dev.evaluation.traces import Trace  # noqa: E402
 
 

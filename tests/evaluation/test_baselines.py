@@ -4,12 +4,12 @@ force, and the reference figures on a slice of the shipped trace."""
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import pytest
+from evalkit import SHIPPED
 
 from kvcpu_dev.evaluation import arc, belady, lru, priolru
-from evalkit import SHIPPED
 
 
 def test_lru_evicts_the_least_recently_used():
@@ -70,7 +70,7 @@ def test_belady_evicts_the_block_used_farthest_ahead():
 def brute_force_best(seq: tuple[int, ...], capacity: int) -> int:
     """The most hits any demand-paging eviction choice achieves."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(i: int, resident: frozenset) -> int:
         if i == len(seq):
             return 0

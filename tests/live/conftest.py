@@ -58,7 +58,7 @@ def live_skip_reason() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     reason = live_skip_reason()
     if reason and os.environ.get("KVCPU_REQUIRE_LIVE") and any("live" in i.keywords for i in items):
         raise pytest.UsageError(f"KVCPU_REQUIRE_LIVE is set but the live tests cannot run: {reason}")
@@ -160,7 +160,7 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:  # noqa: ANN001
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -169,7 +169,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool
     return True
 
 
-def errno_of(fn, *args: Any) -> int:  # noqa: ANN001
+def errno_of(fn, *args: Any) -> int:
     """0 if the call succeeds, else the errno of its OSError."""
     try:
         fn(*args)
@@ -273,7 +273,7 @@ class Daemon:
             if alive(pid) and self.name.encode() in _cmdline(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                wait_until(lambda: not alive(pid), timeout=5)
+                wait_until(lambda pid=pid: not alive(pid), timeout=5)
         if mounted(self.attr_dir):
             subprocess.run(["umount", "-l", str(self.attr_dir)], capture_output=True)
         if self.link.is_symlink():
@@ -473,7 +473,7 @@ class CClient(Client):
     def block(self, kind: str, va: int, length: int, target: int) -> None:
         assert self.run(kind, hex(va), length, target) == "ok"
 
-    def weights(self, values) -> None:  # noqa: ANN001
+    def weights(self, values) -> None:
         assert self.run("weights", *values) == "ok"
 
     def telemetry(self) -> dict[str, int]:
@@ -509,7 +509,7 @@ class FcntlClient(Client):
     def block(self, kind: str, va: int, length: int, target: int) -> None:
         fcntl.ioctl(self.fd, BLOCK[kind][0], _Block(va, length, target))
 
-    def weights(self, values) -> None:  # noqa: ANN001
+    def weights(self, values) -> None:
         fcntl.ioctl(self.fd, WEIGHTS, _Weights(*values))
 
     def telemetry(self) -> dict[str, int]:
@@ -542,7 +542,7 @@ class KvCpuClient(Client):
             {"hot": self.dev.mark_hot, "evict": self.dev.evict,
              "share": self.dev.share_prefix}[kind](va, length)
 
-    def weights(self, values) -> None:  # noqa: ANN001
+    def weights(self, values) -> None:
         self.dev.set_weights(*values)
 
     def telemetry(self) -> dict[str, int]:
@@ -581,7 +581,7 @@ class KvctlClient(Client):
         extra = (target,) if kind == "prefetch" else ()
         self.command(self.LABELS[kind], kind, hex(va), length, *extra)
 
-    def weights(self, values) -> None:  # noqa: ANN001
+    def weights(self, values) -> None:
         r = self.run("weights", *(f"{k}={v}" for k, v in zip(WEIGHT_FIELDS, values)))
         assert r.returncode == 0, f"kvctl weights: {r}"
 
@@ -660,7 +660,7 @@ SCENARIOS = {
 CLIENT_KINDS = ["c", "fcntl", "kvcpu", "kvctl"]
 
 
-def pytest_generate_tests(metafunc):  # noqa: ANN001
+def pytest_generate_tests(metafunc):
     if "scenario" in metafunc.fixturenames:
         metafunc.parametrize("scenario", list(SCENARIOS.values()), ids=list(SCENARIOS))
 

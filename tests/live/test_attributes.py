@@ -63,7 +63,7 @@ def test_small_reads_see_one_rendering(shared_dev):
         os.close(fd)
 
 
-def weights_of(telemetry: dict[str, int], spec) -> dict[str, int]:  # noqa: ANN001
+def weights_of(telemetry: dict[str, int], spec) -> dict[str, int]:
     return {f: telemetry[f] for f in spec.WEIGHT_FIELDS}
 
 

@@ -13,12 +13,12 @@ pytestmark = pytest.mark.live
 PROCESSES, COMMANDS = 4, 2000  # kvclient loop: step, hot, evict, prefetch, share, step, ...
 
 
-def spawn(kvclient, node, *args):  # noqa: ANN001, ANN201
+def spawn(kvclient, node, *args):
     return subprocess.Popen([str(kvclient), str(node), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc, timeout: float = 90) -> str:  # noqa: ANN001
+def finish(proc, timeout: float = 90) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{proc.args}: exit {proc.returncode}: {out} {err}"
     return out.strip()

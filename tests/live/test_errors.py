@@ -29,7 +29,7 @@ UNKNOWN = {
 }
 
 
-def python_arg(direction: int, size: int):  # noqa: ANN201
+def python_arg(direction: int, size: int):
     if size == 0:
         return 0
     return bytearray(size) if direction & R else bytes(size)

@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.live
 
 
-def attr_dict(d, name: str) -> dict[str, str]:  # noqa: ANN001
+def attr_dict(d, name: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in d.attr(name).splitlines() if "=" in line)
 
 

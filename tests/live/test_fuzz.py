@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.live
 
 
-def run_fuzz(exe, node, calls: int, seed: int) -> dict[str, int]:  # noqa: ANN001
+def run_fuzz(exe, node, calls: int, seed: int) -> dict[str, int]:
     r = subprocess.run([str(exe), str(node), str(calls), str(seed)], capture_output=True, text=True,
                        timeout=120)
     summary, *lines = r.stdout.splitlines()

@@ -34,7 +34,7 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-def as_nobody(fn) -> int:  # noqa: ANN001
+def as_nobody(fn) -> int:
     """Run ``fn()`` in a child process as uid/gid 65534; its return value
     (an int) is the exit status; an exception is 99."""
     pid = os.fork()
@@ -90,7 +90,7 @@ def helper_of(pid: int) -> int | None:
     return None
 
 
-def assert_gone(d, pid: int, spec) -> None:  # noqa: ANN001
+def assert_gone(d, pid: int, spec) -> None:
     assert spec.wait_until(lambda: not spec.alive(pid)), "the daemon still runs"
     assert not spec.mounted(d.attr_dir), "the attribute directory is still mounted"
     assert not any(str(d.attr_dir) in p for p in spec.mount_points()), "a mount under it is left"

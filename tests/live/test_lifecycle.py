@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.live
 
 
-def assert_gone(d, pid: int, spec) -> None:  # noqa: ANN001
+def assert_gone(d, pid: int, spec) -> None:
     """Nothing of daemon ``d`` (pid ``pid``) is left."""
     assert not spec.alive(pid), "the daemon still runs"
     assert not spec.mounted(d.attr_dir), "the attribute directory is still mounted"
@@ -25,7 +25,7 @@ def assert_gone(d, pid: int, spec) -> None:  # noqa: ANN001
     assert not d.pid_file.exists(), "the pid file is still there"
 
 
-def assert_no_internal_errors(d) -> None:  # noqa: ANN001
+def assert_no_internal_errors(d) -> None:
     log = d.log()
     assert "Traceback" not in log and "internal error" not in log, log
 
@@ -82,7 +82,7 @@ def test_stop_when_not_running(daemons):
     assert d.name in one_line(result.stderr)
 
 
-def kill9(d, spec) -> int:  # noqa: ANN001
+def kill9(d, spec) -> int:
     """SIGKILL the daemon; wait until it is dead and, best effort, reaped
     (whoever adopted it may be slow to collect the zombie)."""
     pid = d.pid

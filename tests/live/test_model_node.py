@@ -15,7 +15,7 @@ pytestmark = pytest.mark.live
 MODEL_ATTRS = ("model_stats", "tiers", "dma", "blocks", "model_config")
 
 
-def stats(d) -> dict[str, str]:  # noqa: ANN001
+def stats(d) -> dict[str, str]:
     return dict(line.split("=", 1) for line in d.attr("model_stats").splitlines() if "=" in line)
 
 

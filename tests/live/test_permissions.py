@@ -46,7 +46,7 @@ def as_nobody(open_dir, kvclient):
     shutil.copy(kvclient, exe)
     os.chmod(exe, 0o755)
 
-    def run(node, *args, groups=()):  # noqa: ANN001, ANN202
+    def run(node, *args, groups=()):
         def drop() -> None:
             os.setgroups(list(groups))
             os.setgid(NOBODY)

@@ -95,7 +95,7 @@ def test_kvcpu_default_device_from_environment(dev, monkeypatch):
 # -- kvctl ---------------------------------------------------------------------------
 
 
-def kvctl_run(kvctl, *args, env=None):  # noqa: ANN001
+def kvctl_run(kvctl, *args, env=None):
     return subprocess.run([kvctl, *map(str, args)], capture_output=True, text=True, timeout=60,
                           env=env)
 

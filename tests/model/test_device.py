@@ -7,10 +7,10 @@ import time
 import tomllib
 
 import pytest
+from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
 from kvcpu_dev import regs as R
 from kvcpu_dev.model import DeviceModel, ModelConfig, views
-from modelkit import MiB, CheckedModel, evict, hot, prefetch, set_weights, share, small_config, step
 
 FAST = dict(t2_bandwidth=2**40, t3_bandwidth=2**40)  # every move well inside a step
 

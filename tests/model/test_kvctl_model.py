@@ -7,9 +7,9 @@ import json
 import click
 import pytest
 from click.testing import CliRunner
+from modelkit import CheckedModel, MiB, hot, small_config, step
 
 from kvctl import model_cmds
-from modelkit import MiB, CheckedModel, hot, small_config, step
 
 
 @click.group()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
 from kvcpu_dev.model import hepc, reference
 from kvcpu_dev.model.hepc import Weights
 from kvcpu_dev.model.rtbd import Directory
-from modelkit import MiB, CheckedModel, evict, hot, prefetch, set_weights, share, small_config, step
 
 U32 = 2**32 - 1
 steps = st.one_of(st.integers(0, 600), st.integers(U32 - 600, U32), st.integers(0, U32))
