@@ -20,7 +20,6 @@ import logging
 import os
 import pathlib
 import socket
-import sys
 from collections.abc import Callable
 
 import trio
@@ -45,7 +44,7 @@ log = logging.getLogger("kvcpu_dev")
 
 PCI_ID = ("0x1de5", "0x0a10")
 
-__all__ = ["Options", "StartError", "main", "serve"]
+__all__ = ["Options", "StartError", "serve"]
 
 
 def clean_stale(opts: Options, transport: str, run_dir: RunDir) -> None:
@@ -213,9 +212,3 @@ def _error_in(exc: BaseException) -> BaseException | None:
             if (found := _error_in(inner)) is not None:
                 return found
     return None
-
-
-def main() -> None:  # the console script's entry (pyproject: kvcpu_dev.daemon:main)
-    from .cli import main as cli_main
-
-    sys.exit(cli_main())

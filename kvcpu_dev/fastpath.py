@@ -28,11 +28,10 @@ from . import abi, regs
 from .attrs import Attribute
 from .core import Traced, driver_attributes
 from .native._fuse import ffi, lib
+from .paths import RING_EVENTS
 
 log = logging.getLogger("kvcpu_dev.trace")
 
-#: Events held between drains; at 224 bytes each, 16384 is 3.5 MiB.
-RING_EVENTS = 16384
 #: Events decoded per ring read.
 _BATCH = 256
 

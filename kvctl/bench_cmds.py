@@ -20,7 +20,7 @@ import click
 from kvcpu_dev import faults as fault_rules
 from kvcpu_dev.client import attr_dir as find_attr_dir
 
-from .cli import Failure
+from .errors import Failure
 
 if TYPE_CHECKING:
     from kvcpu_dev.bench.record import Recording

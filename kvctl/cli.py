@@ -19,6 +19,7 @@ from kvcpu_dev import abi
 from kvcpu_dev.attrs import U32_MAX
 from kvcpu_dev.client import KvCpu, attr_dir, default_device
 
+from .errors import Failure
 from .numbers import strtoull
 
 USAGE = """\
@@ -41,10 +42,6 @@ usage: kvctl [--device PATH] <command> [args]
   reset | unplug | replug     function-level reset; surprise removal and return
   top [--once|--count N]      live view: rates, latencies, tiers, DMA, faults
 numbers: decimal, 0x hex or 0 octal; PATH defaults to $KVCPU_DEVICE or /dev/kvcpu0"""
-
-
-class Failure(Exception):
-    """A one-line error for stderr; exit status 1."""
 
 
 def _strerror(exc: OSError) -> str:

@@ -13,8 +13,8 @@ from typing import NoReturn
 
 import click
 
-from kvcpu_dev.model import views
-from kvcpu_dev.model.config import TIER_KEYS, TIER_NAMES
+from kvcpu_dev import model_text
+from kvcpu_dev.model_text import TIER_NAMES, tier_index
 
 from .numbers import strtoull
 
@@ -54,9 +54,9 @@ def parse_va_range(text: str) -> tuple[int, int]:
 def stats_cmd(ctx: click.Context, as_json: bool) -> None:
     """Device model counters, tier occupancy and DMA state."""
     try:
-        model = views.parse_stats(_read(ctx, "model_stats"))
-        tiers = views.parse_records(_read(ctx, "tiers"))
-        dma = views.parse_records(_read(ctx, "dma"))
+        model = model_text.parse_stats(_read(ctx, "model_stats"))
+        tiers = model_text.parse_records(_read(ctx, "tiers"))
+        dma = model_text.parse_records(_read(ctx, "dma"))
     except ValueError as e:
         _fail(str(e))
     if as_json:
@@ -85,7 +85,7 @@ def blocks_cmd(ctx: click.Context, tier: str | None, va: str | None, as_json: bo
     try:
         tier_name = _tier_name(tier) if tier is not None else None
         va_range = parse_va_range(va) if va is not None else None
-        rows = views.parse_blocks(_read(ctx, "blocks"))
+        rows = model_text.parse_blocks(_read(ctx, "blocks"))
     except ValueError as e:
         _fail(str(e))
     if tier_name is not None:
@@ -96,15 +96,11 @@ def blocks_cmd(ctx: click.Context, tier: str | None, va: str | None, as_json: bo
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
-        click.echo(views.render_block_rows(rows), nl=False)
+        click.echo(model_text.render_block_rows(rows), nl=False)
 
 
 def _tier_name(text: str) -> str:
-    t = text.strip().lower()
-    for i, (key, name) in enumerate(zip(TIER_KEYS, TIER_NAMES)):
-        if t in (key, name.lower(), str(i)):
-            return name
-    raise ValueError(f"no tier {text!r} (HBM, T1, T2, T3 or 0-3)")
+    return TIER_NAMES[tier_index(text)]
 
 
 def register(group: click.Group) -> None:

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
+from .. import model_text
 from . import record as fmt
 
 log = logging.getLogger("kvcpu_dev")
@@ -230,8 +231,8 @@ def model_view_for(server: Any) -> ModelView:
             model._settle()
             return views.stats(model), views.tiers(model), views.dma_state(model)
         read = lambda name: (attr_dir / name).read_text()  # noqa: E731
-        return (views.parse_stats(read("model_stats")), views.parse_records(read("tiers")),
-                views.parse_records(read("dma")))
+        return (model_text.parse_stats(read("model_stats")), model_text.parse_records(read("tiers")),
+                model_text.parse_records(read("dma")))
 
     return view
 

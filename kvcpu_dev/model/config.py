@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TIER_KEYS = ("hbm", "t1", "t2", "t3")
-TIER_NAMES = ("HBM", "T1", "T2", "T3")
+from ..model_text import TIER_KEYS, tier_by_name
+from ..model_text import TIER_NAMES as TIER_NAMES  # the model's modules take it from here
+
 HBM, T1, T2, T3 = range(4)
 
 _SIZE_UNITS = {
@@ -301,9 +302,8 @@ def _str(value: Any) -> str:
 
 
 def _tier(value: Any) -> int:
-    if isinstance(value, str) and value.lower() in TIER_KEYS:
-        return TIER_KEYS.index(value.lower())
-    return _int(value)
+    named = tier_by_name(value) if isinstance(value, str) else None
+    return named if named is not None else _int(value)
 
 
 _TOP_PARSERS = {

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import regs as R
 from ..attrs import Attribute
+from ..model_text import COUNTERS, LAST_SCAN
 from . import hepc, views
 from .config import HBM, T1, T3, TIER_NAMES, ModelConfig
 from .dma import DEMOTE, PROMOTE, DmaEngine
@@ -64,8 +65,8 @@ class DeviceModel:
         self._arm_seq = np.zeros(config.entries, dtype=np.int64)
         self._arms = 0
         self._due: list[tuple[int, int, int]] = []  # (entry, gen, deadline ns)
-        self.counts = dict.fromkeys(views.COUNTERS, 0)
-        self.last_scan: dict[str, int] = dict.fromkeys(views.LAST_SCAN, 0)
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.last_scan: dict[str, int] = dict.fromkeys(LAST_SCAN, 0)
         self._doorbells = {
             R.STEP_ADVANCE: self._step,
             R.BOOST_LEN: lambda v: self._hint("hot", self._latch[R.BOOST_ADDR], v, self._hot),

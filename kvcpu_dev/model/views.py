@@ -1,12 +1,6 @@
-"""What users see of the model: stats, the block dump, the attribute files'
-text, and the parsers kvctl uses to read those files back.
-
-Formats (all rendered only when read):
-- ``model_stats``: ``key=value`` lines.
-- ``tiers``, ``dma``: one record per line, space-separated ``key=value``.
-- ``blocks``: a ``# column ...`` header line, then one whitespace-separated
-  row per live entry in address order; ``-`` marks an empty field.
-"""
+"""What users see of the model: stats, tiers, DMA state and the block dump
+as Python values, and the attribute files' text of them.  The formats, their
+rendering and their parsers are numpy-free, in kvcpu_dev/model_text.py."""
 
 from __future__ import annotations
 
@@ -14,38 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import TIER_KEYS, TIER_NAMES
+from .. import model_text as text
+from ..model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
 from .rtbd import NO_MOVE, REQUEST_UNKNOWN
 
 if TYPE_CHECKING:
     from .device import DeviceModel
-
-#: Cumulative counters, in the order model_stats prints them.
-COUNTERS = (
-    "steps", "scans", "scans_superseded", "scan_ns_total", "scan_ns_max",
-    "hint_hot", "hint_evict", "hint_prefetch", "hint_share", "hints_zero_len",
-    "hint_untracked_blocks", "blocks_allocated", "blocks_reclaimed", "alloc_spilled",
-    "alloc_no_room", "dir_full", "evict_candidates_total", "evictions_issued",
-    "evictions_deferred_full", "demotions_cancelled", "moves_cancelled_reclaim",
-    "prefetch_issued_hint", "prefetch_issued_scan", "prefetch_already_staged",
-    "prefetch_deferred_full", "prefetch_on_time", "prefetch_late",
-    "prefetch_reclaimed_before_target", "ref_drops", "ref_saturated",
-    "step_truncations", "unknown_reg_writes", "events_lost",
-)
-
-#: What the most recent scan saw and decided (reported as last_scan_<key>).
-LAST_SCAN = (
-    "step", "scan_ns", "live", "evict_candidates", "protected_ref", "protected_hot",
-    "protected_prefetch", "evict_at_floor", "evict_busy", "evictions_issued",
-    "evictions_deferred_full", "stage_wanted", "prefetch_issued", "prefetch_deferred_full",
-)
-
-BLOCK_COLUMNS = (
-    "va", "len", "entry", "tier", "prio", "r", "f", "last_access", "ref", "prefix",
-    "dirty", "hot", "target", "request", "moving", "hint_va", "hint_len",
-)
-_HEX_COLUMNS = {"va", "hint_va"}
-_TEXT_COLUMNS = {"tier", "moving"}
 
 
 # -- Python-side views ---------------------------------------------------------------
@@ -119,24 +87,11 @@ def dma_state(m: DeviceModel) -> list[dict[str, Any]]:
     return rows
 
 
-def _tier_code(tier: int | str) -> int:
-    if isinstance(tier, str):
-        names = [n.lower() for n in TIER_NAMES]
-        if tier.lower() in names:
-            return names.index(tier.lower())
-        if tier.lower() in TIER_KEYS:
-            return TIER_KEYS.index(tier.lower())
-        tier = int(tier, 0)
-    if tier not in range(4):
-        raise ValueError(f"no tier {tier!r} (0-3 or HBM, T1, T2, T3)")
-    return tier
-
-
 def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
-        idx = idx[d.tier[idx] == _tier_code(tier)]
+        idx = idx[d.tier[idx] == tier_index(tier)]
     if va_range is not None:
         start, end = va_range
         if end <= start:
@@ -167,75 +122,17 @@ def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, i
 
 
 # -- attribute text ---------------------------------------------------------------------
-def _fmt(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key in _HEX_COLUMNS:
-        return f"{value:#x}"
-    return str(value)
-
-
 def render_stats(m: DeviceModel) -> str:
-    return "".join(f"{k}={v}\n" for k, v in stats(m).items())
-
-
-def _render_records(rows: list[dict]) -> str:
-    return "".join(" ".join(f"{k}={v}" for k, v in row.items()) + "\n" for row in rows)
+    return text.render_stats(stats(m))
 
 
 def render_tiers(m: DeviceModel) -> str:
-    return _render_records(tiers(m))
+    return text.render_records(tiers(m))
 
 
 def render_dma(m: DeviceModel) -> str:
-    return _render_records(dma_state(m))
-
-
-def render_block_rows(rows: list[dict]) -> str:
-    lines = ["# " + " ".join(BLOCK_COLUMNS)]
-    lines += [" ".join(_fmt(c, row[c]) for c in BLOCK_COLUMNS) for row in rows]
-    return "\n".join(lines) + "\n"
+    return text.render_records(dma_state(m))
 
 
 def render_blocks(m: DeviceModel) -> str:
-    return render_block_rows(blocks(m))
-
-
-# -- parsers (kvctl reads the files back) ----------------------------------------------------
-def _value(text: str) -> Any:
-    try:
-        return int(text, 0) if text[:2].lower() == "0x" else int(text)
-    except ValueError:
-        return text
-
-
-def parse_stats(text: str) -> dict[str, Any]:
-    out = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, sep, value = line.partition("=")
-            if not sep:
-                raise ValueError(f"not a key=value line: {line!r}")
-            out[key] = _value(value)
-    return out
-
-
-def parse_records(text: str) -> list[dict[str, Any]]:
-    return [parse_stats("\n".join(line.split())) for line in text.splitlines() if line.strip()]
-
-
-def parse_blocks(text: str) -> list[dict[str, Any]]:
-    lines = text.splitlines()
-    if not lines or not lines[0].startswith("# "):
-        raise ValueError("blocks: missing '# column ...' header")
-    columns = lines[0][2:].split()
-    rows = []
-    for line in lines[1:]:
-        fields = line.split()
-        if len(fields) != len(columns):
-            raise ValueError(f"blocks: {len(fields)} fields, header has {len(columns)}")
-        rows.append({
-            c: None if f == "-" else (f if c in _TEXT_COLUMNS else _value(f))
-            for c, f in zip(columns, fields)
-        })
-    return rows
+    return text.render_block_rows(blocks(m))

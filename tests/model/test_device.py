@@ -9,6 +9,7 @@ import tomllib
 import pytest
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
+from kvcpu_dev import model_text
 from kvcpu_dev import regs as R
 from kvcpu_dev.model import DeviceModel, ModelConfig, views
 
@@ -176,7 +177,7 @@ def test_transfers_complete_one_after_another_on_the_sim_clock():
     assert int(m.dir.arrived_ns[m.dir.lookup(0)]) == 1_000_000 + 976_563
     step(m, 3)
     assert m.stats()["evictions_completed"] == 2
-    dma = {r["channel"]: r for r in views.parse_records(m.attributes()[2].show()) if "channel" in r}
+    dma = {r["channel"]: r for r in model_text.parse_records(m.attributes()[2].show()) if "channel" in r}
     assert dma[0]["busy"] == 1 and dma[0]["current_done_ns"] == 1_000_000 + 3 * 976_563
     assert dma[1]["queued"] == 0
 
@@ -283,9 +284,9 @@ def test_attribute_files_render_what_the_python_views_return():
     files = {a.name: a for a in m.attributes()}
     assert set(files) == {"model_stats", "tiers", "dma", "blocks", "model_config"}
     assert all(a.store is None for a in files.values())
-    assert views.parse_stats(files["model_stats"].show()) == m.stats()
-    assert views.parse_blocks(files["blocks"].show()) == m.blocks()
-    assert views.parse_records(files["tiers"].show()) == views.tiers(m)
+    assert model_text.parse_stats(files["model_stats"].show()) == m.stats()
+    assert model_text.parse_blocks(files["blocks"].show()) == m.blocks()
+    assert model_text.parse_records(files["tiers"].show()) == views.tiers(m)
     assert ModelConfig.from_dict(tomllib.loads(files["model_config"].show())) == m.config
 
 

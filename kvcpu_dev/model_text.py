@@ -1,0 +1,135 @@
+"""The device model's text formats: the attribute files' keys and columns,
+their rendering and the parsers kvctl uses to read them back.  No numpy and
+nothing of the model: the model (model/views.py) renders with it, and kvctl
+and the bench's metrics read with it without loading the model.
+
+Formats (all rendered only when read):
+- ``model_stats``: ``key=value`` lines.
+- ``tiers``, ``dma``: one record per line, space-separated ``key=value``.
+- ``blocks``: a ``# column ...`` header line, then one whitespace-separated
+  row per live entry in address order; ``-`` marks an empty field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The tiers, by index: keys as the configuration spells them, names as the
+#: files print them.
+TIER_KEYS = ("hbm", "t1", "t2", "t3")
+TIER_NAMES = ("HBM", "T1", "T2", "T3")
+
+#: Cumulative counters, in the order model_stats prints them.
+COUNTERS = (
+    "steps", "scans", "scans_superseded", "scan_ns_total", "scan_ns_max",
+    "hint_hot", "hint_evict", "hint_prefetch", "hint_share", "hints_zero_len",
+    "hint_untracked_blocks", "blocks_allocated", "blocks_reclaimed", "alloc_spilled",
+    "alloc_no_room", "dir_full", "evict_candidates_total", "evictions_issued",
+    "evictions_deferred_full", "demotions_cancelled", "moves_cancelled_reclaim",
+    "prefetch_issued_hint", "prefetch_issued_scan", "prefetch_already_staged",
+    "prefetch_deferred_full", "prefetch_on_time", "prefetch_late",
+    "prefetch_reclaimed_before_target", "ref_drops", "ref_saturated",
+    "step_truncations", "unknown_reg_writes", "events_lost",
+)
+
+#: What the most recent scan saw and decided (reported as last_scan_<key>).
+LAST_SCAN = (
+    "step", "scan_ns", "live", "evict_candidates", "protected_ref", "protected_hot",
+    "protected_prefetch", "evict_at_floor", "evict_busy", "evictions_issued",
+    "evictions_deferred_full", "stage_wanted", "prefetch_issued", "prefetch_deferred_full",
+)
+
+BLOCK_COLUMNS = (
+    "va", "len", "entry", "tier", "prio", "r", "f", "last_access", "ref", "prefix",
+    "dirty", "hot", "target", "request", "moving", "hint_va", "hint_len",
+)
+_HEX_COLUMNS = {"va", "hint_va"}
+_TEXT_COLUMNS = {"tier", "moving"}
+
+
+# -- tiers ------------------------------------------------------------------------------
+def tier_by_name(text: str) -> int | None:
+    """The tier a name or key spells (any case), or None."""
+    t = text.strip().lower()
+    return TIER_KEYS.index(t) if t in TIER_KEYS else None  # a name in lower case is its key
+
+
+def tier_index(tier: int | str) -> int:
+    """A tier given as a name (HBM, T1, ...), a key (hbm, t1, ...) or a
+    number 0-3; ValueError names what is accepted."""
+    if isinstance(tier, str):
+        named = tier_by_name(tier)
+        if named is not None:
+            return named
+        try:
+            number = int(tier.strip(), 0)
+        except ValueError:
+            raise ValueError(f"no tier {tier!r} (HBM, T1, T2, T3 or 0-3)") from None
+    else:
+        number = tier
+    if number not in range(4):
+        raise ValueError(f"no tier {tier!r} (HBM, T1, T2, T3 or 0-3)")
+    return number
+
+
+# -- rendering ----------------------------------------------------------------------------
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in _HEX_COLUMNS:
+        return f"{value:#x}"
+    return str(value)
+
+
+def render_stats(values: dict[str, Any]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def render_records(rows: list[dict]) -> str:
+    return "".join(" ".join(f"{k}={v}" for k, v in row.items()) + "\n" for row in rows)
+
+
+def render_block_rows(rows: list[dict]) -> str:
+    lines = ["# " + " ".join(BLOCK_COLUMNS)]
+    lines += [" ".join(_fmt(c, row[c]) for c in BLOCK_COLUMNS) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- parsers (kvctl reads the files back) -----------------------------------------------------
+def _value(text: str) -> Any:
+    try:
+        return int(text, 0) if text[:2].lower() == "0x" else int(text)
+    except ValueError:
+        return text
+
+
+def parse_stats(text: str) -> dict[str, Any]:
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"not a key=value line: {line!r}")
+            out[key] = _value(value)
+    return out
+
+
+def parse_records(text: str) -> list[dict[str, Any]]:
+    return [parse_stats("\n".join(line.split())) for line in text.splitlines() if line.strip()]
+
+
+def parse_blocks(text: str) -> list[dict[str, Any]]:
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError("blocks: missing '# column ...' header")
+    columns = lines[0][2:].split()
+    rows = []
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) != len(columns):
+            raise ValueError(f"blocks: {len(fields)} fields, header has {len(columns)}")
+        rows.append({
+            c: None if f == "-" else (f if c in _TEXT_COLUMNS else _value(f))
+            for c, f in zip(columns, fields)
+        })
+    return rows
