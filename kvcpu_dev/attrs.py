@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
-U32_MAX = 0xFFFF_FFFF
-U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+from .regs import U32 as U32_MAX
+from .regs import U64 as U64_MAX
 
 
 class Attribute(NamedTuple):
@@ -30,7 +30,8 @@ class Attribute(NamedTuple):
         return 0o644 if self.store is not None else 0o444
 
 
-def _err(code: int) -> OSError:
+def os_error(code: int) -> OSError:
+    """The OSError a refused request raises (the transports answer its errno)."""
     return OSError(code, os.strerror(code))
 
 
@@ -61,21 +62,21 @@ def kstrtoull(buf: bytes, base: int = 0) -> int:
         value = value * base + digit
         n += 1
     if value > U64_MAX:  # the kernel reports overflow before trailing junk
-        raise _err(errno.ERANGE)
+        raise os_error(errno.ERANGE)
     if n == 0:
-        raise _err(errno.EINVAL)
+        raise os_error(errno.EINVAL)
     rest = s[n:]
     if rest[:1] == b"\n":
         rest = rest[1:]
     if rest:
-        raise _err(errno.EINVAL)
+        raise os_error(errno.EINVAL)
     return value
 
 
 def kstrtou32(buf: bytes, base: int = 0) -> int:
     value = kstrtoull(buf, base)
     if value > U32_MAX:
-        raise _err(errno.ERANGE)
+        raise os_error(errno.ERANGE)
     return value
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from . import abi, regs
-from .attrs import Attribute, kstrtou32
+from .attrs import Attribute, kstrtou32, os_error
 
 log = logging.getLogger("kvcpu_dev.trace")
 
@@ -43,10 +42,6 @@ _TELEMETRY = abi.TELEMETRY_INFO.codec
 
 def _log_write(write: regs.RegWrite) -> None:
     log.info("  %s", write)
-
-
-def _error(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
 
 
 class Traced:
@@ -97,11 +92,11 @@ class Device(Traced):
         """Run one command; the reply is what the kernel copies out."""
         entry = self._dispatch.get(cmd)
         if entry is None:
-            raise _error(errno.ENOTTY)
+            raise os_error(errno.ENOTTY)
         handler, size = entry
         if size is not None and len(payload) != size:
             # Only an unrestricted ioctl transport can deliver this.
-            raise _error(errno.EINVAL)
+            raise os_error(errno.EINVAL)
         with self.lock:
             if self.tracing:
                 self._trace_command(abi.BY_NUMBER[cmd], payload)
@@ -118,7 +113,7 @@ class Device(Traced):
     def _block(self, cmd: int, payload: bytes) -> bytes:
         va, length, target_step = _BLOCK.unpack(payload)
         if length == 0:
-            raise _error(errno.EINVAL)
+            raise os_error(errno.EINVAL)
         counter, sequence = _BLOCK_COMMANDS[cmd]
         self.counters[counter] += 1
         self.last_va, self.last_len, self.last_target_step = va, length, target_step

@@ -15,6 +15,10 @@ from typing import NamedTuple, Protocol
 
 BAR0_SIZE = 4096
 
+#: The registers' and the ioctls' integer widths, as masks.
+U32 = 0xFFFF_FFFF
+U64 = 0xFFFF_FFFF_FFFF_FFFF
+
 STEP_ADVANCE = 0x0100
 BOOST_ADDR = 0x0200
 BOOST_LEN = 0x0208

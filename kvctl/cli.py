@@ -16,8 +16,8 @@ from collections.abc import Callable
 import click
 
 from kvcpu_dev import abi
-from kvcpu_dev.attrs import U32_MAX
 from kvcpu_dev.client import KvCpu, attr_dir, default_device
+from kvcpu_dev.regs import U32
 
 from .errors import Failure
 from .numbers import strtoull
@@ -132,7 +132,7 @@ def _weight_setting(text: str) -> tuple[str, int]:
         number = strtoull(value)
     except ValueError as exc:
         raise Failure(f"kvctl: {name}: {exc}") from None
-    if number > U32_MAX:
+    if number > U32:
         raise Failure(f"kvctl: {name} is a 32-bit field: {value!r}")
     return name, number
 

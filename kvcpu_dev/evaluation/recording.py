@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from .. import abi
 from ..bench import record as fmt
+from ..regs import U64
 from . import arc, belady, lru, priolru, progress
 from .result import Counts, add_bytes
 
@@ -60,7 +61,6 @@ HINT_COMMANDS = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX,
 MAX_HINT_BLOCKS = 1 << 20
 CLASSIC = ("lru", "arc", "prio-lru", "belady")
 POLICIES = CLASSIC + ("hepc",)
-U64 = (1 << 64) - 1
 
 
 def is_recording(path: str | Path) -> bool:

@@ -56,8 +56,8 @@ from .traces import Trace
 if TYPE_CHECKING:
     from .policies import Options
 
-WEIGHT_FIELDS = ("w_r", "w_f", "w_s", "w_d", "evict_thresh", "prefetch_thresh")
-WEIGHT_OFFSETS = (R.WEIGHT_R, R.WEIGHT_F, R.WEIGHT_S, R.WEIGHT_D, R.EVICT_THRESH, R.PREFETCH_THRESH)
+WEIGHT_FIELDS = tuple(R.DEFAULT_WEIGHTS)
+WEIGHT_OFFSETS = R.WEIGHT_REGS
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ class AdapterConfig:
     """The runtime's and the device's parameters for one hepc run."""
 
     # HEPC registers (defaults: the documented register defaults)
-    w_r: int = 1
-    w_f: int = 1
-    w_s: int = 2
-    w_d: int = 200
-    evict_thresh: int = 0x1000
-    prefetch_thresh: int = 0xE000
+    w_r: int = R.DEFAULT_WEIGHTS["w_r"]
+    w_f: int = R.DEFAULT_WEIGHTS["w_f"]
+    w_s: int = R.DEFAULT_WEIGHTS["w_s"]
+    w_d: int = R.DEFAULT_WEIGHTS["w_d"]
+    evict_thresh: int = R.DEFAULT_WEIGHTS["evict_thresh"]
+    prefetch_thresh: int = R.DEFAULT_WEIGHTS["prefetch_thresh"]
     # the device model's own choices
     hot_protect_steps: int = 4
     r_decay_shift: int = 1

@@ -27,8 +27,7 @@ from .rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
 
 log = logging.getLogger("kvcpu_dev.model")
 
-U32 = 0xFFFF_FFFF
-U64 = 0xFFFF_FFFF_FFFF_FFFF
+U32, U64 = R.U32, R.U64
 #: How long one slice of a large hint may run in incremental mode.
 HINT_SLICE_S = 0.002
 

@@ -32,29 +32,23 @@ from .rtbd import Directory
 
 log = logging.getLogger("kvcpu_dev.model")
 
-U32 = 0xFFFF_FFFF
+#: Each weight's and threshold's width in bits in the device.
+_WIDTHS = {"w_r": 8, "w_f": 8, "w_s": 8, "w_d": 8, "evict_thresh": 16, "prefetch_thresh": 16}
 
 #: Weight/threshold register -> (attribute, width in bits in the device).
-WEIGHT_REGS = {
-    R.WEIGHT_R: ("w_r", 8),
-    R.WEIGHT_F: ("w_f", 8),
-    R.WEIGHT_S: ("w_s", 8),
-    R.WEIGHT_D: ("w_d", 8),
-    R.EVICT_THRESH: ("evict_thresh", 16),
-    R.PREFETCH_THRESH: ("prefetch_thresh", 16),
-}
+WEIGHT_REGS = {offset: (name, _WIDTHS[name]) for offset, name in zip(R.WEIGHT_REGS, R.DEFAULT_WEIGHTS)}
 
 
 @dataclass(frozen=True)
 class Weights:
     """The values the scorer uses, already at register width."""
 
-    w_r: int = 1
-    w_f: int = 1
-    w_s: int = 2
-    w_d: int = 200
-    evict_thresh: int = 0x1000
-    prefetch_thresh: int = 0xE000
+    w_r: int = R.DEFAULT_WEIGHTS["w_r"]
+    w_f: int = R.DEFAULT_WEIGHTS["w_f"]
+    w_s: int = R.DEFAULT_WEIGHTS["w_s"]
+    w_d: int = R.DEFAULT_WEIGHTS["w_d"]
+    evict_thresh: int = R.DEFAULT_WEIGHTS["evict_thresh"]
+    prefetch_thresh: int = R.DEFAULT_WEIGHTS["prefetch_thresh"]
 
 
 class Registers:
@@ -160,7 +154,7 @@ class Scanner:
         np.equal(d.ref, 0, out=tmp)
         np.logical_and(low, tmp, out=cand)  # the documented eviction rule
         np.subtract(np.uint32(step32), d.hot_step, out=u32)
-        np.less(u32, np.uint32(min(hot_protect_steps, U32)), out=hot)
+        np.less(u32, np.uint32(min(hot_protect_steps, R.U32)), out=hot)
         hot &= d.hot
         np.greater_equal(d.target, np.uint32(step32), out=ahead)
         ahead &= d.armed

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import model_text as text
 from ..model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
+from ..regs import U32
 from .rtbd import NO_MOVE, REQUEST_UNKNOWN
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, i
             return []
         idx = idx[(d.block[idx] >= np.uint64(start // bs)) & (d.block[idx] <= np.uint64((end - 1) // bs))]
     idx = idx[np.argsort(d.block[idx], kind="stable")]
-    hot = d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, 0xFFFFFFFF)))
+    hot = d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, U32)))
     cols = {
         "va": (d.block[idx] * np.uint64(bs)).tolist(),
         "entry": idx.tolist(),
