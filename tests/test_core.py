@@ -11,30 +11,33 @@ import struct
 import threading
 
 import pytest
+from kvspec import (
+    BLOCK_INFO,
+    BLOCK_REGS,
+    DEFAULTS,
+    EVICT,
+    FIELDS,
+    HOT,
+    PREFETCH,
+    SHARE,
+    STEP,
+    STEP_INFO,
+    TELEMETRY,
+    TELEMETRY_INFO,
+    U32_MAX,
+    U64_MAX,
+    WEIGHT_FIELDS,
+    WEIGHT_REGS,
+    WEIGHTS,
+    WEIGHTS_INFO,
+)
 
 from kvcpu_dev.core import Device
 
-STEP, HOT, EVICT, PREFETCH, SHARE, WEIGHTS, TELEMETRY = (
-    0x40084B01, 0x40184B02, 0x40184B03, 0x40184B04, 0x40184B05, 0x40184B06, 0x80604B07)
-STEP_INFO, BLOCK_INFO, WEIGHTS_INFO = struct.Struct("<Q"), struct.Struct("<3Q"), struct.Struct("<6I")
-TELEMETRY_INFO = struct.Struct("<9Q6I")
-FIELDS = ("current_step", "step_count", "hot_count", "evict_count", "prefetch_count",
-          "share_count", "last_va", "last_len", "last_target_step",
-          "w_r", "w_f", "w_s", "w_d", "evict_thresh", "prefetch_thresh")
-WEIGHT_FIELDS = FIELDS[9:]
-DEFAULTS = dict.fromkeys(FIELDS[:9], 0) | dict(
-    w_r=1, w_f=1, w_s=2, w_d=200, evict_thresh=4096, prefetch_thresh=57344)
-U64_MAX, U32_MAX = 2**64 - 1, 2**32 - 1
-
 #: Block command -> (counter, register offsets written: addr, len[, step]).
-BLOCK = {
-    HOT: ("hot_count", (0x200, 0x208)),
-    EVICT: ("evict_count", (0x210, 0x218)),
-    PREFETCH: ("prefetch_count", (0x300, 0x308, 0x310)),
-    SHARE: ("share_count", (0x400, 0x408)),
-}
+BLOCK = {cmd: (counter, BLOCK_REGS[cmd]) for cmd, counter in
+         ((HOT, "hot_count"), (EVICT, "evict_count"), (PREFETCH, "prefetch_count"), (SHARE, "share_count"))}
 BLOCK_IDS = ["hot", "evict", "prefetch", "share"]
-WEIGHT_REGS = (0x500, 0x508, 0x510, 0x518, 0x520, 0x528)
 WRITE_COMMANDS = {STEP: 8, HOT: 24, EVICT: 24, PREFETCH: 24, SHARE: 24, WEIGHTS: 24}
 
 

@@ -31,6 +31,27 @@ from typing import Any, NamedTuple
 
 import pytest
 
+# The spec, re-exported: the `spec` fixture hands this module out.
+from kvspec import (  # noqa: F401
+    BLOCK_REGS,
+    COUNTERS,
+    DEFAULTS,
+    EVICT,
+    FIELDS,
+    HOT,
+    PREFETCH,
+    SHARE,
+    STEP,
+    STEP_REG,
+    TELEMETRY,
+    TELEMETRY_INFO,
+    U32_MAX,
+    U64_MAX,
+    WEIGHT_FIELDS,
+    WEIGHT_REGS,
+    WEIGHTS,
+)
+
 TRANSPORT = os.environ.get("KVCPU_TEST_TRANSPORT", "fuse")
 _BIN = pathlib.Path(sys.executable).parent
 
@@ -68,27 +89,15 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
-# -- the spec, written out ------------------------------------------------------
-
-STEP, HOT, EVICT, PREFETCH, SHARE, WEIGHTS, TELEMETRY = (
-    0x40084B01, 0x40184B02, 0x40184B03, 0x40184B04, 0x40184B05, 0x40184B06, 0x80604B07)
-COUNTERS = ("step_count", "hot_count", "evict_count", "prefetch_count", "share_count")
-WEIGHT_FIELDS = ("w_r", "w_f", "w_s", "w_d", "evict_thresh", "prefetch_thresh")
-FIELDS = ("current_step", *COUNTERS, "last_va", "last_len", "last_target_step", *WEIGHT_FIELDS)
-TELEMETRY_INFO = struct.Struct("<9Q6I")
-DEFAULTS = dict.fromkeys(FIELDS[:9], 0) | dict(
-    w_r=1, w_f=1, w_s=2, w_d=200, evict_thresh=4096, prefetch_thresh=57344)
-U64_MAX, U32_MAX = 2**64 - 1, 2**32 - 1
+# -- the spec, written out (tests/kvspec.py) -------------------------------------
 
 #: Block commands: op kind -> (ioctl number, counter, decoded name, registers).
 BLOCK = {
-    "hot": (HOT, "hot_count", "MARK_HOT", (0x200, 0x208)),
-    "evict": (EVICT, "evict_count", "EVICT", (0x210, 0x218)),
-    "prefetch": (PREFETCH, "prefetch_count", "PREFETCH", (0x300, 0x308, 0x310)),
-    "share": (SHARE, "share_count", "SHARE_PREFIX", (0x400, 0x408)),
+    "hot": (HOT, "hot_count", "MARK_HOT", BLOCK_REGS[HOT]),
+    "evict": (EVICT, "evict_count", "EVICT", BLOCK_REGS[EVICT]),
+    "prefetch": (PREFETCH, "prefetch_count", "PREFETCH", BLOCK_REGS[PREFETCH]),
+    "share": (SHARE, "share_count", "SHARE_PREFIX", BLOCK_REGS[SHARE]),
 }
-STEP_REG = 0x100
-WEIGHT_REGS = (0x500, 0x508, 0x510, 0x518, 0x520, 0x528)
 
 
 def ioc(direction: int, type_: int, nr: int, size: int) -> int:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from modelkit import CheckedModel, small_config  # noqa: E402
+from modelkit import CheckedModel, small_config  # tests/model is on pythonpath (pyproject)
 
 
 @pytest.fixture
