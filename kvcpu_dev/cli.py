@@ -147,8 +147,6 @@ def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[
     """The device model from --config, then --set, then --clock; a live
     daemon runs on the wall clock unless told otherwise.  Every bad value
     is one line naming its key (model/config.py)."""
-    import tomllib
-
     from .model import DeviceModel, ModelConfig  # numpy: only when modelling
 
     overrides: dict[str, str] = {}
@@ -158,12 +156,9 @@ def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[
             raise StartError(f"--set wants KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
     try:
-        try:
-            data = tomllib.loads(config.read_text()) if config else {}
-        except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
-            raise ValueError(f"{config}: {exc}") from None
-        data.setdefault("clock", "wall")
-        base = ModelConfig.from_dict(data, str(config or "defaults"))
+        daemon_defaults = {"clock": "wall"}
+        base = (ModelConfig.from_toml(config, daemon_defaults) if config
+                else ModelConfig.from_dict(daemon_defaults, "defaults"))
         if clock is not None:
             overrides["clock"] = clock
         return DeviceModel(base.replace(**overrides))

@@ -246,13 +246,15 @@ class ModelConfig:
             raise ValueError(f"{where}: {message}") from None
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> ModelConfig:
+    def from_toml(cls, path: str | Path, defaults: dict[str, Any] | None = None) -> ModelConfig:
+        """From a TOML file; ``defaults`` fill what the file leaves out (the
+        daemon's clock = "wall").  The one way a configuration file is read."""
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
-        except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
+        except ValueError as e:  # TOMLDecodeError, a bad encoding, or an integer too long to convert
             raise ValueError(f"{path}: {e}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict({**(defaults or {}), **data}, str(path))
 
     def to_toml(self) -> str:
         """The effective configuration, readable back by from_toml."""
