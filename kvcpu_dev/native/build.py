@@ -212,6 +212,19 @@ static size_t kv_add_direntry(fuse_req_t req, char *buf, size_t bufsize,
 """
 
 
+#: The oldest libfuse the binding is built against (Debian bookworm has 3.14).
+FUSE_MIN_VERSION = "3.10"
+
+
+def _check_fuse_version() -> None:
+    """One line, not a compiler error, when libfuse3 is too old."""
+    _pkg_config("--modversion")  # pkg-config and fuse3.pc present, or that message
+    if subprocess.run(["pkg-config", f"--atleast-version={FUSE_MIN_VERSION}", "fuse3"],
+                      capture_output=True).returncode != 0:
+        found = " ".join(_pkg_config("--modversion"))
+        raise SystemExit(f"kvcpu-dev: libfuse3 >= {FUSE_MIN_VERSION} is needed, found {found} (pkg-config fuse3)")
+
+
 def _pkg_config(*args: str) -> list[str]:
     try:
         out = subprocess.run(["pkg-config", *args, "fuse3"], check=True,
@@ -236,6 +249,7 @@ def register_defines() -> list[tuple[str, str]]:
 
 
 def builder() -> cffi.FFI:
+    _check_fuse_version()
     ffi = cffi.FFI()
     ffi.cdef(CDEF + FASTPATH_H.read_text())
     cflags = _pkg_config("--cflags")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from evalkit import synthetic, write_jsonl  # tests/evaluation is on pythonpath (pyproject)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from evalkit import synthetic, write_jsonl  # noqa: E402
-
-from kvcpu_dev.evaluation.traces import Trace  # noqa: E402
+from kvcpu_dev.evaluation.traces import Trace
 
 
 @pytest.fixture
