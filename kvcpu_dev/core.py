@@ -65,7 +65,6 @@ class Device(Traced):
     def __init__(self, model: regs.MmioDevice | None = None, trace_len: int = 4096):
         self.lock = threading.Lock()
         self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
-        self.model = model
         self.current_step = 0
         self.step_count = 0
         self.counters = dict.fromkeys(

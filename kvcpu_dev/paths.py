@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import DeviceModel
 
 DEFAULT_RUN_DIR = pathlib.Path("/run/kvcpu")
 DEFAULT_DEV_DIR = pathlib.Path("/dev")
@@ -68,7 +71,7 @@ class Options:
     trace: bool = False
     poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
     ring_events: int = RING_EVENTS
-    model: Any = None  # a kvcpu_dev.model.DeviceModel, or None for registers only
+    model: DeviceModel | None = None  # None: registers only (--no-model)
     # The bench (kvcpu_dev/bench):
     record: pathlib.Path | None = None  # --record FILE: record from the start
     metrics: str | None = None  # --metrics HOST:PORT: Prometheus text at /metrics
