@@ -179,8 +179,9 @@ class ModelConfig:
             raise ValueError(f"block_size must be positive, got {self.block_size}")
         if self.initial_tier not in range(4):
             raise ValueError(f"initial_tier must be 0..3, got {self.initial_tier}")
-        for name in ("entries", "block_size", "step_period", "hot_protect_steps", "r_decay_shift"):
-            _check_range(name, name, getattr(self, name))
+        for name in _TOP_PARSERS:
+            if name in LIMITS:
+                _check_range(name, name, getattr(self, name))
         if len(self.tiers) != 4:
             raise ValueError("exactly four tiers (hbm, t1, t2, t3)")
         for key, tier in zip(TIER_KEYS, self.tiers):
@@ -258,15 +259,7 @@ class ModelConfig:
 
     def to_toml(self) -> str:
         """The effective configuration, readable back by from_toml."""
-        lines = [
-            f"entries = {self.entries}",
-            f"block_size = {self.block_size}",
-            f'clock = "{self.clock}"',
-            f"step_period = {self.step_period!r}",
-            f"initial_tier = {self.initial_tier}",
-            f"hot_protect_steps = {self.hot_protect_steps}",
-            f"r_decay_shift = {self.r_decay_shift}",
-        ]
+        lines = [f"{name} = {_toml_value(getattr(self, name))}" for name in _TOP_PARSERS]
         for key, tier in zip(TIER_KEYS, self.tiers):
             lines += [
                 "",
@@ -276,6 +269,10 @@ class ModelConfig:
                 f"latency = {tier.latency!r}",
             ]
         return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: int | float | str) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 def _int(value: Any) -> int:
@@ -317,3 +314,8 @@ _TOP_PARSERS = {
     "hot_protect_steps": _int,
     "r_decay_shift": _int,
 }
+
+#: The top-level fields are the parsers' keys (validation and to_toml walk
+#: them), the tiers apart.
+assert [f.name for f in dataclasses.fields(ModelConfig)] == [*_TOP_PARSERS, "tiers"], \
+    "ModelConfig's fields and _TOP_PARSERS differ"
