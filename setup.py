@@ -2,9 +2,21 @@
 metadata is in pyproject.toml."""
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPy(build_py):
+    """kvcpu_dev/native/build.py makes the extension at build time; an
+    installed package has no use for it (the sdist keeps it: MANIFEST.in)."""
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if (m[0], m[1]) != ("kvcpu_dev.native", "build")]
+
 
 setup(
     cffi_modules=["kvcpu_dev/native/build.py:ffibuilder"],
+    cmdclass={"build_py": BuildPy},
     # cffi builds the extension against the stable ABI (_fuse.abi3.so): one
     # wheel for every CPython from 3.11 on, tagged so.
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
