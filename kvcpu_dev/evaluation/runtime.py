@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .. import regs as R
+from .. import regs
 from ..model import DeviceModel, ModelConfig
 from ..model.config import HBM, T1
 from ..model.hepc import Weights
@@ -56,8 +56,8 @@ from .traces import Trace
 if TYPE_CHECKING:
     from .policies import Options
 
-WEIGHT_FIELDS = tuple(R.DEFAULT_WEIGHTS)
-WEIGHT_OFFSETS = R.WEIGHT_REGS
+WEIGHT_FIELDS = tuple(regs.DEFAULT_WEIGHTS)
+WEIGHT_OFFSETS = regs.WEIGHT_REGS
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ class AdapterConfig:
     """The runtime's and the device's parameters for one hepc run."""
 
     # HEPC registers (defaults: the documented register defaults)
-    w_r: int = R.DEFAULT_WEIGHTS["w_r"]
-    w_f: int = R.DEFAULT_WEIGHTS["w_f"]
-    w_s: int = R.DEFAULT_WEIGHTS["w_s"]
-    w_d: int = R.DEFAULT_WEIGHTS["w_d"]
-    evict_thresh: int = R.DEFAULT_WEIGHTS["evict_thresh"]
-    prefetch_thresh: int = R.DEFAULT_WEIGHTS["prefetch_thresh"]
+    w_r: int = regs.DEFAULT_WEIGHTS["w_r"]
+    w_f: int = regs.DEFAULT_WEIGHTS["w_f"]
+    w_s: int = regs.DEFAULT_WEIGHTS["w_s"]
+    w_d: int = regs.DEFAULT_WEIGHTS["w_d"]
+    evict_thresh: int = regs.DEFAULT_WEIGHTS["evict_thresh"]
+    prefetch_thresh: int = regs.DEFAULT_WEIGHTS["prefetch_thresh"]
     # the device model's own choices
     hot_protect_steps: int = 4
     r_decay_shift: int = 1
@@ -174,24 +174,24 @@ class Adapter:
 
     def hot(self, run: tuple[int, int]) -> None:
         va, n = self._range(run)
-        self.m.mmio_write(R.BOOST_ADDR, va)
-        self.m.mmio_write(R.BOOST_LEN, n)
+        self.m.mmio_write(regs.BOOST_ADDR, va)
+        self.m.mmio_write(regs.BOOST_LEN, n)
 
     def share(self, run: tuple[int, int]) -> None:
         va, n = self._range(run)
-        self.m.mmio_write(R.SHARE_ADDR, va)
-        self.m.mmio_write(R.SHARE_LEN, n)
+        self.m.mmio_write(regs.SHARE_ADDR, va)
+        self.m.mmio_write(regs.SHARE_LEN, n)
 
     def evict(self, run: tuple[int, int]) -> None:
         va, n = self._range(run)
-        self.m.mmio_write(R.IMEVICT_ADDR, va)
-        self.m.mmio_write(R.IMEVICT_LEN, n)
+        self.m.mmio_write(regs.IMEVICT_ADDR, va)
+        self.m.mmio_write(regs.IMEVICT_LEN, n)
 
     def prefetch(self, run: tuple[int, int], target: int) -> None:
         va, n = self._range(run)
-        self.m.mmio_write(R.PREFETCH_ADDR, va)
-        self.m.mmio_write(R.PREFETCH_LEN, n)
-        self.m.mmio_write(R.PREFETCH_STEP, target)
+        self.m.mmio_write(regs.PREFETCH_ADDR, va)
+        self.m.mmio_write(regs.PREFETCH_LEN, n)
+        self.m.mmio_write(regs.PREFETCH_STEP, target)
 
     def advance(self, steps: int = 1) -> None:
         """STEP_ADVANCE; the scan runs when the step is a multiple of scan_interval."""
@@ -201,7 +201,7 @@ class Adapter:
             for r in self.running:
                 for run in r.own + r.shared:
                     self.hot(run)
-        self.m.mmio_write(R.STEP_ADVANCE, self.step)
+        self.m.mmio_write(regs.STEP_ADVANCE, self.step)
         self.extra["steps"] += 1
         if scan:
             self.m.run_pending()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .. import regs as R
+from .. import regs
 from ..attrs import Attribute
 from ..model_text import COUNTERS, LAST_SCAN
 from . import hepc, views
@@ -27,7 +27,7 @@ from .rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
 
 log = logging.getLogger("kvcpu_dev.model")
 
-U32, U64 = R.U32, R.U64
+U32, U64 = regs.U32, regs.U64
 #: How long one slice of a large hint may run in incremental mode.
 HINT_SLICE_S = 0.002
 
@@ -51,7 +51,7 @@ class DeviceModel:
         self._sim_ns = 0
         self._t0 = time.monotonic_ns()
         self._now: Callable[[], int] = self._sim_now if config.clock == "sim" else self._wall_now
-        self._latch = {R.BOOST_ADDR: 0, R.IMEVICT_ADDR: 0, R.PREFETCH_ADDR: 0, R.PREFETCH_LEN: 0, R.SHARE_ADDR: 0}
+        self._latch = {regs.BOOST_ADDR: 0, regs.IMEVICT_ADDR: 0, regs.PREFETCH_ADDR: 0, regs.PREFETCH_LEN: 0, regs.SHARE_ADDR: 0}
         self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
         self._hint_va = self._hint_len = 0  # the hint being applied
         #: The rest of a hint still being applied (incremental mode only).
@@ -67,11 +67,11 @@ class DeviceModel:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.last_scan: dict[str, int] = dict.fromkeys(LAST_SCAN, 0)
         self._doorbells = {
-            R.STEP_ADVANCE: self._step,
-            R.BOOST_LEN: lambda v: self._hint("hot", self._latch[R.BOOST_ADDR], v, self._hot),
-            R.IMEVICT_LEN: lambda v: self._hint("evict", self._latch[R.IMEVICT_ADDR], v, self._evict),
-            R.PREFETCH_STEP: self._prefetch_doorbell,
-            R.SHARE_LEN: lambda v: self._hint("share", self._latch[R.SHARE_ADDR], v, self._share),
+            regs.STEP_ADVANCE: self._step,
+            regs.BOOST_LEN: lambda v: self._hint("hot", self._latch[regs.BOOST_ADDR], v, self._hot),
+            regs.IMEVICT_LEN: lambda v: self._hint("evict", self._latch[regs.IMEVICT_ADDR], v, self._evict),
+            regs.PREFETCH_STEP: self._prefetch_doorbell,
+            regs.SHARE_LEN: lambda v: self._hint("share", self._latch[regs.SHARE_ADDR], v, self._share),
         }
 
     # -- clocks ---------------------------------------------------------------------
@@ -124,7 +124,7 @@ class DeviceModel:
 
     def _prefetch_doorbell(self, value: int) -> None:
         target = self._to_step32(value, "PREFETCH target")
-        self._hint("prefetch", self._latch[R.PREFETCH_ADDR], self._latch[R.PREFETCH_LEN],
+        self._hint("prefetch", self._latch[regs.PREFETCH_ADDR], self._latch[regs.PREFETCH_LEN],
                    lambda i: self._prefetch(i, target))
 
     # -- hints ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import regs as R
+from .. import regs
 from .config import T1, T3
 from .rtbd import Directory
 
@@ -36,19 +36,19 @@ log = logging.getLogger("kvcpu_dev.model")
 _WIDTHS = {"w_r": 8, "w_f": 8, "w_s": 8, "w_d": 8, "evict_thresh": 16, "prefetch_thresh": 16}
 
 #: Weight/threshold register -> (attribute, width in bits in the device).
-WEIGHT_REGS = {offset: (name, _WIDTHS[name]) for offset, name in zip(R.WEIGHT_REGS, R.DEFAULT_WEIGHTS)}
+WEIGHT_REGS = {offset: (name, _WIDTHS[name]) for offset, name in zip(regs.WEIGHT_REGS, regs.DEFAULT_WEIGHTS)}
 
 
 @dataclass(frozen=True)
 class Weights:
     """The values the scorer uses, already at register width."""
 
-    w_r: int = R.DEFAULT_WEIGHTS["w_r"]
-    w_f: int = R.DEFAULT_WEIGHTS["w_f"]
-    w_s: int = R.DEFAULT_WEIGHTS["w_s"]
-    w_d: int = R.DEFAULT_WEIGHTS["w_d"]
-    evict_thresh: int = R.DEFAULT_WEIGHTS["evict_thresh"]
-    prefetch_thresh: int = R.DEFAULT_WEIGHTS["prefetch_thresh"]
+    w_r: int = regs.DEFAULT_WEIGHTS["w_r"]
+    w_f: int = regs.DEFAULT_WEIGHTS["w_f"]
+    w_s: int = regs.DEFAULT_WEIGHTS["w_s"]
+    w_d: int = regs.DEFAULT_WEIGHTS["w_d"]
+    evict_thresh: int = regs.DEFAULT_WEIGHTS["evict_thresh"]
+    prefetch_thresh: int = regs.DEFAULT_WEIGHTS["prefetch_thresh"]
 
 
 class Registers:
@@ -154,7 +154,7 @@ class Scanner:
         np.equal(d.ref, 0, out=tmp)
         np.logical_and(low, tmp, out=cand)  # the documented eviction rule
         np.subtract(np.uint32(step32), d.hot_step, out=u32)
-        np.less(u32, np.uint32(min(hot_protect_steps, R.U32)), out=hot)
+        np.less(u32, np.uint32(min(hot_protect_steps, regs.U32)), out=hot)
         hot &= d.hot
         np.greater_equal(d.target, np.uint32(step32), out=ahead)
         ahead &= d.armed

@@ -3,7 +3,7 @@ every operation, and hints written in the driver's register order."""
 
 from __future__ import annotations
 
-from kvcpu_dev import regs as R
+from kvcpu_dev import regs
 from kvcpu_dev.model import DeviceModel, ModelConfig
 
 MiB = 2**20
@@ -29,34 +29,34 @@ class CheckedModel(DeviceModel):
 
 
 def hot(m, va, length):
-    m.mmio_write(R.BOOST_ADDR, va)
-    m.mmio_write(R.BOOST_LEN, length)
+    m.mmio_write(regs.BOOST_ADDR, va)
+    m.mmio_write(regs.BOOST_LEN, length)
 
 
 def evict(m, va, length):
-    m.mmio_write(R.IMEVICT_ADDR, va)
-    m.mmio_write(R.IMEVICT_LEN, length)
+    m.mmio_write(regs.IMEVICT_ADDR, va)
+    m.mmio_write(regs.IMEVICT_LEN, length)
 
 
 def prefetch(m, va, length, target):
-    m.mmio_write(R.PREFETCH_ADDR, va)
-    m.mmio_write(R.PREFETCH_LEN, length)
-    m.mmio_write(R.PREFETCH_STEP, target)
+    m.mmio_write(regs.PREFETCH_ADDR, va)
+    m.mmio_write(regs.PREFETCH_LEN, length)
+    m.mmio_write(regs.PREFETCH_STEP, target)
 
 
 def share(m, va, length):
-    m.mmio_write(R.SHARE_ADDR, va)
-    m.mmio_write(R.SHARE_LEN, length)
+    m.mmio_write(regs.SHARE_ADDR, va)
+    m.mmio_write(regs.SHARE_LEN, length)
 
 
 def set_weights(m, w_r, w_f, w_s, w_d, evict_thresh, prefetch_thresh):
-    for off, v in zip((R.WEIGHT_R, R.WEIGHT_F, R.WEIGHT_S, R.WEIGHT_D, R.EVICT_THRESH, R.PREFETCH_THRESH),
+    for off, v in zip((regs.WEIGHT_R, regs.WEIGHT_F, regs.WEIGHT_S, regs.WEIGHT_D, regs.EVICT_THRESH, regs.PREFETCH_THRESH),
                       (w_r, w_f, w_s, w_d, evict_thresh, prefetch_thresh)):
         m.mmio_write(off, v)
 
 
 def step(m, n, run=True):
-    m.mmio_write(R.STEP_ADVANCE, n)
+    m.mmio_write(regs.STEP_ADVANCE, n)
     if run:
         m.run_pending()
 

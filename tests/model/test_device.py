@@ -9,8 +9,7 @@ import tomllib
 import pytest
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
-from kvcpu_dev import model_text
-from kvcpu_dev import regs as R
+from kvcpu_dev import model_text, regs
 from kvcpu_dev.model import DeviceModel, ModelConfig, views
 
 FAST = dict(t2_bandwidth=2**40, t3_bandwidth=2**40)  # every move well inside a step
@@ -301,9 +300,9 @@ def test_blocks_filter_by_tier_and_address_range(model):
 
 def test_an_unchecked_model_needs_no_test_scaffolding():
     m = DeviceModel()
-    m.mmio_write(R.BOOST_ADDR, 0)
-    m.mmio_write(R.BOOST_LEN, 1)
-    m.mmio_write(R.STEP_ADVANCE, 1)
+    m.mmio_write(regs.BOOST_ADDR, 0)
+    m.mmio_write(regs.BOOST_LEN, 1)
+    m.mmio_write(regs.STEP_ADVANCE, 1)
     assert m.run_pending()
     m.check_invariants()
     assert m.stats()["live_entries"] == 1
