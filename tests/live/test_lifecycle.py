@@ -223,6 +223,9 @@ def test_foreground(daemons, spec):
     d.pids.add(proc.pid)
     try:
         assert spec.wait_until(d.answers), "the foreground daemon never answered"
+        # The C fast path answers as soon as the kernel's INIT is done; the
+        # pid file follows once Python has published the node.
+        assert spec.wait_until(d.pid_file.exists), "no pid file"
         assert d.pid == proc.pid
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
