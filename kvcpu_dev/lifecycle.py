@@ -20,6 +20,7 @@ import logging
 import os
 import pathlib
 import re
+import select
 import shlex
 import signal
 import stat
@@ -451,16 +452,20 @@ def stop(opts: Options) -> str:
             with contextlib.suppress(ProcessLookupError):  # it may be on its way out
                 signal.pidfd_send_signal(pidfd, signal.SIGTERM)
                 signal.pidfd_send_signal(pidfd, signal.SIGCONT)  # a stopped daemon must hear it
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while True:
+                with lock_if_free(opts, run_dir) as free:
+                    if free:  # and whatever a crash of its own start left (a temporary link)
+                        for what in remove_leftovers(opts, run_dir):
+                            log.info("%s: removed %s", opts.name, what)
+                        break
+                if time.monotonic() > deadline:
+                    raise StartError(f"{opts.name} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
+                time.sleep(0.01)
+            # The lock is free once the daemon let go of it; "stopped" means
+            # the process is gone too (a pidfd reads ready when it exits).
+            if not select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise StartError(f"{opts.name} (pid {pid}) did not exit within {STOP_TIMEOUT:.0f} s")
         finally:
             os.close(pidfd)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while True:
-            with lock_if_free(opts, run_dir) as free:
-                if free:  # and whatever a crash of its own start left (a temporary link)
-                    for what in remove_leftovers(opts, run_dir):
-                        log.info("%s: removed %s", opts.name, what)
-                    break
-            if time.monotonic() > deadline:
-                raise StartError(f"{opts.name} (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s")
-            time.sleep(0.01)
     return f"kvcpu-dev: {opts.name} stopped (pid {pid})"

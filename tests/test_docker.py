@@ -449,7 +449,7 @@ def test_live_suite_inside_container(container):
         pytest.skip("tests/live has no tests in this checkout")
     t0 = time.monotonic()
     r = dexec(container, "python3 -m pytest tests/live -q -rs -p no:cacheprovider",
-              env={"KVCPU_TEST_TRANSPORT": "fuse"}, timeout=900, check=False)
+              env={"KVCPU_TEST_TRANSPORT": "fuse", "KVCPU_IN_CONTAINER": "1"}, timeout=900, check=False)
     TIMINGS["live_suite_in_container_s"] = round(time.monotonic() - t0, 2)
     summary = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
     TIMINGS["live_suite_result"] = summary.strip("= ")
