@@ -3,12 +3,18 @@ shape of ``kvcpu-eval --json``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
 
 from . import progress
 from .policies import POLICIES, Cache, Options
 from .result import Counts
 from .traces import Trace
+
+J = TypeVar("J")
+R = TypeVar("R")
+A = TypeVar("A")
 
 #: Per-policy series in the JSON, one value per capacity.
 SERIES = ("hit_ratio", "t1_hit_ratio", "hits", "t1_hits", "evictions", "reloads", "bytes_up", "bytes_down",
@@ -53,6 +59,26 @@ def series(runs: list[Counts]) -> dict:
 _CACHE: Cache | None = None  # inherited by worker processes
 
 
+def map_jobs(fn: Callable[[J], R], work: list[J], jobs: int, init: Callable[[A], None], arg: A,
+             title: str, show_progress: bool | None) -> list[R]:
+    """``fn`` over ``work`` in order, in this process (jobs <= 1) or in a
+    pool of ``jobs`` processes, each set up once by ``init(arg)``; one
+    progress bar either way."""
+    out: list[R] = []
+    with progress.bar(len(work), title, show_progress) as bar:
+        if jobs <= 1:
+            init(arg)
+            for job in work:
+                out.append(fn(job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(jobs, initializer=init, initargs=(arg,)) as pool:
+                for r in pool.map(fn, work):
+                    out.append(r)
+                    bar.update()
+    return out
+
+
 def _init(cache: Cache) -> None:
     global _CACHE
     _CACHE = cache
@@ -80,19 +106,7 @@ def evaluate(trace: Trace, capacities: list[int], policies: list[str], opts: Opt
         "policies": {},
     }
     work = [(name, cap, opts) for name in policies for cap in capacities]
-    done: list[Counts] = []
-    with progress.bar(len(work), "kvcpu-eval", show_progress) as bar:
-        if jobs <= 1:
-            _init(cache)
-            for job in work:
-                bar.set_postfix_str(f"{job[0]} @ {job[1]}")
-                done.append(_run(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(jobs, initializer=_init, initargs=(cache,)) as pool:
-                for c in pool.map(_run, work):
-                    done.append(c)
-                    bar.update()
+    done = map_jobs(_run, work, jobs, _init, cache, "kvcpu-eval", show_progress)
     k = len(capacities)
     for i, name in enumerate(policies):
         result["policies"][name] = series(done[i * k:(i + 1) * k])

@@ -16,10 +16,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-from concurrent.futures import ProcessPoolExecutor
 from typing import cast
 
-from . import progress, runner
+from . import runner
 from .policies import Options
 from .runtime import Adapter, AdapterConfig, config_for
 from .traces import Trace
@@ -67,18 +66,7 @@ def evaluate_settings(trace: Trace, settings: list[dict], capacities: list[int],
                       jobs: int, show_progress: bool | None) -> list[list[float]]:
     """Hit ratio of every setting at every capacity, in parallel processes."""
     work = [(p, cap, block_bytes) for p in settings for cap in capacities]
-    out: list[tuple[float, float]] = []
-    with progress.bar(len(work), f"tune {trace.name}", show_progress) as bar:
-        if jobs <= 1:
-            _init(trace)
-            for job in work:
-                out.append(_hit_ratio(job))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(jobs, initializer=_init, initargs=(trace,)) as pool:
-                for r in pool.map(_hit_ratio, work):
-                    out.append(r)
-                    bar.update()
+    out = runner.map_jobs(_hit_ratio, work, jobs, _init, trace, f"tune {trace.name}", show_progress)
     k = len(capacities)
     return [[h for h, _ in out[i * k:(i + 1) * k]] for i in range(len(settings))]
 
