@@ -13,7 +13,7 @@ import timeit
 from _common import Report, median
 
 from kvcpu_dev import abi
-from kvcpu_dev.core import Device
+from kvcpu_dev.core import Driver
 
 BATCH = 2000
 BATCHES = 30
@@ -27,16 +27,16 @@ def per_call_us(fn) -> float:
 
 def main() -> int:
     report = Report("device core, in-process, per command (median)")
-    bench(Device(), report, "", targeted=True)
+    bench(Driver(), report, "", targeted=True)
     # The same with the device model behind BAR0 (its own targets are in
     # bench_model.py): what a command costs the live daemon.
     from kvcpu_dev.model import DeviceModel
 
-    bench(Device(model=DeviceModel()), report, " + model", targeted=False)
+    bench(Driver(model=DeviceModel()), report, " + model", targeted=False)
     return report.finish()
 
 
-def bench(dev: Device, report: Report, label: str, targeted: bool) -> None:
+def bench(dev: Driver, report: Report, label: str, targeted: bool) -> None:
     step = abi.STEP_INFO.codec.pack(128)
     block = abi.BLOCK_INFO.codec.pack(0x7F00_0000_0000, 2 << 20, 0)
     weights = abi.WEIGHTS_INFO.codec.pack(1, 1, 2, 200, 4096, 57344)

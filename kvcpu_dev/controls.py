@@ -14,9 +14,9 @@ import errno
 import logging
 
 from . import faults
-from .attrs import Attribute
-from .fastpath import FaultRule, NativeDevice
+from .fastpath import FaultRule, NativeDriver
 from .native._fuse import lib
+from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -30,38 +30,38 @@ def _invalid(why: str) -> OSError:
     return OSError(errno.EINVAL, why)
 
 
-def attributes(device: NativeDevice) -> list[Attribute]:
+def attributes(driver: NativeDriver) -> list[Attribute]:
     def show_faults() -> str:
-        return faults.render(device.faults(), _MODE_NAMES)
+        return faults.render(driver.faults(), _MODE_NAMES)
 
     def store_faults(buf: bytes) -> None:
         words = buf.decode(errors="replace").split()
         if words == ["clear"]:
-            device.clear_faults()
+            driver.clear_faults()
         elif len(words) == 2 and words[0] == "del" and words[1].isdigit():
-            device.delete_fault(int(words[1]))  # ENOENT if there is none
+            driver.delete_fault(int(words[1]))  # ENOENT if there is none
         elif words[:1] == ["add"]:
             try:
                 rule = faults.parse_rule(words[1:])
             except ValueError as exc:
                 raise _invalid(str(exc)) from None
-            device.add_fault(FaultRule(
+            driver.add_fault(FaultRule(
                 rule.cmd, rule.errno, _MODES[rule.mode], rule.n,
                 min(round(rule.probability * 2**32), 2**32), rule.seed, rule.latency_ns))
         else:
             raise _invalid(f"expected add/del/clear, got {buf[:40]!r}")
 
     def show_control() -> str:
-        return f"present={int(device.present)}\nresets={device.resets()}\n"
+        return f"present={int(driver.present)}\nresets={driver.resets()}\n"
 
     def store_control(buf: bytes) -> None:
         word = buf.decode(errors="replace").strip()
         if word == "reset":
-            device.reset()
+            driver.reset()
         elif word in ("unplug", "replug"):
             # The node stays where it is (a daemon under --runas could not
             # put it back): opening it, like any command, answers ENODEV.
-            device.present = word == "replug"
+            driver.present = word == "replug"
         else:
             raise _invalid(f"expected reset, unplug or replug, got {buf[:40]!r}")
 

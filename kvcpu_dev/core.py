@@ -1,7 +1,7 @@
 """The device core: the reference driver's ioctl and sysfs semantics, with
 no I/O.
 
-``Device.ioctl(cmd, payload)`` takes a command number and the bytes the
+``Driver.ioctl(cmd, payload)`` takes a command number and the bytes the
 kernel copied in, and returns the bytes to copy out or raises ``OSError``
 with the driver's errno.  Every command holds one lock across its state
 update and its register writes, as the driver holds its mutex, so a
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from . import abi, regs
-from .attrs import Attribute, kstrtou32, os_error
+from .sysfs import Attribute, kstrtou32, os_error
 
 log = logging.getLogger("kvcpu_dev.trace")
 
@@ -59,12 +59,12 @@ class Traced:
         self.bar0.observer = _log_write if on else None
 
 
-class Device(Traced):
+class Driver(Traced):
     """One KV-CPU device's driver-visible state and its BAR0 window."""
 
-    def __init__(self, model: regs.MmioDevice | None = None, trace_len: int = 4096):
+    def __init__(self, model: regs.MmioListener | None = None, trace_len: int = 4096):
         self.lock = threading.Lock()
-        self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
+        self.bar0 = regs.Bar0(trace_len=trace_len, model=model)
         self.current_step = 0
         self.step_count = 0
         self.counters = dict.fromkeys(
@@ -170,8 +170,8 @@ class Device(Traced):
 
 
 class DriverState(Protocol):
-    """What the sysfs attributes need of a device (core.Device, or the C
-    state behind fastpath.NativeDevice)."""
+    """What the sysfs attributes need of a device (core.Driver, or the C
+    state behind fastpath.NativeDriver)."""
 
     def telemetry(self) -> dict[str, int]: ...
     def store_weight(self, field: str, value: int) -> None: ...

@@ -196,8 +196,8 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
             run_dir.remove_pid(opts.pid_name, os.getpid())
         else:
             helper.close()  # its end of the pair sees EOF when we exit
-    served = server.device.telemetry()
-    log.info("%s stopped (%d steps, %d register writes)", opts.name, served["step_count"], server.device.bar0.seq)
+    served = server.driver.telemetry()
+    log.info("%s stopped (%d steps, %d register writes)", opts.name, served["step_count"], server.driver.bar0.seq)
     return 0
 
 

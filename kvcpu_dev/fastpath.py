@@ -1,7 +1,7 @@
 """The device as the daemon runs it: the driver state in C, answered by a C
 thread, and the event ring through which Python learns what happened.
 
-``NativeDevice`` has core.Device's interface (``ioctl``, ``telemetry``,
+``NativeDriver`` has core.Driver's interface (``ioctl``, ``telemetry``,
 ``attributes``, ``tracing``, ``bar0``), but the state lives in
 native/fastpath.c under one mutex, so the fast-path thread can answer
 ioctls without the GIL.  Python sees each command afterwards, in batches,
@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 import trio
 
 from . import abi, regs
-from .attrs import Attribute
 from .core import Traced, driver_attributes
 from .native._fuse import ffi, lib
 from .paths import RING_EVENTS
+from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev.trace")
 
@@ -89,10 +89,10 @@ def _decode(ev: tuple) -> Event:
                  fault, latency_us, service_ns)
 
 
-class NativeDevice(Traced):
+class NativeDriver(Traced):
     """One device's driver state in C, and the Python side of its ring."""
 
-    def __init__(self, model: regs.MmioDevice | None = None, *,
+    def __init__(self, model: regs.MmioListener | None = None, *,
                  ring_events: int = RING_EVENTS, trace_len: int = 4096):
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         handle = lib.kv_dev_new(ring_events, self.wake_fd)
@@ -102,7 +102,7 @@ class NativeDevice(Traced):
         self.handle = ffi.gc(handle, lib.kv_dev_free)
         #: Python's copy of BAR0 and its write trace, rebuilt from the ring;
         #: the model listens behind it.
-        self.bar0 = regs.Bar0(trace_len=trace_len, device=model)
+        self.bar0 = regs.Bar0(trace_len=trace_len, model=model)
         self.model = model
         #: Called with every drained Event (recorders, metrics).
         self.listeners: list[Callable[[Event], None]] = []
@@ -123,7 +123,7 @@ class NativeDevice(Traced):
             self.handle = None
             os.close(self.wake_fd)
 
-    # -- the driver's interface (as core.Device) ------------------------
+    # -- the driver's interface (as core.Driver) ------------------------
 
     def ioctl(self, cmd: int, payload: bytes = b"", pid: int = 0) -> bytes:
         """Run one command in-process, through the same C code as the node."""
@@ -313,27 +313,27 @@ class FastSession:
     """The device's own libfuse session (the device file's FUSE mount, or
     the CUSE device), served by the C thread from ``start()`` to ``close()``."""
 
-    def __init__(self, device: NativeDevice, se: Any, kind: str, what: str):
-        self.device = device
+    def __init__(self, driver: NativeDriver, se: Any, kind: str, what: str):
+        self.driver = driver
         self._se = se
         self.kind = kind
         self.what = what
         self._mounted = False
 
     @classmethod
-    def for_file(cls, device: NativeDevice, path: str, options: str,
+    def for_file(cls, driver: NativeDriver, path: str, options: str,
                  mode: int, uid: int, gid: int) -> FastSession:
-        se = lib.kv_fast_fuse_new(device.handle, options.encode(), mode, uid, gid)
+        se = lib.kv_fast_fuse_new(driver.handle, options.encode(), mode, uid, gid)
         if se == ffi.NULL:
             raise OSError(errno.EINVAL, f"fuse_session_new failed (options {options!r})")
-        return cls(device, se, "fuse", path)
+        return cls(driver, se, "fuse", path)
 
     @classmethod
-    def for_cuse(cls, device: NativeDevice, devname: str, cuse_path: str) -> FastSession:
-        se = lib.kv_fast_cuse_new(device.handle, devname.encode())
+    def for_cuse(cls, driver: NativeDriver, devname: str, cuse_path: str) -> FastSession:
+        se = lib.kv_fast_cuse_new(driver.handle, devname.encode())
         if se == ffi.NULL:
             raise OSError(errno.EINVAL, "cuse_lowlevel_new failed")
-        session = cls(device, se, "cuse", devname)
+        session = cls(driver, se, "cuse", devname)
         try:
             fd = os.open(cuse_path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
@@ -356,18 +356,18 @@ class FastSession:
         self._mounted = True
 
     def start(self, poll_us: int = 0) -> None:
-        err = lib.kv_fast_start(self.device.handle, self._se, poll_us)
+        err = lib.kv_fast_start(self.driver.handle, self._se, poll_us)
         if err:
             raise OSError(err, f"cannot start the fast-path thread: {os.strerror(err)}")
 
     async def wait_ready(self) -> None:
         """Until the kernel's INIT (CUSE: INIT done) has been answered."""
-        while not lib.kv_fast_ready(self.device.handle):
+        while not lib.kv_fast_ready(self.driver.handle):
             await trio.sleep(0.001)
 
     async def wait_exited(self) -> None:
         """Until the session ends (unmounted or released by the kernel)."""
-        while not lib.kv_fast_exited(self.device.handle):
+        while not lib.kv_fast_exited(self.driver.handle):
             await trio.sleep(0.05)
 
     def close(self) -> None:
@@ -376,6 +376,6 @@ class FastSession:
             return
         if self._mounted and self.kind == "fuse":
             lib.fuse_session_unmount(self._se)
-        lib.kv_fast_stop(self.device.handle)
+        lib.kv_fast_stop(self.driver.handle)
         lib.fuse_session_destroy(self._se)
         self._se = None

@@ -26,10 +26,10 @@ import stat
 import trio
 
 from . import mounts
-from .attrs import Attribute
 from .lowlevel import Attr, DirEntry
 from .native._fuse import lib
 from .paths import DEVICE_FILE
+from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 

@@ -82,7 +82,7 @@ class RegWrite(NamedTuple):
         return f"#{self.seq} {name}@{self.offset:#06x} <- {self.value:#x}"
 
 
-class MmioDevice(Protocol):
+class MmioListener(Protocol):
     """What sits behind BAR0 (the device model)."""
 
     def mmio_write(self, offset: int, value: int) -> None: ...
@@ -91,11 +91,11 @@ class MmioDevice(Protocol):
 class Bar0:
     """A 4 KiB little-endian register window with a bounded write trace."""
 
-    def __init__(self, trace_len: int = 4096, device: MmioDevice | None = None):
+    def __init__(self, trace_len: int = 4096, model: MmioListener | None = None):
         self.mem = bytearray(BAR0_SIZE)
         self.trace: collections.deque[RegWrite] = collections.deque(maxlen=trace_len)
         self.seq = 0
-        self.device = device
+        self.model = model
         #: Called with each write before the device sees it (--trace), so a
         #: log shows the write first and then what the device made of it.
         self.observer: Callable[[RegWrite], None] | None = None
@@ -112,8 +112,8 @@ class Bar0:
         self.trace.append(write)
         if self.observer is not None:
             self.observer(write)
-        if self.device is not None:
-            self.device.mmio_write(offset, value)
+        if self.model is not None:
+            self.model.mmio_write(offset, value)
 
     def read64(self, offset: int) -> int:
         return _U64.unpack_from(self.mem, offset)[0]

@@ -21,11 +21,11 @@ from collections.abc import Callable
 import trio
 
 from . import bench, controls, lowlevel, mounts
-from .attrs import Attribute
 from .cuse import CuseNode
-from .fastpath import FastSession, NativeDevice
+from .fastpath import FastSession, NativeDriver
 from .fs import NodeFS, device_mount_options, mount_options
 from .paths import Options  # names every path a device uses
+from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -50,15 +50,15 @@ class Server:
     def __init__(self, opts: Options):
         self.opts = opts
         self.transport = opts.resolved_transport()
-        self.device = NativeDevice(model=opts.model, ring_events=opts.ring_events)
-        self.device.tracing = opts.trace
-        attributes = self.device.attributes()
+        self.driver = NativeDriver(model=opts.model, ring_events=opts.ring_events)
+        self.driver.tracing = opts.trace
+        attributes = self.driver.attributes()
         if opts.model is not None:
             opts.model.incremental = True
-            attributes += [_synced(a, lambda: self.device.drain(finish=True))
+            attributes += [_synced(a, lambda: self.driver.drain(finish=True))
                            for a in opts.model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
-        attributes += controls.attributes(self.device)
+        attributes += controls.attributes(self.driver)
         # -- the bench (issue 9): recorder, metrics; their attribute files --
         attributes += bench.attach(self)
         # -- end of the bench's hook --
@@ -87,10 +87,10 @@ class Server:
         self.attr_session = lowlevel.Session.mount_fuse(
             self.fs, str(opts.attr_dir), mount_options(opts.name))
         if self.transport == "cuse":
-            self.fast = FastSession.for_cuse(self.device, opts.name, str(opts.cuse_path))
+            self.fast = FastSession.for_cuse(self.driver, opts.name, str(opts.cuse_path))
         else:
             self.fast = FastSession.for_file(
-                self.device, str(opts.device_file), device_mount_options(opts.name),
+                self.driver, str(opts.device_file), device_mount_options(opts.name),
                 opts.mode, 0, opts.gid)
 
     async def publish(self) -> None:
@@ -171,19 +171,19 @@ class Server:
         batches: the scan a STEP rang for happens off the ioctl's path, as
         on silicon, and a hint over the whole address space never holds the
         attribute mount for long."""
-        device = self.device
+        driver = self.driver
         quiet = 0
         while True:
-            drained = device.drain(DRAIN_BATCH)
+            drained = driver.drain(DRAIN_BATCH)
             self._model_work()
             if drained == DRAIN_BATCH or self._model_busy():
                 await trio.lowlevel.checkpoint()  # more is waiting
                 continue
             quiet = 0 if drained else quiet + 1
-            if quiet >= QUIET_POLLS and not device.arm():
-                await trio.lowlevel.wait_readable(device.wake_fd)
+            if quiet >= QUIET_POLLS and not driver.arm():
+                await trio.lowlevel.wait_readable(driver.wake_fd)
                 with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(device.wake_fd)
+                    os.eventfd_read(driver.wake_fd)
                 quiet = 0
             await trio.sleep(DRAIN_POLL_S)
 
@@ -204,8 +204,8 @@ class Server:
             log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
     def _show_fastpath(self) -> str:
-        self.device.drain()
-        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.device.ring_stats()}
+        self.driver.drain()
+        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats()}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
     # -- teardown ------------------------------------------------------
@@ -226,7 +226,7 @@ class Server:
             self.attr_session = None
         if self.cuse_node is not None:
             self.cuse_node.remove()
-        self.device.close()
+        self.driver.close()
         # A mount that libfuse could not take down (busy) is detached lazily.
         mounts.detach_if_mounted(self.opts.attr_dir)
         with contextlib.suppress(OSError):

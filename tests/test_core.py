@@ -1,4 +1,4 @@
-"""kvcpu_dev.core.Device in-process: the driver's semantics, its BAR0
+"""kvcpu_dev.core.Driver in-process: the driver's semantics, its BAR0
 register writes (exact offsets, values and order) and its sysfs attributes.
 Numbers and offsets are the spec's, written out here, not taken from the
 code under test."""
@@ -32,7 +32,7 @@ from kvspec import (
     WEIGHTS_INFO,
 )
 
-from kvcpu_dev.core import Device
+from kvcpu_dev.core import Driver
 
 #: Block command -> (counter, register offsets written: addr, len[, step]).
 BLOCK = {cmd: (counter, BLOCK_REGS[cmd]) for cmd, counter in
@@ -41,11 +41,11 @@ BLOCK_IDS = ["hot", "evict", "prefetch", "share"]
 WRITE_COMMANDS = {STEP: 8, HOT: 24, EVICT: 24, PREFETCH: 24, SHARE: 24, WEIGHTS: 24}
 
 
-def writes(dev: Device) -> list[tuple[int, int]]:
+def writes(dev: Driver) -> list[tuple[int, int]]:
     return [(w.offset, w.value) for w in dev.bar0.trace]
 
 
-def raw_telemetry(dev: Device) -> dict[str, int]:
+def raw_telemetry(dev: Driver) -> dict[str, int]:
     reply = dev.ioctl(TELEMETRY, b"")
     assert len(reply) == 96
     return dict(zip(FIELDS, TELEMETRY_INFO.unpack(reply)))
@@ -58,8 +58,8 @@ def errno_of(fn, *args) -> int:
 
 
 @pytest.fixture
-def dev() -> Device:
-    return Device()
+def dev() -> Driver:
+    return Driver()
 
 
 # -- defaults ---------------------------------------------------------------
@@ -174,14 +174,14 @@ def test_model_sees_every_write_in_order():
         def mmio_write(self, offset, value):
             seen.append((offset, value))
 
-    dev = Device(model=Model())
+    dev = Driver(model=Model())
     dev.ioctl(PREFETCH, BLOCK_INFO.pack(0xC000, 0x30, 9))
     dev.ioctl(STEP, STEP_INFO.pack(4))
     assert seen == [(0x300, 0xC000), (0x308, 0x30), (0x310, 9), (0x100, 4)] == writes(dev)
 
 
 def test_trace_is_bounded():
-    dev = Device(trace_len=5)
+    dev = Driver(trace_len=5)
     for k in range(3):  # 18 register writes
         dev.ioctl(WEIGHTS, WEIGHTS_INFO.pack(*[k] * 6))
     assert [(w.seq, w.offset, w.value) for w in dev.bar0.trace] == [
@@ -260,7 +260,7 @@ def test_telemetry_snapshot_is_consistent(dev):
 # -- sysfs attributes ---------------------------------------------------------
 
 
-def attrs(dev: Device):
+def attrs(dev: Driver):
     return {a.name: a for a in dev.attributes()}
 
 

@@ -1,4 +1,4 @@
-"""The C fast path against the executable specification, core.Device.
+"""The C fast path against the executable specification, core.Driver.
 
 Random command sequences (every command number the driver knows, some it
 does not, payloads of the right and wrong sizes, sysfs weight stores) run
@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcpu_dev import abi, regs
-from kvcpu_dev.core import Device
-from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, NativeDevice
+from kvcpu_dev.core import Driver
+from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, NativeDriver
 
 U64 = st.integers(0, 2**64 - 1)
 U32 = st.integers(0, 2**32 - 1)
@@ -52,7 +52,7 @@ store_op = st.tuples(st.just("store"), st.sampled_from(abi.WEIGHT_FIELDS), U32)
 ops = st.lists(st.one_of(ioctl_op(), ioctl_op(), store_op), max_size=60)
 
 
-def run(dev: Device | NativeDevice, op: tuple) -> tuple[int, bytes]:
+def run(dev: Driver | NativeDriver, op: tuple) -> tuple[int, bytes]:
     try:
         if op[0] == "store":
             dev.store_weight(op[1], op[2])
@@ -62,14 +62,14 @@ def run(dev: Device | NativeDevice, op: tuple) -> tuple[int, bytes]:
         return exc.errno, b""
 
 
-def writes(dev: Device | NativeDevice) -> list[tuple[int, int, int]]:
+def writes(dev: Driver | NativeDriver) -> list[tuple[int, int, int]]:
     return [(w.seq, w.offset, w.value) for w in dev.bar0.trace]
 
 
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_same_as_the_specification(sequence: list[tuple]) -> None:
-    spec, native = Device(), NativeDevice()
+    spec, native = Driver(), NativeDriver()
     try:
         for op in sequence:
             assert run(native, op) == run(spec, op), op
@@ -82,14 +82,14 @@ def test_same_as_the_specification(sequence: list[tuple]) -> None:
 
 
 def test_defaults_are_the_drivers() -> None:
-    native = NativeDevice()
-    assert native.telemetry() == Device().telemetry()
+    native = NativeDriver()
+    assert native.telemetry() == Driver().telemetry()
     assert native.telemetry()["w_d"] == 200 == regs.DEFAULT_WEIGHTS["w_d"]
     native.close()
 
 
 def test_each_event_carries_time_pid_payload_result_and_writes() -> None:
-    native = NativeDevice()
+    native = NativeDriver()
     seen: list[Event] = []
     native.listeners.append(seen.append)
     native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0x1000, 0x2000, 9), pid=4242)
@@ -129,7 +129,7 @@ class Listener:
 
 def test_overflow_drops_newest_counts_them_and_desyncs_the_model() -> None:
     model = Listener()
-    native = NativeDevice(model, ring_events=4)
+    native = NativeDriver(model, ring_events=4)
     for step in range(10):  # the fast path never waits for the consumer
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
     assert native.telemetry()["step_count"] == 10  # the driver state is exact
@@ -146,7 +146,7 @@ def test_overflow_drops_newest_counts_them_and_desyncs_the_model() -> None:
 def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     import os
 
-    native = NativeDevice()
+    native = NativeDriver()
     assert native.arm() is False
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 2))
@@ -157,14 +157,14 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     native.close()
 
 
-def whole_space_hint_then_step() -> tuple[NativeDevice, DeviceModel]:  # noqa: F821
+def whole_space_hint_then_step() -> tuple[NativeDriver, DeviceModel]:  # noqa: F821
     """An incremental model behind the C state, a MARK_HOT over the whole
     address space (every entry of 4096) and a STEP after it, not drained."""
     from kvcpu_dev.model import DeviceModel, ModelConfig
 
     model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
     model.incremental = True
-    native = NativeDevice(model)
+    native = NativeDriver(model)
     native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, 2**64 - 1, 0))
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 5))
     return native, model

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..attrs import Attribute
+from ..sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -33,17 +33,17 @@ class Bench:
         opts = server.opts
         model = opts.model
         self.control = RecordControl(
-            server.device, opts.name, group_writable=bool(opts.mode & 0o020),
+            server.driver, opts.name, group_writable=bool(opts.mode & 0o020),
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None))
         self.stats = metrics.CommandStats()
-        server.device.listeners.append(self.stats)
+        server.driver.listeners.append(self.stats)
 
         def recording() -> tuple[bool, int]:
             rec = self.control.recorder
             return (rec is not None, rec.events if rec is not None else 0)
 
         self.metrics = metrics.Metrics(metrics.Collector(
-            server.device, self.stats, metrics.model_view_for(server), recording))
+            server.driver, self.stats, metrics.model_view_for(server), recording))
 
     def attributes(self) -> list[Attribute]:
         return [

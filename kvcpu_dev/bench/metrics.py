@@ -97,9 +97,9 @@ ModelView = Callable[[], "tuple[dict[str, Any], list[dict], list[dict]] | None"]
 class Collector(_CollectorBase):
     """Builds every metric family at scrape time."""
 
-    def __init__(self, device: Any, stats: CommandStats, model_view: ModelView,
+    def __init__(self, driver: Any, stats: CommandStats, model_view: ModelView,
                  recording: Callable[[], tuple[bool, int]] | None = None):
-        self.device = device
+        self.driver = driver
         self.stats = stats
         self.model_view = model_view
         self.recording = recording
@@ -148,7 +148,7 @@ class Collector(_CollectorBase):
             yield from _model_families(*view)
 
     def _device(self) -> Iterator[Any]:
-        d = self.device
+        d = self.driver
         if getattr(d, "handle", None) is None:
             return
         ring = d.ring_stats()
@@ -227,7 +227,7 @@ def model_view_for(server: Any) -> ModelView:
         from ..model import views  # the daemon has numpy loaded already
 
         if threading.current_thread() is threading.main_thread():
-            server.device.drain(finish=True)
+            server.driver.drain(finish=True)
             model._settle()
             return views.stats(model), views.tiers(model), views.dma_state(model)
         read = lambda name: (attr_dir / name).read_text()  # noqa: E731

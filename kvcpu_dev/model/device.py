@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .. import regs
-from ..attrs import Attribute
 from ..model_text import COUNTERS, LAST_SCAN
+from ..sysfs import Attribute
 from . import hepc, views
 from .config import HBM, T1, T3, TIER_NAMES, ModelConfig
 from .dma import DEMOTE, PROMOTE, DmaEngine

@@ -1,4 +1,4 @@
-"""Record -> evaluate: a recording made in-process (core.Device + the
+"""Record -> evaluate: a recording made in-process (core.Driver + the
 recorder, no daemon) evaluated with kvcpu-eval: the access sequence it
 maps to, the classic policies on it, HEPC through the recorded register
 writes, and the command line."""

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcpu_dev.attrs import U32_MAX, U64_MAX, Attribute, kstrtou32, kstrtoull
+from kvcpu_dev.sysfs import U32_MAX, U64_MAX, Attribute, kstrtou32, kstrtoull
 
 VALID = [
     (b"0", 0),
