@@ -7,11 +7,13 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import recording, report, runner
 from .policies import POLICIES, Options
+from .result import EvalResult
 from .traces import read_trace
 
 MiB = 2**20
@@ -97,7 +99,7 @@ def _main_recording(path: Path, capacities: str, policies: str | None, limit: in
     _output(result, as_json, plot, report_path)
 
 
-def _output(result: dict, as_json: bool, plot: Path | None, report_path: Path | None) -> None:
+def _output(result: EvalResult, as_json: bool, plot: Path | None, report_path: Path | None) -> None:
     command = "kvcpu-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if plot:
         report.write_plot(result, plot)
@@ -112,8 +114,8 @@ def _output(result: dict, as_json: bool, plot: Path | None, report_path: Path | 
             click.echo(json.dumps(result["tuning"], indent=1))
 
 
-def _overrides(items: tuple[str, ...]) -> dict:
-    out = {}
+def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -122,8 +124,8 @@ def _overrides(items: tuple[str, ...]) -> dict:
     return out
 
 
-def _parameters(opts: Options, names: list[str]) -> dict:
-    params: dict = {"block_bytes": opts.block_bytes}
+def _parameters(opts: Options, names: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {"block_bytes": opts.block_bytes}
     if any(n.startswith("hepc") for n in names):
         from . import runtime
         params["hepc"] = {n: runtime.describe(n, opts) for n in names if n.startswith("hepc")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import arc, belady, lru, priolru
 from .result import Counts, add_bytes
@@ -19,7 +20,7 @@ class Options:
     adapter's parameters for the hepc policies (see runtime.py)."""
 
     block_bytes: int = 64 * MiB  # one 512-token block of Llama-3-8B fp16
-    hepc: dict = field(default_factory=dict)  # overrides of runtime.AdapterConfig
+    hepc: dict[str, Any] = field(default_factory=dict)  # overrides of runtime.AdapterConfig's fields
 
 
 class Cache:

@@ -6,6 +6,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
+
+
+class Bar(Protocol):
+    """What callers use of a progress bar: tqdm's, or one that shows nothing."""
+
+    def update(self, n: int = 1) -> object: ...
+    def set_postfix_str(self, s: str) -> None: ...
 
 
 class _Silent:
@@ -17,7 +25,7 @@ class _Silent:
 
 
 @contextmanager
-def bar(total: int, desc: str, enabled: bool | None = None) -> Iterator:
+def bar(total: int, desc: str, enabled: bool | None = None) -> Iterator[Bar]:
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:

@@ -47,7 +47,7 @@ from .. import abi
 from ..bench import record as fmt
 from ..regs import U64
 from . import arc, belady, lru, priolru, progress
-from .result import Counts, add_bytes
+from .result import Counts, EvalResult, add_bytes
 
 if TYPE_CHECKING:
     from ..model.config import ModelConfig
@@ -212,7 +212,7 @@ def run_hepc(seq: Sequence, capacity: int) -> Counts:
 
     config = seq.config.replace(hbm_capacity=capacity * seq.block_size, clock="sim")
     c = Counts()
-    x: dict = dict.fromkeys(_SUMMED, 0)
+    x: dict[str, int] = dict.fromkeys(_SUMMED, 0)
     x["evictions_hbm"] = 0
     seen: set[int] = set()
 
@@ -278,7 +278,7 @@ def parse_capacities(text: str, seq: Sequence) -> list[int]:
 
 
 def evaluate(seq: Sequence, capacities: list[int], policies: list[str],
-             show_progress: bool | None = None) -> dict:
+             show_progress: bool | None = None) -> EvalResult:
     """The result in the shape of ``kvcpu-eval --json`` (plus ``source``
     and ``recording``)."""
     from .runner import series
@@ -287,7 +287,7 @@ def evaluate(seq: Sequence, capacities: list[int], policies: list[str],
     if bad:
         raise ValueError(f"policy {', '.join(bad)} does not apply to a recording (known: {', '.join(POLICIES)}; "
                          "hepc is the device as the recording drove it)")
-    result: dict = {
+    result: EvalResult = {
         "trace": seq.name,
         "source": "recording",
         "requests": seq.commands,

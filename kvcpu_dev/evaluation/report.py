@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .result import EvalResult
+
 GiB = 2**30
 
 
@@ -13,7 +15,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def hit_table(result: dict) -> list[list[str]]:
+def hit_table(result: EvalResult) -> list[list[str]]:
     """Rows: a header, then one per policy with its hit ratio per capacity."""
     caps = result["capacity_blocks"]
     rows = [["policy"] + [f"{c} blocks" for c in caps]]
@@ -28,7 +30,7 @@ def hit_table(result: dict) -> list[list[str]]:
     return rows
 
 
-def movement_table(result: dict) -> list[list[str]]:
+def movement_table(result: EvalResult) -> list[list[str]]:
     """Rows: bytes moved, prefetches and stall, per policy and capacity."""
     rows = [["policy", "capacity", "GiB up", "GiB down", "prefetch on time", "prefetch late", "stall s"]]
     for name, s in result["policies"].items():
@@ -49,7 +51,7 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary(result: dict) -> str:
+def summary(result: EvalResult) -> str:
     if result.get("source") == "recording":
         r = result["recording"]
         hints = ", ".join(f"{n} {k}" for k, n in r["hints"].items())
@@ -63,7 +65,7 @@ def summary(result: dict) -> str:
             f"{_pct(1 - result['unique_blocks'] / max(1, result['accesses']))})")
 
 
-def write_markdown(result: dict, path: Path, plot: Path | None = None, command: str | None = None) -> None:
+def write_markdown(result: EvalResult, path: Path, plot: Path | None = None, command: str | None = None) -> None:
     parts = [f"# kvcpu-eval: {result['trace']}", "", summary(result), ""]
     if command:
         parts += ["```sh", command, "```", ""]
@@ -76,7 +78,7 @@ def write_markdown(result: dict, path: Path, plot: Path | None = None, command: 
     path.write_text("\n".join(parts))
 
 
-def write_plot(result: dict, path: Path) -> None:
+def write_plot(result: EvalResult, path: Path) -> None:
     """Hit ratio against capacity, one line per policy (matplotlib, no display)."""
     try:
         import matplotlib

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from . import progress
 from .policies import POLICIES, Cache, Options
-from .result import Counts
+from .result import Counts, EvalResult, Series
 from .traces import Trace
 
 J = TypeVar("J")
@@ -43,8 +43,8 @@ def parse_policies(text: str) -> list[str]:
     return names
 
 
-def series(runs: list[Counts]) -> dict:
-    out: dict = {}
+def series(runs: list[Counts]) -> Series:
+    out: Series = {}
     for key in SERIES:
         if key == "t1_hit_ratio":
             out[key] = [c.t1_hits / c.accesses if c.accesses else 0.0 for c in runs]
@@ -91,12 +91,12 @@ def _run(job: tuple[str, int, Options]) -> Counts:
 
 
 def evaluate(trace: Trace, capacities: list[int], policies: list[str], opts: Options | None = None,
-             show_progress: bool | None = None, jobs: int = 1) -> dict:
+             show_progress: bool | None = None, jobs: int = 1) -> EvalResult:
     """Every policy at every capacity; ``jobs`` > 1 runs them in that many
     processes (the results do not depend on it)."""
     opts = opts or Options()
     cache = Cache(trace)
-    result: dict = {
+    result: EvalResult = {
         "trace": trace.name,
         "requests": len(trace.requests),
         "accesses": len(trace.accesses),

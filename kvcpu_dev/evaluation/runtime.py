@@ -97,12 +97,13 @@ class AdapterConfig:
         return dataclasses.replace(self, **overrides)
 
 
-def recommended() -> dict:
+def recommended() -> dict[str, Any]:
     """The shipped recommendation (recommended.json) as stored."""
-    return json.loads(resources.files(__package__).joinpath("recommended.json").read_text())
+    stored: dict[str, Any] = json.loads(resources.files(__package__).joinpath("recommended.json").read_text())
+    return stored
 
 
-def config_for(setting: str, overrides: dict | None = None) -> AdapterConfig:
+def config_for(setting: str, overrides: dict[str, Any] | None = None) -> AdapterConfig:
     """``default``: register defaults; ``recommended``: the shipped setting."""
     base = AdapterConfig()
     if setting == "recommended":
@@ -112,7 +113,7 @@ def config_for(setting: str, overrides: dict | None = None) -> AdapterConfig:
     return base.replace(**(overrides or {}))
 
 
-def describe(policy: str, opts: Options) -> dict:
+def describe(policy: str, opts: Options) -> dict[str, Any]:
     setting = "default" if policy == "hepc-default" else "recommended"
     return dataclasses.asdict(config_for(setting, opts.hepc))
 
@@ -275,7 +276,7 @@ class Adapter:
         for run in r.shared:
             self.evict(run)
 
-    def prefetch_queue(self, queue: deque, prefetched: set[int]) -> None:
+    def prefetch_queue(self, queue: deque[int], prefetched: set[int]) -> None:
         """PREFETCH the tracked blocks of the first queued requests, targeted
         at the step they can be admitted at the earliest."""
         for pos, index in enumerate(queue):

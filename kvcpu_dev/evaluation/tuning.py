@@ -16,17 +16,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-from typing import cast
+from typing import TypeAlias, cast
 
 from . import runner
 from .policies import Options
+from .result import EvalResult, Series
 from .runtime import Adapter, AdapterConfig, config_for
 from .traces import Trace
 
 #: The grid searched.  S (step proximity) is the only recency signal that
 #: decays, over 255 STEPs: the stride sets its time scale; the threshold,
 #: with w_s = 1, sets how many STEPs a block may sit idle in HBM.
-GRID: dict[str, list] = {
+GRID: dict[str, list[int]] = {
     "step_stride": [16, 32, 64, 128, 256],
     "evict_thresh": [60, 120, 170, 200, 225, 245],
     "w_s": [1],
@@ -38,6 +39,10 @@ GRID: dict[str, list] = {
 }
 FIXED = {"scan_interval": 1}
 
+#: One setting tried: AdapterConfig fields by name (all of them, or the
+#: ones that differ from the defaults).
+Setting: TypeAlias = dict[str, float]
+
 _TRACE: Trace | None = None  # the part being evaluated, inherited by worker processes
 
 
@@ -46,14 +51,14 @@ def _init(trace: Trace) -> None:
     _TRACE = trace
 
 
-def _hit_ratio(job: tuple[dict, int, int]) -> tuple[float, float]:
+def _hit_ratio(job: tuple[Setting, int, int]) -> tuple[float, float]:
     params, capacity, block_bytes = job
     assert _TRACE is not None
     c = Adapter(_TRACE, capacity, block_bytes, AdapterConfig().replace(**params)).run()
     return c.hit_ratio, c.t1_hits / max(1, c.accesses)
 
 
-def candidates(budget: int, seed: int = 0) -> list[dict]:
+def candidates(budget: int, seed: int = 0) -> list[Setting]:
     """The settings tried: a seeded sample of the grid (always the same)."""
     keys = list(GRID)
     full = [dict(zip(keys, values)) for values in itertools.product(*GRID.values())]
@@ -62,7 +67,7 @@ def candidates(budget: int, seed: int = 0) -> list[dict]:
     return [{**FIXED, **p} for p in sample]
 
 
-def evaluate_settings(trace: Trace, settings: list[dict], capacities: list[int], block_bytes: int,
+def evaluate_settings(trace: Trace, settings: list[Setting], capacities: list[int], block_bytes: int,
                       jobs: int, show_progress: bool | None) -> list[list[float]]:
     """Hit ratio of every setting at every capacity, in parallel processes."""
     work = [(p, cap, block_bytes) for p in settings for cap in capacities]
@@ -76,7 +81,7 @@ def shares(trace: Trace, percents: list[float]) -> list[int]:
 
 
 def tune(trace: Trace, capacities: list[int], opts: Options, train_fraction: float = 0.5,
-         budget: int = 40, jobs: int = 2, show_progress: bool | None = None) -> dict:
+         budget: int = 40, jobs: int = 2, show_progress: bool | None = None) -> EvalResult:
     """Search on the training part; report on the held-out part."""
     train, held = trace.split_by_time(train_fraction)
     percents = [100 * c / trace.unique_blocks for c in capacities]
@@ -111,11 +116,11 @@ def tune(trace: Trace, capacities: list[int], opts: Options, train_fraction: flo
     return result
 
 
-def _diff(setting: dict) -> dict:
+def _diff(setting: Setting) -> Setting:
     base = dataclasses.asdict(AdapterConfig())
     return {k: v for k, v in setting.items() if base.get(k) != v}
 
 
-def _blank(n: int) -> dict:
+def _blank(n: int) -> Series:
     """Series tuning does not measure for its extra lines (hit ratio only)."""
     return {k: [0] * n for k in runner.SERIES if k != "hit_ratio"}
