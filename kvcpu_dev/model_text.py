@@ -85,11 +85,11 @@ def render_stats(values: dict[str, Any]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def render_records(rows: list[dict]) -> str:
+def render_records(rows: list[dict[str, Any]]) -> str:
     return "".join(" ".join(f"{k}={v}" for k, v in row.items()) + "\n" for row in rows)
 
 
-def render_block_rows(rows: list[dict]) -> str:
+def render_block_rows(rows: list[dict[str, Any]]) -> str:
     lines = ["# " + " ".join(BLOCK_COLUMNS)]
     lines += [" ".join(_fmt(c, row[c]) for c in BLOCK_COLUMNS) for row in rows]
     return "\n".join(lines) + "\n"

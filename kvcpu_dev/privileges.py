@@ -121,7 +121,7 @@ def resolve_user(user: str) -> RunAs:
 
 
 def _prctl(option: int, arg: int = 0) -> int:
-    res = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+    res: int = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
                       ctypes.c_ulong(0), ctypes.c_ulong(0))
     if res < 0:
         err = ctypes.get_errno()

@@ -116,4 +116,5 @@ class Bar0:
             self.model.mmio_write(offset, value)
 
     def read64(self, offset: int) -> int:
-        return _U64.unpack_from(self.mem, offset)[0]
+        value: int = _U64.unpack_from(self.mem, offset)[0]
+        return value

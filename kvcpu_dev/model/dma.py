@@ -209,10 +209,10 @@ class DmaEngine:
         m = self.bytes_moved // self.block_size
         return int(np.triu(m, 1).sum()), int(np.tril(m, -1).sum())
 
-    def channel_state(self, chan: int, now_ns: int) -> dict:
+    def channel_state(self, chan: int, now_ns: int) -> dict[str, int | str]:
         ch = self.channels[chan]
         live = ch.entry[np.arange(ch.head, ch.tail) % ch.slots] >= 0 if len(ch) else np.zeros(0, bool)
-        state = {
+        state: dict[str, int | str] = {
             "channel": chan,
             "role": CHANNEL_ROLES[chan],
             "queued": int(np.count_nonzero(live)),

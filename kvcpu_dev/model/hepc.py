@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import regs
 from .config import T1, T3
@@ -97,7 +98,8 @@ class DirectoryPrefix:
         self.size = size
 
     def __getattr__(self, name: str) -> np.ndarray:
-        return getattr(self._d, name)[: self.size]
+        column: np.ndarray = getattr(self._d, name)
+        return column[: self.size]
 
 
 class Scanner:
@@ -254,7 +256,7 @@ def select_lowest(idx: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
     if len(idx) <= k:
         return idx
     cut = np.partition(keys, k - 1)[k - 1]
-    take = keys < cut
+    take: npt.NDArray[np.bool_] = keys < cut  # typed: cut, a numpy scalar, is Any to mypy
     need = k - int(np.count_nonzero(take))
     take[np.flatnonzero(keys == cut)[:need]] = True
     return idx[take]

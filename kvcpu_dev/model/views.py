@@ -88,7 +88,7 @@ def dma_state(m: DeviceModel) -> list[dict[str, Any]]:
     return rows
 
 
-def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
+def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
