@@ -30,7 +30,7 @@ import logging
 import pathlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -91,7 +91,10 @@ class CommandStats:
             self.controls[name] = self.controls.get(name, 0) + 1
 
 
-ModelView = Callable[[], "tuple[dict[str, Any], list[dict], list[dict]] | None"]
+#: The model's counters as the collector reads them: its stats, tiers and
+#: DMA records (model/views.py, or their attribute files parsed back).
+ModelSnapshot: TypeAlias = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+ModelView: TypeAlias = Callable[[], ModelSnapshot | None]
 
 
 class Collector(_CollectorBase):
@@ -171,7 +174,7 @@ class Collector(_CollectorBase):
         yield hits
 
 
-def _model_families(stats: dict[str, Any], tiers: list[dict], dma: list[dict]) -> Iterator[Any]:
+def _model_families(stats: dict[str, Any], tiers: list[dict[str, Any]], dma: list[dict[str, Any]]) -> Iterator[Any]:
     def num(key: str) -> float:
         v = stats.get(key, 0)
         return v if isinstance(v, (int, float)) else 0
@@ -223,14 +226,16 @@ def model_view_for(server: Any) -> ModelView:
     if model is None:
         return lambda: None
 
-    def view() -> Any:
+    def read(name: str) -> str:
+        return (attr_dir / name).read_text()
+
+    def view() -> ModelSnapshot:
         from ..model import views  # the daemon has numpy loaded already
 
         if threading.current_thread() is threading.main_thread():
             server.driver.drain(finish=True)
             model._settle()
             return views.stats(model), views.tiers(model), views.dma_state(model)
-        read = lambda name: (attr_dir / name).read_text()  # noqa: E731
         return (model_text.parse_stats(read("model_stats")), model_text.parse_records(read("tiers")),
                 model_text.parse_records(read("dma")))
 

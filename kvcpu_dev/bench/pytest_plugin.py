@@ -84,7 +84,7 @@ class KvCpuDevice:
         self._started = False
 
     # -- life -----------------------------------------------------------------
-    def _cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def _cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-c", "from kvcpu_dev.cli import main; main()", *args,
                "--name", self.name, "--run-dir", str(self.run_dir), "--dev-dir", str(self.dev_dir)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

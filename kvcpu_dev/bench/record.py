@@ -60,7 +60,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -147,9 +147,10 @@ class Record:
         if self.kind != KIND_MARK:
             return {}
         try:
-            return json.loads(self.data)
+            meta: dict[str, Any] = json.loads(self.data)
         except ValueError:
             return {}
+        return meta
 
     @property
     def reply(self) -> bytes:
@@ -196,7 +197,7 @@ def header_bytes(meta: dict[str, Any] | None = None) -> bytes:
 
 
 def encode(seq: int, t_ns: int, kind: int, cmd: int, pid: int, err: int, data: bytes,
-           writes: tuple = (), fault: int = 0, latency_us: int = 0, service_ns: int = 0,
+           writes: Sequence[tuple[int, int, int]] = (), fault: int = 0, latency_us: int = 0, service_ns: int = 0,
            comm: bytes = b"") -> bytes:
     """One framed record.  ``writes``: (seq, offset, value) triples, or
     regs.RegWrite, which is the same tuple."""
