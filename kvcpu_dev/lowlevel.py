@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -132,7 +132,8 @@ class Operations(Protocol):
 
 
 def _ops(req: Any) -> Operations:
-    return ffi.from_handle(lib.fuse_req_userdata(req))
+    ops: Operations = ffi.from_handle(lib.fuse_req_userdata(req))
+    return ops
 
 
 def _answer(req: Any, reply: Callable[[Any, Any], object], handler: Callable[..., Any], *args: Any) -> None:
@@ -191,57 +192,67 @@ def _reply_dir(size: int, off: int) -> Callable[[Any, Sequence[DirEntry]], None]
     return reply
 
 
-@ffi.def_extern()
+_Callback = TypeVar("_Callback", bound=Callable[..., None])
+
+
+def _extern(callback: _Callback) -> _Callback:
+    """``@ffi.def_extern()``, typed: cffi binds ``callback`` to the
+    ``extern "Python"`` function of its name and returns it unchanged."""
+    ffi.def_extern()(callback)
+    return callback
+
+
+@_extern
 def kv_ll_init(userdata: Any, conn: Any) -> None:
     ffi.from_handle(userdata).started()
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_lookup(req: Any, parent: Any, name: Any) -> None:
     _answer(req, _reply_entry, _ops(req).lookup, parent, ffi.string(name))
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_getattr(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_attr, _ops(req).getattr, ino)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_setattr(req: Any, ino: Any, attr: Any, to_set: Any, fi: Any) -> None:
     _answer(req, _reply_attr, _ops(req).setattr, ino, to_set)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_open(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_open(fi, True), _ops(req).open, ino, fi.flags)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_opendir(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_open(fi, False), _ops(req).opendir, ino)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_read(req: Any, ino: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_data, _ops(req).read, ino, size, off, fi.fh)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_write(req: Any, ino: Any, buf: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_written, _ops(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_readdir(req: Any, ino: Any, size: Any, off: Any, fi: Any) -> None:
     _answer(req, _reply_dir(size, off), _ops(req).readdir, ino, off)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_release(req: Any, ino: Any, fi: Any) -> None:
     _answer(req, _reply_none, _ops(req).release, ino, fi.fh)
 
 
-@ffi.def_extern()
+@_extern
 def kv_ll_ioctl(req: Any, ino: Any, cmd: Any, arg: Any, fi: Any, flags: Any, in_buf: Any, in_bufsz: Any, out_bufsz: Any) -> None:
     # Attribute files and the directory have no ioctls; the device's own
     # file is another mount, answered in C (fastpath.c).
