@@ -1,9 +1,13 @@
 """The device's ABI, read from the C header ``uapi/linux/kv_cpu.h``.
 
-The header is the single source of truth: struct layouts come from cffi
-parsing the header's own struct definitions, and the ioctl numbers from
-evaluating its ``_IOW``/``_IOR`` lines with the Linux generic encoding.  A
-test compiles a C program against the same header and compares.
+The header is the single source of truth: the struct layouts come from its
+struct definitions and the ioctl numbers from evaluating its ``_IOW``/``_IOR``
+lines with the Linux generic encoding.  It is kept plain (one fixed-width
+``__uNN`` member per declaration), so a few regular expressions read it
+exactly, in well under a millisecond; anything else in a struct is an error,
+not a guess.  (cffi's C parser, which read it before, cost every ``kvctl``
+command ~25 ms.)  A test compiles a C program against the same header and
+compares.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import pathlib
 import re
 import struct
 from typing import NamedTuple
-
-import cffi
 
 # kvcpu_dev/uapi links to the repository's uapi/ (and is copied on install).
 HEADER = pathlib.Path(__file__).with_name("uapi") / "linux" / "kv_cpu.h"
@@ -46,8 +48,8 @@ def ioc_dir(cmd: int) -> int:
 
 
 class Layout(NamedTuple):
-    """One struct: its fields in order, its size, and a ``struct.Struct``
-    that packs it (derived from the cffi layout, so it cannot drift)."""
+    """One struct: its fields in order, their offsets, its size, and a
+    ``struct.Struct`` that packs it (built from the same offsets)."""
 
     name: str
     fields: tuple[str, ...]
@@ -68,43 +70,64 @@ class Command(NamedTuple):
         return self.name.removeprefix("KV_CPU_")
 
 
-_STRUCT_RE = re.compile(r"struct\s+(kv_cpu_\w+)\s*\{[^}]*\};", re.S)
+_STRUCT_RE = re.compile(r"struct\s+(kv_cpu_\w+)\s*\{([^}]*)\};")
+_MEMBER_RE = re.compile(r"\s*(__u(?:8|16|32|64))\s+([A-Za-z_]\w*)\s*")
 _MAGIC_RE = re.compile(r"#define\s+KV_CPU_MAGIC\s+'(.)'")
 _IOCTL_RE = re.compile(
     r"#define\s+(KV_CPU_\w+)\s+(_IO[RW]*)\(\s*KV_CPU_MAGIC\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*,"
     r"\s*struct\s+(kv_cpu_\w+)\s*\)"
 )
-_FORMATS = {"uint64_t": "Q", "uint32_t": "I", "uint16_t": "H", "uint8_t": "B"}
+#: The header's member types as ``struct`` format codes.
+_FORMATS = {"__u64": "Q", "__u32": "I", "__u16": "H", "__u8": "B"}
 
 
 def _strip_comments(text: str) -> str:
     return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
 
 
-def _layout(ffi: cffi.FFI, name: str) -> Layout:
-    ctype = ffi.typeof(f"struct {name}")
-    fields = tuple(ctype.fields)
+def _members(name: str, body: str) -> list[tuple[str, str]]:
+    """(field, format code) of each member.  Only one fixed-width scalar per
+    declaration is understood; anything else is refused, not guessed at."""
+    *declarations, tail = body.split(";")
+    if tail.strip() or not declarations:
+        raise ValueError(f"struct {name}: cannot read {body.strip()!r}")
+    members = []
+    for declaration in declarations:
+        match = _MEMBER_RE.fullmatch(declaration)
+        if match is None:
+            raise ValueError(f"struct {name}: cannot read member {declaration.strip()!r}"
+                             " (only __u8, __u16, __u32 and __u64 scalars)")
+        members.append((match.group(2), _FORMATS[match.group(1)]))
+    return members
+
+
+def _alignment(code: str) -> int:
+    return struct.calcsize(f"@B0{code}")
+
+
+def _layout(name: str, members: list[tuple[str, str]]) -> Layout:
+    """The platform C compiler's layout (``struct``'s native mode aligns as C
+    does, and a ``0`` count pads to a type's alignment), packed little-endian
+    with the padding as explicit pad bytes."""
+    codes = "".join(code for _, code in members)
+    offsets = tuple(struct.calcsize(f"@{codes[:i]}0{code}") for i, code in enumerate(codes))
+    size = struct.calcsize(f"@{codes}0{max(codes, key=_alignment)}")  # with tail padding
     fmt, pos = "<", 0
-    for _fname, field in fields:
-        if field.offset != pos:  # padding would need explicit pad bytes
-            fmt += f"{field.offset - pos}x"
-        fmt += _FORMATS[field.type.cname]
-        pos = field.offset + ffi.sizeof(field.type)
-    size = ffi.sizeof(ctype)
-    fmt += f"{size - pos}x" if size > pos else ""
-    codec = struct.Struct(fmt)
-    assert codec.size == size, (name, fmt, size)
-    return Layout(name, tuple(f for f, _ in fields), tuple(f.offset for _, f in fields), size, codec)
+    for offset, code in zip(offsets, codes):
+        if offset > pos:
+            fmt += f"{offset - pos}x"
+        fmt += code
+        pos = offset + struct.calcsize(code)
+    if size > pos:
+        fmt += f"{size - pos}x"
+    return Layout(name, tuple(field for field, _ in members), offsets, size, struct.Struct(fmt))
 
 
 def load(header: pathlib.Path = HEADER) -> tuple[int, dict[str, Layout], dict[str, Command]]:
     """Parse the header: (magic, layouts by struct name, commands by name)."""
     text = _strip_comments(header.read_text())
-    ffi = cffi.FFI()
-    ffi.cdef("".join(f"typedef {c} {t};" for t, c in (
-        ("__u64", "uint64_t"), ("__u32", "uint32_t"), ("__u16", "uint16_t"), ("__u8", "uint8_t"))))
-    ffi.cdef("\n".join(m.group(0) for m in _STRUCT_RE.finditer(text)))
-    layouts = {m.group(1): _layout(ffi, m.group(1)) for m in _STRUCT_RE.finditer(text)}
+    layouts = {m.group(1): _layout(m.group(1), _members(m.group(1), m.group(2)))
+               for m in _STRUCT_RE.finditer(text)}
     magic_match = _MAGIC_RE.search(text)
     if magic_match is None:
         raise ValueError("the uapi header defines no ioctl magic")

@@ -4,6 +4,7 @@ against the numbers the spec states literally."""
 from __future__ import annotations
 
 import collections
+import shutil
 import subprocess
 
 import pytest
@@ -168,3 +169,55 @@ def test_header_names(c_abi):
 
 def test_python_reads_the_header_gcc_compiles(uapi_header):
     assert abi.HEADER.read_bytes() == uapi_header.read_bytes()
+
+
+# -- the reader on headers other than ours -------------------------------------
+
+#: Members that need padding before them and after the last one.
+PADDED = """\
+#include <linux/types.h>
+#define KV_CPU_MAGIC 'K'
+struct kv_cpu_padded {
+	__u8 flag;   /* 7 bytes of padding follow */
+	__u64 va;
+	__u16 nr;
+	__u32 len;   /* then 0; 2 before, 0 after; tail padding to 8 */
+	__u8 last;
+};
+#define KV_CPU_PADDED _IOW(KV_CPU_MAGIC, 0x09, struct kv_cpu_padded)
+"""
+
+
+def test_padding_where_gcc_puts_it(tmp_path):
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed")
+    header = tmp_path / "padded.h"
+    header.write_text(PADDED)
+    fields = ("flag", "va", "nr", "len", "last")
+    program = tmp_path / "padded.c"
+    program.write_text(
+        '#include <stddef.h>\n#include <stdio.h>\n#include "padded.h"\nint main(void) {\n'
+        + "".join(f'\tprintf("%zu\\n", offsetof(struct kv_cpu_padded, {f}));\n' for f in fields)
+        + '\tprintf("%zu\\n", sizeof(struct kv_cpu_padded));\n\treturn 0;\n}\n')
+    subprocess.run([gcc, "-o", str(tmp_path / "padded"), str(program)], check=True)
+    out = subprocess.run([tmp_path / "padded"], capture_output=True, text=True, check=True).stdout
+    *offsets, size = map(int, out.split())
+
+    _magic, layouts, commands = abi.load(header)
+    layout = layouts["kv_cpu_padded"]
+    assert layout.fields == fields
+    assert list(layout.offsets) == offsets
+    assert layout.size == layout.codec.size == size > sum((1, 8, 2, 4, 1))
+    packed = layout.codec.pack(1, 2, 3, 4, 5)
+    assert [packed[o] for o in offsets] == [1, 2, 3, 4, 5]  # little-endian: the low byte first
+    assert commands["KV_CPU_PADDED"].number == abi.ioc(abi.IOC_WRITE, ord("K"), 9, size)
+
+
+@pytest.mark.parametrize("member", ["__u8 pad[4];", "__u64 a, b;", "char *name;", "__s32 delta;",
+                                    "struct kv_cpu_step_info inner;", "__u32 bits : 3;"])
+def test_a_member_it_cannot_read_is_an_error(tmp_path, member):
+    header = tmp_path / "odd.h"
+    header.write_text(f"#define KV_CPU_MAGIC 'K'\nstruct kv_cpu_odd {{\n\t__u64 va;\n\t{member}\n}};\n")
+    with pytest.raises(ValueError, match="struct kv_cpu_odd: cannot read"):
+        abi.load(header)
