@@ -289,11 +289,3 @@ def top_cmd(ctx: click.Context, interval: float, count: int | None, once: bool) 
         top.run(_attr_dir(ctx), interval, 1 if once else count)
     except top.TopError as exc:
         raise Failure(f"kvctl: top: {exc}") from None
-
-
-COMMANDS = (record_group, log_cmd, replay_cmd, fault_group, reset_cmd, unplug_cmd, replug_cmd, top_cmd)
-
-
-def register(group: click.Group) -> None:
-    for command in COMMANDS:
-        group.add_command(command)

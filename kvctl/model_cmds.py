@@ -1,8 +1,9 @@
 """`kvctl stats` and `kvctl blocks`: the device model's attribute files.
 
-register(group) adds both commands to kvctl's click group; they read the
-files from ``ctx.obj["attr_dir"]`` (a pathlib.Path the group sets from the
-device path).  Errors print one line on stderr and exit 1.
+kvctl's group (group.py) imports this module when one of them runs;
+register(group) adds both to another group.  They read the files from
+``ctx.obj["attr_dir"]`` (a pathlib.Path the group sets from the device
+path).  Errors print one line on stderr and exit 1.
 """
 
 from __future__ import annotations
