@@ -40,10 +40,6 @@ FIELDS: dict[str, type] = {
 }
 
 
-class DirectoryFull(Exception):
-    """No free entry: the caller counts it and leaves the block untracked."""
-
-
 class Directory:
     """The tag store: field arrays, a block -> entry map and a free list."""
 
@@ -92,9 +88,11 @@ class Directory:
 
     def allocate(self, block: int, tier: int, step32: int, now_ns: int) -> int:
         """A fresh entry for ``block`` (not yet tracked), as the runtime
-        allocated it: untouched counters, last access now, dirty."""
-        if not self.free:
-            raise DirectoryFull(block)
+        allocated it: untouched counters, last access now, dirty.
+
+        There must be a free entry: the device checks first, and counts a
+        full directory in ``dir_full`` instead of asking (a tag store
+        cannot make room by forgetting a block that still holds data)."""
         i = self.free.pop()
         if i >= self.high_water:
             self.high_water = i + 1
