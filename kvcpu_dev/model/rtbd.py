@@ -13,66 +13,36 @@ import numpy as np
 NO_MOVE = -1
 REQUEST_UNKNOWN = 0xFFFF  # the ioctls carry no request id; 0 means prefix
 
-# name -> dtype.  Widths follow the hardware entry where it documents one.
-FIELDS: dict[str, type] = {
-    "live": np.bool_,  # entry in use
-    "block": np.uint64,  # block number: the entry covers [block*bs, (block+1)*bs)
-    "hint_va": np.uint64,  # (va, len) of the last hint that touched the entry
-    "hint_len": np.uint64,
-    "tier": np.int8,  # 0 HBM, 1 T1, 2 T2, 3 T3 (2 bits in hardware)
-    "priority": np.uint16,  # P at the last scan
-    "last_access": np.uint32,  # step of the last access (32 bits in hardware)
-    "r": np.uint8,  # recency counter
-    "f": np.uint8,  # frequency counter
-    "ref": np.uint8,  # reference count (SHARE_PREFIX)
-    "prefix": np.bool_,
-    "dirty": np.bool_,
-    "request_id": np.uint16,
-    "hot": np.bool_,  # MARK_HOT protection armed ...
-    "hot_step": np.uint32,  # ... at this step
-    "armed": np.bool_,  # a PREFETCH target is pending ...
-    "target": np.uint32,  # ... for this step
-    "arrived_ns": np.int64,  # when the block reached its current tier
-    "mv_dst": np.int8,  # destination of the outstanding DMA move, or -1
-    "mv_chan": np.int8,  # its channel
-    "mv_pos": np.int64,  # its absolute position in that channel's queue
-    "gen": np.uint32,  # bumped on every allocation, to spot stale references
-}
-
-
 class Directory:
     """The tag store: field arrays, a block -> entry map and a free list."""
 
-    # One array per FIELDS entry, declared for the type checker (and checked
-    # against FIELDS below); __init__ allocates them from FIELDS.
-    live: np.ndarray
-    block: np.ndarray
-    hint_va: np.ndarray
-    hint_len: np.ndarray
-    tier: np.ndarray
-    priority: np.ndarray
-    last_access: np.ndarray
-    r: np.ndarray
-    f: np.ndarray
-    ref: np.ndarray
-    prefix: np.ndarray
-    dirty: np.ndarray
-    request_id: np.ndarray
-    hot: np.ndarray
-    hot_step: np.ndarray
-    armed: np.ndarray
-    target: np.ndarray
-    arrived_ns: np.ndarray
-    mv_dst: np.ndarray
-    mv_chan: np.ndarray
-    mv_pos: np.ndarray
-    gen: np.ndarray
-
     def __init__(self, entries: int):
         self.size = entries
-        for name, dtype in FIELDS.items():
-            setattr(self, name, np.zeros(entries, dtype=dtype))
-        self.mv_dst.fill(NO_MOVE)
+        # One array per entry field.  Widths follow the hardware entry where
+        # it documents one.
+        self.live = np.zeros(entries, np.bool_)  # entry in use
+        self.block = np.zeros(entries, np.uint64)  # block number: the entry covers [block*bs, (block+1)*bs)
+        self.hint_va = np.zeros(entries, np.uint64)  # (va, len) of the last hint that touched the entry
+        self.hint_len = np.zeros(entries, np.uint64)
+        self.tier = np.zeros(entries, np.int8)  # 0 HBM, 1 T1, 2 T2, 3 T3 (2 bits in hardware)
+        self.priority = np.zeros(entries, np.uint16)  # P at the last scan
+        self.last_access = np.zeros(entries, np.uint32)  # step of the last access (32 bits in hardware)
+        self.r = np.zeros(entries, np.uint8)  # recency counter
+        self.f = np.zeros(entries, np.uint8)  # frequency counter
+        self.ref = np.zeros(entries, np.uint8)  # reference count (SHARE_PREFIX)
+        self.prefix = np.zeros(entries, np.bool_)
+        self.dirty = np.zeros(entries, np.bool_)
+        self.request_id = np.zeros(entries, np.uint16)
+        self.hot = np.zeros(entries, np.bool_)  # MARK_HOT protection armed ...
+        self.hot_step = np.zeros(entries, np.uint32)  # ... at this step
+        self.armed = np.zeros(entries, np.bool_)  # a PREFETCH target is pending ...
+        self.target = np.zeros(entries, np.uint32)  # ... for this step
+        self.arrived_ns = np.zeros(entries, np.int64)  # when the block reached its current tier
+        self.mv_dst = np.full(entries, NO_MOVE, np.int8)  # destination of the outstanding DMA move, or NO_MOVE
+        self.mv_chan = np.zeros(entries, np.int8)  # its channel
+        self.mv_pos = np.zeros(entries, np.int64)  # its absolute position in that channel's queue
+        self.gen = np.zeros(entries, np.uint32)  # bumped on every allocation, to spot stale references
+
         self.index: dict[int, int] = {}
         # Pop from the end: entry 0 is handed out first, and freed entries
         # are reused first, so live entries stay below the high-water mark.
@@ -125,13 +95,12 @@ class Directory:
         self.free.append(i)
 
     # -- introspection -------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The field arrays by name (the tag store proper)."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+
     def nbytes(self) -> int:
-        """Bytes of the field arrays (the tag store proper)."""
-        return sum(getattr(self, name).nbytes for name in FIELDS)
+        return sum(array.nbytes for array in self.arrays().values())
 
     def live_indices(self) -> np.ndarray:
         return np.flatnonzero(self.live)
-
-
-assert {k for k, v in Directory.__annotations__.items() if v == "np.ndarray"} == set(FIELDS), \
-    "Directory's declared arrays and FIELDS differ"

@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, share, small_config
+
+from kvcpu_dev.model.rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
+
+#: Each entry field's width: the hardware entry's where it documents one.
+WIDTHS = {
+    "live": np.bool_, "block": np.uint64, "hint_va": np.uint64, "hint_len": np.uint64,
+    "tier": np.int8, "priority": np.uint16, "last_access": np.uint32, "r": np.uint8, "f": np.uint8,
+    "ref": np.uint8, "prefix": np.bool_, "dirty": np.bool_, "request_id": np.uint16, "hot": np.bool_,
+    "hot_step": np.uint32, "armed": np.bool_, "target": np.uint32, "arrived_ns": np.int64,
+    "mv_dst": np.int8, "mv_chan": np.int8, "mv_pos": np.int64, "gen": np.uint32,
+}
+
+
+def test_one_array_per_field_at_the_directory_size():
+    d = Directory(5)
+    arrays = d.arrays()
+    assert {name: a.dtype.type for name, a in arrays.items()} == WIDTHS
+    assert all(a.shape == (5,) for a in arrays.values())
+    assert d.nbytes() == 5 * sum(np.dtype(t).itemsize for t in WIDTHS.values())
+
+
+def test_a_new_directory_is_all_free_with_no_move_outstanding():
+    d = Directory(3)
+    assert len(d) == 0 and sorted(d.free) == [0, 1, 2] and d.high_water == 0
+    assert d.mv_dst.tolist() == [NO_MOVE] * 3
+    assert not d.live.any()
+
+
+def test_entries_are_handed_out_from_0_and_a_freed_one_is_reused_first():
+    d = Directory(4)
+    assert [d.allocate(b, 0, 7, 0) for b in (10, 11, 12)] == [0, 1, 2]
+    d.release(1)
+    assert d.lookup(11) is None and d.live.tolist() == [True, False, True, False]
+    assert d.allocate(13, 0, 7, 0) == 1
+    assert d.high_water == 3  # the live entries stay below it
+    assert d.gen.tolist() == [1, 2, 1, 0]  # entry 1 handed out twice
+
+
+def test_a_reused_entry_starts_afresh():
+    d = Directory(1)
+    i = d.allocate(10, 2, 5, 100)
+    d.r[i], d.f[i], d.ref[i], d.prefix[i], d.hot[i], d.armed[i], d.mv_dst[i] = 9, 9, 1, True, True, True, 3
+    d.release(i)
+    assert d.allocate(20, 1, 6, 200) == i
+    assert (d.block[i], d.tier[i], d.last_access[i], d.arrived_ns[i]) == (20, 1, 6, 200)
+    assert (d.r[i], d.f[i], d.ref[i], d.prefix[i], d.hot[i], d.armed[i]) == (0, 0, 0, False, False, False)
+    assert d.dirty[i] and d.request_id[i] == REQUEST_UNKNOWN and d.mv_dst[i] == NO_MOVE
 
 
 @pytest.mark.parametrize("hint", ["hot", "prefetch", "share"])
