@@ -8,6 +8,9 @@ import os
 import stat
 
 import pytest
+from kvspec import FIELDS, U32_MAX, WEIGHT_FIELDS, WEIGHT_REGS
+
+from live.harness import FcntlClient, TraceEntry
 
 pytestmark = pytest.mark.live
 
@@ -31,12 +34,12 @@ def test_defaults(dev):
         "prefetch_thresh": "57344\n", "current_step": "0\n"}
 
 
-def test_telemetry_format(dev, spec):
-    client = spec.FcntlClient(dev.node)
+def test_telemetry_format(dev):
+    client = FcntlClient(dev.node)
     try:
         client.step(42)
         client.block("share", 0x7FABCDEF0000, 8192, 0)
-        client.weights((spec.U32_MAX, 2, 3, 4, 5, 6))
+        client.weights((U32_MAX, 2, 3, 4, 5, 6))
     finally:
         client.close()
     assert dev.attr("telemetry") == (
@@ -46,9 +49,9 @@ def test_telemetry_format(dev, spec):
     assert dev.attr("current_step") == "42\n"
 
 
-def test_telemetry_defaults_text(dev, spec):
+def test_telemetry_defaults_text(dev):
     lines = dev.attr("telemetry").splitlines()
-    assert [line.split("=")[0] for line in lines] == list(spec.FIELDS)
+    assert [line.split("=")[0] for line in lines] == list(FIELDS)
     assert "last_va=0x0" in lines
 
 
@@ -63,24 +66,24 @@ def test_small_reads_see_one_rendering(shared_dev):
         os.close(fd)
 
 
-def weights_of(telemetry: dict[str, int], spec) -> dict[str, int]:
-    return {f: telemetry[f] for f in spec.WEIGHT_FIELDS}
+def weights_of(telemetry: dict[str, int]) -> dict[str, int]:
+    return {f: telemetry[f] for f in WEIGHT_FIELDS}
 
 
 @pytest.mark.parametrize("text, value", [
     (b"5", 5), (b"5\n", 5), (b"+7\n", 7), (b"0x1F", 31), (b"0XaB\n", 0xAB), (b"010", 8),
     (b"0", 0), (b"4294967295\n", 2**32 - 1), (b"0xffffffff", 2**32 - 1),
 ], ids=repr)
-def test_write_accepted(shared_dev, text, value, spec):
+def test_write_accepted(shared_dev, text, value):
     dev = shared_dev
     mark, before = dev.mark(), dev.telemetry()
     assert dev.write_attr("w_s", text) == 0
     assert dev.attr("w_s") == f"{value}\n"
-    weights = weights_of(before, spec) | {"w_s": value}
+    weights = weights_of(before) | {"w_s": value}
     assert dev.telemetry() == before | weights
     # The store re-sends all six weight registers, as SET_WEIGHTS does.
-    assert dev.trace(since=mark) == [spec.TraceEntry(
-        "sysfs", {"w_s": value}, [(r, weights[f]) for r, f in zip(spec.WEIGHT_REGS, spec.WEIGHT_FIELDS)])]
+    assert dev.trace(since=mark) == [TraceEntry(
+        "sysfs", {"w_s": value}, [(r, weights[f]) for r, f in zip(WEIGHT_REGS, WEIGHT_FIELDS)])]
 
 
 @pytest.mark.parametrize("text, code", [
@@ -100,7 +103,7 @@ def test_write_rejected(shared_dev, text, code):
 
 
 @pytest.mark.parametrize("name", WEIGHTS_RW)
-def test_each_weight_attribute_writes_its_field(shared_dev, name, spec):
+def test_each_weight_attribute_writes_its_field(shared_dev, name):
     before = shared_dev.telemetry()
     value = 1000 + WEIGHTS_RW.index(name)
     assert shared_dev.write_attr(name, b"%d\n" % value) == 0
@@ -119,9 +122,9 @@ def test_read_only_attributes_refuse_writes(shared_dev, name, flags):
     assert shared_dev.telemetry() == before
 
 
-def test_attributes_follow_ioctls(dev, spec):
+def test_attributes_follow_ioctls(dev):
     dev.step(12345)
-    client = spec.FcntlClient(dev.node)
+    client = FcntlClient(dev.node)
     try:
         client.weights((9, 8, 7, 6, 5, 4))
     finally:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 import pytest
+from kvspec import DEFAULTS, STEP
 
 from kvcpu_dev.bench import record as fmt
 
@@ -127,7 +128,7 @@ def test_model_replay_is_deterministic(daemons, kvclient, kvctl, tmp_path):
     assert "scan_ns_total" not in stats
 
 
-def test_record_attribute_start_stop(dev, kvclient, kvctl, spec, tmp_path):
+def test_record_attribute_start_stop(dev, kvclient, kvctl, tmp_path):
     target = tmp_path / "live.kvrec"
     assert "state=off" in kvctl_run(kvctl, dev.node, "record").stdout
     assert c_errno(kvclient, dev.node, "step", 1) == 0  # before: not recorded
@@ -136,7 +137,7 @@ def test_record_attribute_start_stop(dev, kvclient, kvctl, spec, tmp_path):
     assert c_errno(kvclient, dev.node, "step", 2) == 0
     fd = os.open(dev.node, os.O_RDWR)  # a long-lived requester: its name is recorded
     try:
-        fcntl.ioctl(fd, spec.STEP, struct.pack("<Q", 3))
+        fcntl.ioctl(fd, STEP, struct.pack("<Q", 3))
     finally:
         os.close(fd)
     kvctl_run(kvctl, dev.node, "record", "stop")
@@ -207,13 +208,13 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
 
 
-def test_reset_unplug_replug(dev, kvclient, kvctl, spec, tmp_path):
+def test_reset_unplug_replug(dev, kvclient, kvctl, tmp_path):
     node = dev.node
     kvctl_run(kvctl, node, "record", "start", tmp_path / "ctl.kvrec")
     assert c_errno(kvclient, node, "step", 77) == 0
     kvctl_run(kvctl, node, "weights", "w_r=9")
     kvctl_run(kvctl, node, "reset")
-    assert dev.telemetry() == spec.DEFAULTS
+    assert dev.telemetry() == DEFAULTS
     assert "resets=1" in dev.attr("control")
     kvctl_run(kvctl, node, "unplug")
     assert "present=0" in dev.attr("control")

@@ -7,6 +7,9 @@ import subprocess
 import threading
 
 import pytest
+from kvspec import COUNTERS, WEIGHT_FIELDS
+
+from live.harness import FcntlClient
 
 pytestmark = pytest.mark.live
 
@@ -24,19 +27,19 @@ def finish(proc, timeout: float = 90) -> str:
     return out.strip()
 
 
-def test_processes_counted_exactly(dev, kvclient, spec):
+def test_processes_counted_exactly(dev, kvclient):
     procs = [spawn(kvclient, dev.node, "loop", COMMANDS) for _ in range(PROCESSES)]
     assert [finish(p) for p in procs] == [f"done {COMMANDS}"] * PROCESSES
     t = dev.telemetry()
     each = PROCESSES * COMMANDS // 5
-    assert {c: t[c] for c in spec.COUNTERS} == dict.fromkeys(spec.COUNTERS, each)
+    assert {c: t[c] for c in COUNTERS} == dict.fromkeys(COUNTERS, each)
     assert t["current_step"] % 5 == 0 and t["current_step"] < COMMANDS
     assert t["last_len"] == 4096
 
 
-def test_threads_on_one_descriptor(dev, spec):
+def test_threads_on_one_descriptor(dev):
     """Python threads sharing one fd (fcntl.ioctl releases the GIL)."""
-    client = spec.FcntlClient(dev.node)
+    client = FcntlClient(dev.node)
     per_thread = 300
 
     def work(i: int) -> None:
@@ -56,7 +59,7 @@ def test_threads_on_one_descriptor(dev, spec):
     assert (t["step_count"], t["hot_count"]) == (4 * per_thread, 4 * per_thread)
 
 
-def test_telemetry_snapshots_are_consistent(dev, kvclient, spec):
+def test_telemetry_snapshots_are_consistent(dev, kvclient):
     """One writer sets the weights to (k,k,k,k,k,k) for k = 1..N while C
     readers (ioctl) and a Python reader (the telemetry attribute) look: the
     six fields are equal in every snapshot."""
@@ -71,7 +74,7 @@ def test_telemetry_snapshots_are_consistent(dev, kvclient, spec):
             if len(weights) != 1:
                 torn_attr.append(text)
 
-    client = spec.FcntlClient(dev.node)
+    client = FcntlClient(dev.node)
     client.weights((0,) * 6)  # the defaults are not six equal values
     client.close()
     attr_reader = threading.Thread(target=read_attribute)
@@ -87,4 +90,4 @@ def test_telemetry_snapshots_are_consistent(dev, kvclient, spec):
     for result in results:
         assert result[:2] == ["inconsistent", "0"], result
     assert torn_attr == []
-    assert {f: dev.telemetry()[f] for f in spec.WEIGHT_FIELDS} == dict.fromkeys(spec.WEIGHT_FIELDS, n)
+    assert {f: dev.telemetry()[f] for f in WEIGHT_FIELDS} == dict.fromkeys(WEIGHT_FIELDS, n)

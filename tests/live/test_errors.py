@@ -9,6 +9,9 @@ import fcntl
 import os
 
 import pytest
+from kvspec import TELEMETRY
+
+from live.harness import CClient, errno_of, ioc
 
 pytestmark = pytest.mark.live
 
@@ -37,60 +40,60 @@ def python_arg(direction: int, size: int):
 
 @pytest.mark.parametrize("how", ["c", "python"])
 @pytest.mark.parametrize("number", UNKNOWN.values(), ids=UNKNOWN.keys())
-def test_unknown_command_is_enotty(shared_dev, kvclient, spec, how, number):
+def test_unknown_command_is_enotty(shared_dev, kvclient, how, number):
     before = shared_dev.telemetry()
-    code = spec.ioc(*number)
+    code = ioc(*number)
     if how == "c":  # with a valid 16 KiB buffer
-        assert spec.errno_of(spec.CClient(shared_dev.node, kvclient).run, "raw", hex(code)) == errno.ENOTTY
+        assert errno_of(CClient(shared_dev.node, kvclient).run, "raw", hex(code)) == errno.ENOTTY
     else:
         fd = shared_dev.open()
         try:
-            assert spec.errno_of(fcntl.ioctl, fd, code, python_arg(number[0], number[3])) == errno.ENOTTY
+            assert errno_of(fcntl.ioctl, fd, code, python_arg(number[0], number[3])) == errno.ENOTTY
         finally:
             os.close(fd)
     assert shared_dev.telemetry() == before
 
 
 @pytest.mark.parametrize("command", ["step", "hot", "evict", "prefetch", "share", "weights", "telemetry"])
-def test_null_pointer_is_efault(shared_dev, kvclient, spec, command):
+def test_null_pointer_is_efault(shared_dev, kvclient, command):
     before = shared_dev.telemetry()
-    client = spec.CClient(shared_dev.node, kvclient)
-    assert spec.errno_of(client.run, "null", command) == errno.EFAULT
+    client = CClient(shared_dev.node, kvclient)
+    assert errno_of(client.run, "null", command) == errno.EFAULT
     assert shared_dev.telemetry() == before
 
 
-def test_read_and_write_are_einval_from_c(shared_dev, kvclient, spec):
-    out = spec.CClient(shared_dev.node, kvclient).run("readwrite")
+def test_read_and_write_are_einval_from_c(shared_dev, kvclient):
+    out = CClient(shared_dev.node, kvclient).run("readwrite")
     assert out.splitlines() == ["read EINVAL", "write EINVAL"]
 
 
 @pytest.mark.parametrize("op", ["read", "write"])
-def test_read_and_write_are_einval_from_python(shared_dev, op, spec):
+def test_read_and_write_are_einval_from_python(shared_dev, op):
     before = shared_dev.telemetry()
     fd = shared_dev.open()
     try:
         call = (lambda: os.read(fd, 96)) if op == "read" else (lambda: os.write(fd, bytes(8)))
-        assert spec.errno_of(call) == errno.EINVAL
+        assert errno_of(call) == errno.EINVAL
     finally:
         os.close(fd)
     assert shared_dev.telemetry() == before
 
 
 @pytest.mark.parametrize("name", ["telemetry", "w_r"])
-def test_attribute_files_answer_no_ioctl(shared_dev, spec, name):
+def test_attribute_files_answer_no_ioctl(shared_dev, name):
     fd = os.open(shared_dev.attr_dir / name, os.O_RDONLY)
     try:
-        assert spec.errno_of(fcntl.ioctl, fd, spec.TELEMETRY, bytearray(96)) == errno.ENOTTY
+        assert errno_of(fcntl.ioctl, fd, TELEMETRY, bytearray(96)) == errno.ENOTTY
     finally:
         os.close(fd)
 
 
-def test_errors_leave_the_device_working(shared_dev, kvclient, spec):
-    client = spec.CClient(shared_dev.node, kvclient)
+def test_errors_leave_the_device_working(shared_dev, kvclient):
+    client = CClient(shared_dev.node, kvclient)
     for _ in range(3):
-        assert spec.errno_of(client.run, "raw", hex(spec.ioc(NONE, K, 0x7F, 0))) == errno.ENOTTY
-        assert spec.errno_of(client.run, "null", "hot") == errno.EFAULT
-        assert spec.errno_of(client.run, "hot", 0x1000, 0) == errno.EINVAL
+        assert errno_of(client.run, "raw", hex(ioc(NONE, K, 0x7F, 0))) == errno.ENOTTY
+        assert errno_of(client.run, "null", "hot") == errno.EFAULT
+        assert errno_of(client.run, "hot", 0x1000, 0) == errno.EINVAL
     before = shared_dev.telemetry()
     client.step(before["current_step"] + 1)
     assert shared_dev.telemetry() == before | {

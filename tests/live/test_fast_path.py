@@ -10,6 +10,7 @@ import struct
 import threading
 
 import pytest
+from kvspec import HOT, STEP
 
 pytestmark = pytest.mark.live
 
@@ -32,15 +33,15 @@ def test_the_fast_path_is_its_own_thread(dev):
     assert len(tasks) >= 2
 
 
-def test_a_whole_address_space_hint_does_not_stop_the_node(daemons, spec):
+def test_a_whole_address_space_hint_does_not_stop_the_node(daemons):
     d = daemons("--set", "entries=65536")
     fd = d.open()
     try:
-        fcntl.ioctl(fd, spec.HOT, struct.pack("<QQQ", 0, 2**64 - 1, 0))
+        fcntl.ioctl(fd, HOT, struct.pack("<QQQ", 0, 2**64 - 1, 0))
         # While the model walks 65536 entries, the node and the driver's
         # attributes answer at once.
         for i in range(1, 101):
-            fcntl.ioctl(fd, spec.STEP, struct.pack("<Q", i))
+            fcntl.ioctl(fd, STEP, struct.pack("<Q", i))
         assert d.attr("current_step") == "100\n"
     finally:
         os.close(fd)
@@ -49,12 +50,12 @@ def test_a_whole_address_space_hint_does_not_stop_the_node(daemons, spec):
     assert int(s["live_entries"]) > 0 and s["in_sync"] == "1"
 
 
-def test_concurrent_clients_counters_exact(dev, spec):
+def test_concurrent_clients_counters_exact(dev):
     def hammer() -> None:
         fd = dev.open()
         try:
             for i in range(2000):
-                fcntl.ioctl(fd, spec.HOT, struct.pack("<QQQ", i << 21, 1 << 21, 0))
+                fcntl.ioctl(fd, HOT, struct.pack("<QQQ", i << 21, 1 << 21, 0))
         finally:
             os.close(fd)
 

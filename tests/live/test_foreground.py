@@ -11,10 +11,12 @@ import subprocess
 
 import pytest
 
+from live.harness import KVCPU_DEV, mounted
+
 pytestmark = pytest.mark.live
 
 
-def test_foreground_notifies_ready_and_stops_cleanly_on_sigterm(daemons, spec, tmp_path):
+def test_foreground_notifies_ready_and_stops_cleanly_on_sigterm(daemons, tmp_path):
     d = daemons(start=False)
     d.dev_dir.mkdir(parents=True, exist_ok=True)
     notify = tmp_path / "notify"
@@ -22,7 +24,7 @@ def test_foreground_notifies_ready_and_stops_cleanly_on_sigterm(daemons, spec, t
         sock.bind(str(notify))
         sock.settimeout(15)
         proc = subprocess.Popen(
-            [spec.KVCPU_DEV, "--mock", "--foreground", "--transport", d.transport,
+            [KVCPU_DEV, "--mock", "--foreground", "--transport", d.transport,
              "--name", d.name, "--run-dir", str(d.run_dir), "--dev-dir", str(d.dev_dir)],
             env={**os.environ, "NOTIFY_SOCKET": str(notify)},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -44,5 +46,5 @@ def test_foreground_notifies_ready_and_stops_cleanly_on_sigterm(daemons, spec, t
     assert "ready" in lines[0] and d.name in lines[0], err
     assert "stopped" in lines[-1] and "1 steps" in lines[-1], err
     assert "Traceback" not in err
-    assert not spec.mounted(d.attr_dir)
+    assert not mounted(d.attr_dir)
     assert not d.link.is_symlink() and not d.pid_file.exists()

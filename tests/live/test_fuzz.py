@@ -30,7 +30,7 @@ def run_fuzz(exe, node, calls: int, seed: int) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("=") for line in lines)}
 
 
-def test_100k_random_ioctls_leave_exact_counters(daemons, c_programs, spec):
+def test_100k_random_ioctls_leave_exact_counters(daemons, c_programs):
     d = daemons("--no-model")
     expected = run_fuzz(c_programs["kvfuzz"], d.node, 100_000, seed=8)
     assert d.telemetry() == expected  # GET_TELEMETRY from another process

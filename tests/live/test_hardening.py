@@ -20,6 +20,9 @@ import tempfile
 import time
 
 import pytest
+from kvspec import DEFAULTS
+
+from live.harness import KVCPU_DEV, alive, mount_points, mounted, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -90,10 +93,10 @@ def helper_of(pid: int) -> int | None:
     return None
 
 
-def assert_gone(d, pid: int, spec) -> None:
-    assert spec.wait_until(lambda: not spec.alive(pid)), "the daemon still runs"
-    assert not spec.mounted(d.attr_dir), "the attribute directory is still mounted"
-    assert not any(str(d.attr_dir) in p for p in spec.mount_points()), "a mount under it is left"
+def assert_gone(d, pid: int) -> None:
+    assert wait_until(lambda: not alive(pid)), "the daemon still runs"
+    assert not mounted(d.attr_dir), "the attribute directory is still mounted"
+    assert not any(str(d.attr_dir) in p for p in mount_points()), "a mount under it is left"
     assert not d.link.is_symlink(), "the node link is still there"
     assert not d.pid_file.exists(), "the pid file is still there"
 
@@ -182,7 +185,7 @@ def _open_errno(path: pathlib.Path) -> int:
     return 0
 
 
-def test_stop_signals_only_the_process_holding_the_lock(dev, spec):
+def test_stop_signals_only_the_process_holding_the_lock(dev):
     """A pid file naming another process (forged, or a reused pid) is not
     trusted: --stop finds the daemon through its lock and leaves the other
     alone."""
@@ -195,7 +198,7 @@ def test_stop_signals_only_the_process_holding_the_lock(dev, spec):
         assert f"pid {pid}" in one_line(result.stdout)
         time.sleep(0.2)
         assert bystander.poll() is None, "kvcpu-dev --stop signalled an unrelated process"
-        assert_gone(dev, pid, spec)
+        assert_gone(dev, pid)
     finally:
         bystander.kill()
         bystander.wait()
@@ -225,7 +228,7 @@ def test_a_stale_pid_symlink_is_removed_not_followed(daemons, victim):
 
 
 @FUSE_ONLY
-def test_a_temporary_link_left_by_a_killed_daemon_is_removed(dev, spec):
+def test_a_temporary_link_left_by_a_killed_daemon_is_removed(dev):
     """Killed between symlink and rename, a daemon leaves DEV_DIR/.N.PID.
     --stop and the next start remove it if it points at our device file and
     its maker is dead; nobody else's link is touched."""
@@ -246,17 +249,17 @@ def test_a_temporary_link_left_by_a_killed_daemon_is_removed(dev, spec):
     foreign.unlink()
 
 
-def test_already_running_gives_the_exact_stop_command(dev, spec):
+def test_already_running_gives_the_exact_stop_command(dev):
     result = dev.start(check=False)
     message = one_line(result.stderr)
     assert result.returncode == 1 and "already running" in message
     command = message.split("stop it with: ", 1)[1]
     assert command == shlex.join(["kvcpu-dev", "--stop", "--name", dev.name, "--run-dir", str(dev.run_dir)])
     pid = dev.pid
-    stopped = subprocess.run([spec.KVCPU_DEV, *shlex.split(command)[1:]], capture_output=True, text=True,
+    stopped = subprocess.run([KVCPU_DEV, *shlex.split(command)[1:]], capture_output=True, text=True,
                              timeout=30)
     assert stopped.returncode == 0, stopped.stderr
-    assert_gone(dev, pid, spec)
+    assert_gone(dev, pid)
 
 
 # -- least privilege -----------------------------------------------------------------
@@ -285,7 +288,7 @@ NEEDS_PTRACE = pytest.mark.skipif(
 
 
 @NEEDS_PTRACE
-def test_runas_nobody_with_seccomp(open_dir, daemons, spec):
+def test_runas_nobody_with_seccomp(open_dir, daemons):
     """The daemon runs as nobody with no capabilities, no_new_privs and the
     seccomp filter on every thread; the device works; stop leaves nothing."""
     d = daemons("--runas", "nobody", "--seccomp", "--trace", base_dir=open_dir / "d")
@@ -309,23 +312,23 @@ def test_runas_nobody_with_seccomp(open_dir, daemons, spec):
     assert "as nobody" in d.log() and "Traceback" not in d.log()
     result = d.stop()
     assert result.returncode == 0, result.stderr
-    assert_gone(d, pid, spec)
-    assert spec.wait_until(lambda: not spec.alive(helper)), "the helper outlived its daemon"
+    assert_gone(d, pid)
+    assert wait_until(lambda: not alive(helper)), "the helper outlived its daemon"
     assert "Traceback" not in d.log(), d.log()
     d.start("--runas", "nobody")  # the name is free again
     assert d.answers()
 
 
-def test_runas_kill9_is_cleaned_up_by_the_helper(open_dir, daemons, spec):
+def test_runas_kill9_is_cleaned_up_by_the_helper(open_dir, daemons):
     d = daemons("--runas", "nobody", base_dir=open_dir / "d")
     pid = d.pid
     os.kill(pid, signal.SIGKILL)
-    assert spec.wait_until(lambda: not spec.mounted(d.attr_dir) and not d.link.is_symlink()
+    assert wait_until(lambda: not mounted(d.attr_dir) and not d.link.is_symlink()
                            and not d.pid_file.exists())
     with open(d.run_dir / f"{d.name}.lock", "rb") as lock:  # free once the helper is done
-        assert spec.wait_until(lambda: _try_flock(lock.fileno()))
+        assert wait_until(lambda: _try_flock(lock.fileno()))
     d.start("--runas", "nobody")
-    assert d.telemetry() == spec.DEFAULTS
+    assert d.telemetry() == DEFAULTS
 
 
 def _try_flock(fd: int) -> bool:
@@ -364,7 +367,7 @@ IN_CONTAINER_GAP = pytest.mark.skipif(
 @pytest.mark.parametrize("extra", [
     [], pytest.param(["--runas", "nobody", "--seccomp"], marks=[NEEDS_PTRACE, IN_CONTAINER_GAP]),
 ], ids=["root", "nobody"])
-def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, spec, extra):
+def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, extra):
     """Before: a SIGSTOPped daemon hung every client until SIGKILL.  With
     --request-timeout 1 a client's call fails within about a second (the
     helper aborts the connection): ECONNABORTED for a waiting call."""
@@ -382,10 +385,10 @@ def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, sp
     assert 0.9 <= float(waited) < 5, waited
     # once resumed, the daemon finds its sessions ended and stops cleanly;
     # the lock is free once the helper has cleaned up after it
-    assert spec.wait_until(lambda: not spec.alive(pid))
+    assert wait_until(lambda: not alive(pid))
     with open(d.run_dir / f"{d.name}.lock", "rb") as lock:
-        assert spec.wait_until(lambda: _try_flock(lock.fileno()))
-    assert_gone(d, pid, spec)
+        assert wait_until(lambda: _try_flock(lock.fileno()))
+    assert_gone(d, pid)
     log = d.log()
     assert "aborted its FUSE connection" in log and "Traceback" not in log, log
 

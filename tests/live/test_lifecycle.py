@@ -12,14 +12,26 @@ import subprocess
 import time
 
 import pytest
+from kvspec import COUNTERS, DEFAULTS, TELEMETRY
+
+from live.harness import (
+    KVCPU_DEV,
+    CClient,
+    FcntlClient,
+    alive,
+    errno_of,
+    mount_points,
+    mounted,
+    wait_until,
+)
 
 pytestmark = pytest.mark.live
 
 
-def assert_gone(d, pid: int, spec) -> None:
+def assert_gone(d, pid: int) -> None:
     """Nothing of daemon ``d`` (pid ``pid``) is left."""
-    assert not spec.alive(pid), "the daemon still runs"
-    assert not spec.mounted(d.attr_dir), "the attribute directory is still mounted"
+    assert not alive(pid), "the daemon still runs"
+    assert not mounted(d.attr_dir), "the attribute directory is still mounted"
     assert not d.link.exists() and not d.link.is_symlink(), "the node link is still there"
     assert not d.node.exists(), "the node is still there"
     assert not d.pid_file.exists(), "the pid file is still there"
@@ -36,16 +48,16 @@ def one_line(text: str) -> str:
     return lines[0]
 
 
-def test_start_returns_with_a_usable_node(daemons, spec):
+def test_start_returns_with_a_usable_node(daemons):
     d = daemons(start=False)
     started = time.monotonic()
     result = d.start()
     elapsed = time.monotonic() - started
-    assert d.telemetry() == spec.DEFAULTS  # at once: no waiting, no retry
+    assert d.telemetry() == DEFAULTS  # at once: no waiting, no retry
     assert d.attr("w_d") == "200\n"
     assert d.name in one_line(result.stdout) and result.stderr == ""
-    assert spec.alive(d.pid)
-    assert spec.mounted(d.attr_dir)
+    assert alive(d.pid)
+    assert mounted(d.attr_dir)
     if d.transport == "fuse":
         assert os.readlink(d.link) == str(d.attr_dir / "device")
         assert stat.S_ISREG(os.stat(d.node).st_mode)
@@ -55,24 +67,24 @@ def test_start_returns_with_a_usable_node(daemons, spec):
     assert elapsed < 10
 
 
-def test_stop_removes_everything_and_a_restart_is_fresh(dev, spec):
+def test_stop_removes_everything_and_a_restart_is_fresh(dev):
     dev.step(9)
     pid = dev.pid
     result = dev.stop()
     assert result.returncode == 0, result.stderr
     assert dev.name in one_line(result.stdout)
-    assert_gone(dev, pid, spec)
+    assert_gone(dev, pid)
     assert_no_internal_errors(dev)
     dev.start()
-    assert dev.telemetry() == spec.DEFAULTS
+    assert dev.telemetry() == DEFAULTS
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_signal_shuts_down_cleanly(dev, spec, signum):
+def test_signal_shuts_down_cleanly(dev, signum):
     pid = dev.pid
     os.kill(pid, signum)
-    assert spec.wait_until(lambda: not spec.alive(pid))
-    assert_gone(dev, pid, spec)
+    assert wait_until(lambda: not alive(pid))
+    assert_gone(dev, pid)
 
 
 def test_stop_when_not_running(daemons):
@@ -82,21 +94,21 @@ def test_stop_when_not_running(daemons):
     assert d.name in one_line(result.stderr)
 
 
-def kill9(d, spec) -> int:
+def kill9(d) -> int:
     """SIGKILL the daemon; wait until it is dead and, best effort, reaped
     (whoever adopted it may be slow to collect the zombie)."""
     pid = d.pid
     os.kill(pid, signal.SIGKILL)
-    assert spec.wait_until(lambda: not spec.alive(pid))
-    spec.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5)
+    assert wait_until(lambda: not alive(pid))
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5)
     return pid
 
 
-def test_stop_after_a_crash_does_not_signal_a_reused_pid(dev, spec):
+def test_stop_after_a_crash_does_not_signal_a_reused_pid(dev):
     """After kill -9 the pid file stays; once the kernel hands that pid to
     another process, --stop must not signal it (the daemon holds an flock on
     RUN_DIR/NAME.lock for its lifetime: that, not the pid, says it runs)."""
-    kill9(dev, spec)
+    kill9(dev)
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         dev.pid_file.write_text(f"{bystander.pid}\n")  # what pid reuse looks like
@@ -109,38 +121,38 @@ def test_stop_after_a_crash_does_not_signal_a_reused_pid(dev, spec):
         bystander.wait()
 
 
-def test_stop_after_a_crash_cleans_up_everything(dev, spec):
+def test_stop_after_a_crash_cleans_up_everything(dev):
     """--stop on a crashed daemon says it is not running and cleans up, as
     the next start would: not just the dead mount, the link and pid file too."""
-    pid = kill9(dev, spec)
+    pid = kill9(dev)
     result = dev.stop()
     assert result.returncode == 1 and "not running" in one_line(result.stderr)
-    assert_gone(dev, pid, spec)
+    assert_gone(dev, pid)
 
 
-def test_stop_while_a_client_holds_the_node_open(dev, spec):
+def test_stop_while_a_client_holds_the_node_open(dev):
     fd = dev.open()
     try:
         pid = dev.pid
         result = dev.stop()
         assert result.returncode == 0, result.stderr
-        assert_gone(dev, pid, spec)
-        code = spec.errno_of(fcntl.ioctl, fd, spec.TELEMETRY, bytearray(96))
+        assert_gone(dev, pid)
+        code = errno_of(fcntl.ioctl, fd, TELEMETRY, bytearray(96))
         assert code in (errno.ENOTCONN, errno.ENODEV, errno.EIO), os.strerror(code)
     finally:
         os.close(fd)
 
 
-def test_kill9_then_restart(dev, spec):
+def test_kill9_then_restart(dev):
     dev.step(5)
-    pid = kill9(dev, spec)
+    pid = kill9(dev)
     assert not dev.answers()
     assert dev.link.is_symlink(), "a killed daemon leaves its link behind"
-    assert spec.mounted(dev.attr_dir), "a killed daemon leaves its (dead) mount behind"
+    assert mounted(dev.attr_dir), "a killed daemon leaves its (dead) mount behind"
     dev.start()
     assert dev.pid != pid
-    assert dev.telemetry() == spec.DEFAULTS
-    assert spec.mount_points().count(str(dev.attr_dir)) == 1, "the stale mount is still stacked"
+    assert dev.telemetry() == DEFAULTS
+    assert mount_points().count(str(dev.attr_dir)) == 1, "the stale mount is still stacked"
     assert dev.attr("current_step") == "0\n"
 
 
@@ -157,36 +169,36 @@ def test_second_start_is_refused_and_the_first_keeps_working(dev):
     assert dev.telemetry()["step_count"] == 2
 
 
-def test_two_names_side_by_side(daemons, tmp_path, spec):
+def test_two_names_side_by_side(daemons, tmp_path):
     a = daemons(base_dir=tmp_path / "both")
     b = daemons(base_dir=tmp_path / "both")
     a.step(11)
-    client = spec.FcntlClient(b.node)
+    client = FcntlClient(b.node)
     client.block("hot", 0xB000, 64, 0)
     client.close()
-    assert a.telemetry() == spec.DEFAULTS | dict(current_step=11, step_count=1, last_target_step=11)
-    assert b.telemetry() == spec.DEFAULTS | dict(hot_count=1, last_va=0xB000, last_len=64)
+    assert a.telemetry() == DEFAULTS | dict(current_step=11, step_count=1, last_target_step=11)
+    assert b.telemetry() == DEFAULTS | dict(hot_count=1, last_va=0xB000, last_len=64)
     b_before = b.telemetry()
     pid = a.pid
     assert a.stop().returncode == 0
-    assert_gone(a, pid, spec)
+    assert_gone(a, pid)
     assert b.telemetry() == b_before
 
 
-def test_client_killed_mid_loop_does_not_hurt(dev, kvclient, spec):
+def test_client_killed_mid_loop_does_not_hurt(dev, kvclient):
     proc = subprocess.Popen([str(kvclient), str(dev.node), "loop", str(10**9)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert spec.wait_until(lambda: dev.telemetry()["share_count"] > 50)
+        assert wait_until(lambda: dev.telemetry()["share_count"] > 50)
     finally:
         proc.kill()
         proc.wait()
     t = dev.telemetry()
-    counts = [t[c] for c in spec.COUNTERS]  # issued in this order, round and round
+    counts = [t[c] for c in COUNTERS]  # issued in this order, round and round
     assert counts == sorted(counts, reverse=True) and counts[0] - counts[-1] <= 1, counts
-    assert spec.CClient(dev.node, kvclient).run("loop", 50) == "done 50"
+    assert CClient(dev.node, kvclient).run("loop", 50) == "done 50"
     after = dev.telemetry()
-    assert [after[c] - t[c] for c in spec.COUNTERS] == [10] * 5
+    assert [after[c] - t[c] for c in COUNTERS] == [10] * 5
     assert_no_internal_errors(dev)
 
 
@@ -214,18 +226,18 @@ def test_refuses_a_node_path_that_is_not_ours(daemons, squatter):
     assert d.link.is_symlink() if squatter == "foreign-link" else d.link.read_text() == "mine\n"
 
 
-def test_foreground(daemons, spec):
+def test_foreground(daemons):
     d = daemons(start=False)
     d.dev_dir.mkdir(parents=True)
     paths = ["--name", d.name, "--run-dir", str(d.run_dir), "--dev-dir", str(d.dev_dir)]
-    proc = subprocess.Popen([spec.KVCPU_DEV, "--mock", "--foreground", "--transport", d.transport,
+    proc = subprocess.Popen([KVCPU_DEV, "--mock", "--foreground", "--transport", d.transport,
                              *paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     d.pids.add(proc.pid)
     try:
-        assert spec.wait_until(d.answers), "the foreground daemon never answered"
+        assert wait_until(d.answers), "the foreground daemon never answered"
         # The C fast path answers as soon as the kernel's INIT is done; the
         # pid file follows once Python has published the node.
-        assert spec.wait_until(d.pid_file.exists), "no pid file"
+        assert wait_until(d.pid_file.exists), "no pid file"
         assert d.pid == proc.pid
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
@@ -234,4 +246,4 @@ def test_foreground(daemons, spec):
             proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    assert_gone(d, proc.pid, spec)
+    assert_gone(d, proc.pid)

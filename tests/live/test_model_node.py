@@ -8,6 +8,9 @@ import json
 import subprocess
 
 import pytest
+from kvspec import HOT, SHARE
+
+from live.harness import KVCTL, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -24,12 +27,12 @@ def test_model_attributes_sit_beside_the_drivers(dev):
     assert 'clock = "wall"' in dev.attr("model_config").splitlines()  # model_config is TOML
 
 
-def test_back_to_back_steps_supersede_scans_that_run_once_quiet(dev, spec):
+def test_back_to_back_steps_supersede_scans_that_run_once_quiet(dev):
     n = 300
     for i in range(1, n + 1):
         dev.step(i)
     # the scan deferred by the burst runs once the steps stop
-    assert spec.wait_until(lambda: stats(dev)["scan_pending"] == "0", timeout=5)
+    assert wait_until(lambda: stats(dev)["scan_pending"] == "0", timeout=5)
     s = stats(dev)
     assert int(s["steps"]) == n
     assert s["scan_pending"] == "0"
@@ -37,14 +40,14 @@ def test_back_to_back_steps_supersede_scans_that_run_once_quiet(dev, spec):
     assert int(s["scans"]) + int(s["scans_superseded"]) == n
 
 
-def test_hints_reach_the_block_directory(dev, spec):
+def test_hints_reach_the_block_directory(dev):
     block = 2 << 20
     fd = dev.open()
     try:
         import fcntl
         import struct
-        fcntl.ioctl(fd, spec.HOT, struct.pack("<QQQ", 4 * block, 2 * block, 0))
-        fcntl.ioctl(fd, spec.SHARE, struct.pack("<QQQ", 8 * block, block, 0))
+        fcntl.ioctl(fd, HOT, struct.pack("<QQQ", 4 * block, 2 * block, 0))
+        fcntl.ioctl(fd, SHARE, struct.pack("<QQQ", 8 * block, block, 0))
     finally:
         import os
         os.close(fd)
@@ -78,11 +81,11 @@ def test_bad_model_configuration_is_one_line_and_exit_1(daemons, args, message):
     assert not d.link.is_symlink()
 
 
-def test_kvctl_stats_and_blocks_through_the_node(dev, spec):
+def test_kvctl_stats_and_blocks_through_the_node(dev):
     dev.step(3)
     env_device = ["--device", str(dev.node)]
-    out = subprocess.run([spec.KVCTL, *env_device, "stats", "--json"], capture_output=True, text=True)
+    out = subprocess.run([KVCTL, *env_device, "stats", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["model"]["current_step"] == 3
-    out = subprocess.run([spec.KVCTL, *env_device, "blocks", "--json"], capture_output=True, text=True)
+    out = subprocess.run([KVCTL, *env_device, "blocks", "--json"], capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout) == []

@@ -11,6 +11,7 @@ import struct
 import subprocess
 
 import pytest
+from kvspec import DEFAULTS, FIELDS, SHARE, STEP, TELEMETRY, TELEMETRY_INFO, U32_MAX, WEIGHT_FIELDS
 
 from kvcpu_dev.client import KvCpu
 
@@ -23,47 +24,47 @@ def test_scenario(client, scenario, check_scenario):
 
 
 @pytest.mark.parametrize("kind", ["fcntl", "kvcpu", "kvctl"])
-def test_defaults_at_load(dev, make_client, kind, spec):
-    assert make_client(kind, dev.node).telemetry() == spec.DEFAULTS
+def test_defaults_at_load(dev, make_client, kind):
+    assert make_client(kind, dev.node).telemetry() == DEFAULTS
 
 
-def test_bytes_and_bytearray_payloads(dev, spec):
+def test_bytes_and_bytearray_payloads(dev):
     """fcntl.ioctl with plain bytes for _IOW and a bytearray for _IOR."""
     fd = dev.open()
     try:
         payload = struct.pack("<3Q", 0xABC000, 512, 0)
-        assert fcntl.ioctl(fd, spec.SHARE, payload) == payload  # _IOW: nothing copied back
+        assert fcntl.ioctl(fd, SHARE, payload) == payload  # _IOW: nothing copied back
         buf = bytearray(96)
-        assert fcntl.ioctl(fd, spec.TELEMETRY, buf) == 0
-        assert spec.TELEMETRY_INFO.unpack(buf)[5:8] == (1, 0xABC000, 512)
+        assert fcntl.ioctl(fd, TELEMETRY, buf) == 0
+        assert TELEMETRY_INFO.unpack(buf)[5:8] == (1, 0xABC000, 512)
         # Immutable bytes for an _IOR: fcntl returns the reply as new bytes.
-        reply = fcntl.ioctl(fd, spec.TELEMETRY, bytes(96))
-        assert spec.TELEMETRY_INFO.unpack(reply)[5] == 1
+        reply = fcntl.ioctl(fd, TELEMETRY, bytes(96))
+        assert TELEMETRY_INFO.unpack(reply)[5] == 1
     finally:
         os.close(fd)
 
 
-def test_many_opens_share_one_state_and_close_changes_nothing(dev, spec):
+def test_many_opens_share_one_state_and_close_changes_nothing(dev):
     fds = [dev.open() for _ in range(8)]
     try:
         for i, fd in enumerate(fds):
-            fcntl.ioctl(fd, spec.STEP, struct.pack("<Q", 100 + i))
+            fcntl.ioctl(fd, STEP, struct.pack("<Q", 100 + i))
         before = dev.telemetry()
         assert (before["step_count"], before["current_step"]) == (8, 107)
         for fd in fds[:-1]:
             os.close(fd)
         buf = bytearray(96)
-        fcntl.ioctl(fds[-1], spec.TELEMETRY, buf)  # the one still open
-        assert dict(zip(spec.FIELDS, spec.TELEMETRY_INFO.unpack(buf))) == before
+        fcntl.ioctl(fds[-1], TELEMETRY, buf)  # the one still open
+        assert dict(zip(FIELDS, TELEMETRY_INFO.unpack(buf))) == before
     finally:
         os.close(fds[-1])
     assert dev.telemetry() == before  # a new open, after every close
 
 
-def test_open_needs_no_arguments_and_readonly_open_works(dev, spec):
+def test_open_needs_no_arguments_and_readonly_open_works(dev):
     fd = os.open(dev.node, os.O_RDONLY)
     try:
-        fcntl.ioctl(fd, spec.STEP, struct.pack("<Q", 5))
+        fcntl.ioctl(fd, STEP, struct.pack("<Q", 5))
     finally:
         os.close(fd)
     assert dev.telemetry()["current_step"] == 5
@@ -72,11 +73,11 @@ def test_open_needs_no_arguments_and_readonly_open_works(dev, spec):
 # -- the KvCpu class -----------------------------------------------------------------
 
 
-def test_kvcpu_weights_and_update(dev, spec):
+def test_kvcpu_weights_and_update(dev):
     with KvCpu(dev.node) as k:
-        assert k.weights()._asdict() == {f: spec.DEFAULTS[f] for f in spec.WEIGHT_FIELDS}
-        assert k.update_weights(w_d=7, prefetch_thresh=spec.U32_MAX)._asdict() == dict(
-            w_r=1, w_f=1, w_s=2, w_d=7, evict_thresh=4096, prefetch_thresh=spec.U32_MAX)
+        assert k.weights()._asdict() == {f: DEFAULTS[f] for f in WEIGHT_FIELDS}
+        assert k.update_weights(w_d=7, prefetch_thresh=U32_MAX)._asdict() == dict(
+            w_r=1, w_f=1, w_s=2, w_d=7, evict_thresh=4096, prefetch_thresh=U32_MAX)
         with pytest.raises(ValueError):
             k.update_weights(w_x=1)
         assert k.telemetry().w_d == 7
@@ -150,24 +151,24 @@ def test_kvctl_device_from_environment(dev, kvctl):
     assert dev.telemetry()["current_step"] == 9
 
 
-def test_kvctl_telemetry_json_keys_and_table(shared_dev, kvctl, spec):
+def test_kvctl_telemetry_json_keys_and_table(shared_dev, kvctl):
     shared_dev.step(4)
     r = kvctl_run(kvctl, "--device", shared_dev.node, "telemetry", "--json")
     data = json.loads(r.stdout)
-    assert list(data) == list(spec.FIELDS)
+    assert list(data) == list(FIELDS)
     assert data == shared_dev.telemetry()
     table = kvctl_run(kvctl, "--device", shared_dev.node, "telemetry").stdout
-    for field in spec.FIELDS:
+    for field in FIELDS:
         assert field in table
 
 
-def test_kvctl_weights_show_and_set_subset(shared_dev, kvctl, spec):
+def test_kvctl_weights_show_and_set_subset(shared_dev, kvctl):
     before = shared_dev.telemetry()
     r = kvctl_run(kvctl, "--device", shared_dev.node, "weights", "w_s=0x10", "evict_thresh=4294967295")
     assert r.returncode == 0, r.stderr
     assert shared_dev.telemetry() == before | dict(w_s=16, evict_thresh=2**32 - 1)
     shown = kvctl_run(kvctl, "--device", shared_dev.node, "weights", "--json")
-    assert json.loads(shown.stdout) == {f: shared_dev.telemetry()[f] for f in spec.WEIGHT_FIELDS}
+    assert json.loads(shown.stdout) == {f: shared_dev.telemetry()[f] for f in WEIGHT_FIELDS}
     bad = kvctl_run(kvctl, "--device", shared_dev.node, "weights", "w_q=1")
     assert bad.returncode == 1
     assert shared_dev.telemetry() == before | dict(w_s=16, evict_thresh=2**32 - 1)
