@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import NoReturn
 
 import pytest
 
@@ -70,20 +71,20 @@ from kvspec import HOT, STEP, TELEMETRY, WEIGHTS  # noqa: E402
 TIMINGS: dict[str, float | str] = {}
 
 
-def _skip_or_fail(reason: str):
+def _skip_or_fail(reason: str) -> NoReturn:
     if os.environ.get("KVCPU_REQUIRE_DOCKER") == "1":
         pytest.fail(f"KVCPU_REQUIRE_DOCKER=1 but: {reason}", pytrace=False)
     pytest.skip(reason)
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a host command with no stdin; on failure, fail with its output."""
     try:
         result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 timeout=timeout, env=env or DOCKER_ENV)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{shlex.join(cmd)} timed out after {timeout}s\n{exc.stdout or ''}\n{exc.stderr or ''}",
+        pytest.fail(f"{shlex.join(cmd)} timed out after {timeout}s\n{_text(exc.stdout)}\n{_text(exc.stderr)}",
                     pytrace=False)
     if check and result.returncode != 0:
         pytest.fail(f"{shlex.join(cmd)} exited {result.returncode}\n"
@@ -92,7 +93,12 @@ def run(cmd: list[str], *, timeout: float = 120, check: bool = True,
     return result
 
 
-def quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess | None:
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out run had printed: subprocess hands it over undecoded."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
     """For clean-up: run, never raise."""
     try:
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -295,14 +301,15 @@ def _ts(text: str) -> datetime.datetime:
 
 
 def dexec(name: str, script: str, *, timeout: float = 60, check: bool = True,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A shell script inside the container (bash, in the image's WORKDIR)."""
     env_opts = [opt for k, v in (env or {}).items() for opt in ("-e", f"{k}={v}")]
     return run(["docker", "exec", *env_opts, name, "bash", "-c", script], timeout=timeout, check=check)
 
 
 def telemetry(name: str) -> dict[str, int]:
-    return json.loads(dexec(name, "kvctl telemetry --json").stdout)
+    values: dict[str, int] = json.loads(dexec(name, "kvctl telemetry --json").stdout)
+    return values
 
 
 # -- the client suite inside the container ------------------------------------------
@@ -537,7 +544,7 @@ def test_refuses_clearly_without_fuse(image):
 def test_docker_stop_is_clean(container):
     t0 = time.monotonic()
     run(["docker", "stop", "--time", "10", container], timeout=60)
-    TIMINGS["docker_stop_s"] = round(time.monotonic() - t0, 2)
+    stop_s = TIMINGS["docker_stop_s"] = round(time.monotonic() - t0, 2)
     code = run(["docker", "inspect", "--format", "{{.State.ExitCode}}", container]).stdout.strip()
     logs = run(["docker", "logs", container])
     text = logs.stdout + logs.stderr
@@ -545,4 +552,4 @@ def test_docker_stop_is_clean(container):
     assert "kvcpu0: SIGTERM received, stopping" in text, text
     assert re.search(r"kvcpu0 stopped \(\d+ steps, \d+ register writes\)", text), text
     # SIGTERM, not the SIGKILL after the grace period.
-    assert TIMINGS["docker_stop_s"] < 9, TIMINGS["docker_stop_s"]
+    assert stop_s < 9, stop_s

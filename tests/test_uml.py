@@ -28,7 +28,7 @@ INNER_TIMEOUT = 2400
 pytestmark = pytest.mark.uml
 
 
-def _run_in_uml(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run_in_uml(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     venv = pathlib.Path(sys.executable).parent.parent
     cmd = [str(UML_RUN), "--timeout", str(INNER_TIMEOUT), "--venv", str(venv), "--cwd", str(ROOT)]
     for key, value in env.items():

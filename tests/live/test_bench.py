@@ -39,7 +39,7 @@ def c_errno(exe: pathlib.Path, node: pathlib.Path, *args: object) -> int:
     return getattr(errno, name) if hasattr(errno, name) else int(name[1:])
 
 
-def kvctl_run(kvctl: str, node: pathlib.Path | None, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+def kvctl_run(kvctl: str, node: pathlib.Path | None, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = [kvctl, *(["--device", str(node)] if node else []), *map(str, args)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if check:
@@ -240,7 +240,8 @@ def test_reset_unplug_replug(dev, kvclient, kvctl, tmp_path):
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def test_metrics_scrape_and_top(daemons, kvclient, kvctl):

@@ -18,6 +18,7 @@ DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "bench.md"
 
 def _example(name: str) -> str:
     """A fenced python block of docs/bench.md that starts with ``# name``."""
+    block: str
     for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S):
         if block.startswith(f"# {name}\n"):
             return block

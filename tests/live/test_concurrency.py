@@ -21,9 +21,9 @@ def spawn(kvclient, node, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc, timeout: float = 90) -> str:
+def finish(proc: subprocess.Popen[str], timeout: float = 90) -> str:
     out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"{proc.args}: exit {proc.returncode}: {out} {err}"
+    assert proc.returncode == 0, f"{proc.args!r}: exit {proc.returncode}: {out} {err}"
     return out.strip()
 
 

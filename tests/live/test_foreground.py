@@ -41,6 +41,7 @@ def test_foreground_notifies_ready_and_stops_cleanly_on_sigterm(daemons, tmp_pat
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    assert proc.stderr is not None  # stderr=PIPE
     err = proc.stderr.read()
     lines = [line for line in err.splitlines() if line.strip()]
     assert "ready" in lines[0] and d.name in lines[0], err

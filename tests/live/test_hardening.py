@@ -22,7 +22,7 @@ import time
 import pytest
 from kvspec import DEFAULTS
 
-from live.harness import KVCPU_DEV, alive, mount_points, mounted, wait_until
+from live.harness import KVCPU_DEV, alive, errno_of, mount_points, mounted, wait_until
 
 pytestmark = pytest.mark.live
 
@@ -178,11 +178,7 @@ def test_nobody_cannot_hold_the_lock(open_dir, daemons):
 
 
 def _open_errno(path: pathlib.Path) -> int:
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-    except OSError as exc:
-        return exc.errno
-    return 0
+    return errno_of(lambda: os.close(os.open(path, os.O_RDONLY)))
 
 
 def test_stop_signals_only_the_process_holding_the_lock(dev):

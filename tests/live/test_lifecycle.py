@@ -17,6 +17,7 @@ from kvspec import COUNTERS, DEFAULTS, TELEMETRY
 from live.harness import (
     KVCPU_DEV,
     CClient,
+    Daemon,
     FcntlClient,
     alive,
     errno_of,
@@ -94,7 +95,7 @@ def test_stop_when_not_running(daemons):
     assert d.name in one_line(result.stderr)
 
 
-def kill9(d) -> int:
+def kill9(d: Daemon) -> int:
     """SIGKILL the daemon; wait until it is dead and, best effort, reaped
     (whoever adopted it may be slow to collect the zombie)."""
     pid = d.pid

@@ -80,7 +80,7 @@ def test_kvcpu_weights_and_update(dev):
             w_r=1, w_f=1, w_s=2, w_d=7, evict_thresh=4096, prefetch_thresh=U32_MAX)
         with pytest.raises(ValueError):
             k.update_weights(w_x=1)
-        assert k.telemetry().w_d == 7
+        assert k.telemetry().w_d == 7  # type: ignore[attr-defined]  # client.Telemetry's fields are built at run time
         with pytest.raises(OSError) as exc:
             k.mark_hot(0x1000, 0)
         assert exc.value.errno == errno.EINVAL
