@@ -192,7 +192,7 @@ def test_stop_signals_only_the_process_holding_the_lock(dev):
         result = dev.stop()
         assert result.returncode == 0, result.stderr
         assert f"pid {pid}" in one_line(result.stdout)
-        time.sleep(0.2)
+        time.sleep(0.2)  # no condition to wait on: a stray signal would have landed by now
         assert bystander.poll() is None, "kvcpu-dev --stop signalled an unrelated process"
         assert_gone(dev, pid)
     finally:
@@ -377,7 +377,7 @@ def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, ex
     finally:
         os.kill(pid, signal.SIGCONT)
     code, waited = client.stdout.split()
-    assert int(code) in (errno.ECONNABORTED, errno.ENOTCONN), client.stdout
+    assert int(code) == errno.ECONNABORTED, client.stdout
     assert 0.9 <= float(waited) < 5, waited
     # once resumed, the daemon finds its sessions ended and stops cleanly;
     # the lock is free once the helper has cleaned up after it
@@ -393,7 +393,7 @@ def test_request_timeout_leaves_a_working_daemon_alone(daemons):
     d = daemons("--request-timeout", "0.5")
     for n in range(200):
         d.step(n)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the point: twice the timeout, idle, and nothing may abort the daemon
     assert d.telemetry()["step_count"] == 200
     assert "aborted" not in d.log()
 
