@@ -1,6 +1,7 @@
-"""Only for the cffi extension (kvcpu_dev.native._fuse); the rest of the
-metadata is in pyproject.toml."""
+"""Only for the cffi extension (kvcpu_dev.native._fuse) and the license;
+the rest of the metadata is in pyproject.toml."""
 
+import setuptools
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
@@ -14,10 +15,17 @@ class BuildPy(build_py):
         return [m for m in modules if (m[0], m[1]) != ("kvcpu_dev.native", "build")]
 
 
+#: MIT, in the form the building setuptools reads without a warning: an
+#: SPDX expression from 77 on (which deprecates the old field), the plain
+#: field before (Debian bookworm's 66, which the offline container build
+#: uses, rejects the expression).  pyproject.toml lists it as dynamic.
+LICENSE = {"license_expression": "MIT"} if int(setuptools.__version__.split(".")[0]) >= 77 else {"license": "MIT"}
+
 setup(
     cffi_modules=["kvcpu_dev/native/build.py:ffibuilder"],
     cmdclass={"build_py": BuildPy},
     # cffi builds the extension against the stable ABI (_fuse.abi3.so): one
     # wheel for every CPython from 3.11 on, tagged so.
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
+    **LICENSE,
 )
