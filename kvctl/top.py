@@ -34,7 +34,7 @@ class Sample:
         from prometheus_client.parser import text_string_to_metric_families
 
         self.t = t
-        self.values: dict[tuple[str, tuple], float] = {}
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 self.values[(s.name, tuple(sorted(s.labels.items())))] = s.value
