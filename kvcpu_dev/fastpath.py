@@ -22,6 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import trio
 
 from . import abi, regs
@@ -32,8 +33,8 @@ from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev.trace")
 
-#: Events decoded per ring read.
-_BATCH = 256
+#: Events read from the ring at a time.
+_BATCH = 1024
 
 EV_IOCTL = lib.KV_EV_IOCTL
 EV_STORE = lib.KV_EV_STORE
@@ -43,12 +44,25 @@ EV_REPLUG = lib.KV_EV_REPLUG
 KIND_NAMES = {EV_IOCTL: "ioctl", EV_STORE: "store", EV_RESET: "reset",
               EV_UNPLUG: "unplug", EV_REPLUG: "replug"}
 
-#: struct kv_event as Python reads it: struct.iter_unpack over a batch is
-#: several times cheaper than cffi field access, and drain() is Python's
-#: per-command cost.
+#: struct kv_event as Python reads one: struct unpacking is several times
+#: cheaper than cffi field access.
 _EVENT = struct.Struct("<QQIIiiIIIIIIQ96s6I6Q")
 assert _EVENT.size == ffi.sizeof("struct kv_event")
 _REG_SEQ, _DATA, _REGS = 12, 13, 14  # indexes in an unpacked event
+
+
+#: A batch's columns as numpy reads them in place: enough to tell a plain
+#: STEP (see drain()) and for a listener's ``steps(run)``; reg_off and
+#: reg_val are the first write's.
+_COLUMN_TYPES = {"seq": "<u8", "t_ns": "<u8", "kind": "<u4", "cmd": "<u4", "pid": "<i4",
+                 "err": "<i4", "nregs": "<u4", "fault": "<u4", "latency_us": "<u4",
+                 "service_ns": "<u4", "reg_seq": "<u8", "reg_off": "<u4", "reg_val": "<u8"}
+_COLUMNS = np.dtype({
+    "names": list(_COLUMN_TYPES),
+    "formats": list(_COLUMN_TYPES.values()),
+    "offsets": [ffi.offsetof("struct kv_event", name) for name in _COLUMN_TYPES],
+    "itemsize": _EVENT.size,
+})
 
 
 class FaultRule(NamedTuple):
@@ -79,7 +93,7 @@ class Event(NamedTuple):
     service_ns: int = 0  # time the command held the device
 
 
-def _decode(ev: tuple) -> Event:
+def _decode(ev: tuple[Any, ...]) -> Event:
     seq, t_ns, kind, cmd, pid, err, size, nregs, fault, latency_us, service_ns = ev[:11]
     reg_seq = ev[_REG_SEQ]
     writes = tuple(
@@ -104,14 +118,18 @@ class NativeDriver(Traced):
         #: the model listens behind it.
         self.bar0 = regs.Bar0(trace_len=trace_len, model=model)
         self.model = model
-        #: Called with every drained Event (recorders, metrics).
+        #: Called with every drained Event (recorders, metrics).  One that
+        #: also has ``steps(run)`` takes a run of plain STEPs as numpy
+        #: columns (_COLUMNS) in one call instead.
         self.listeners: list[Callable[[Event], None]] = []
         self.lost = 0  # events the ring dropped, as seen by drain()
         self._next_seq = 1
         self._batch = ffi.new("struct kv_event[]", _BATCH)
         self._raw = ffi.buffer(self._batch)
-        self._held: list[tuple] = []  # the batch read, unpacked
-        self._pos = 0  # how much of it is delivered
+        self._count = 0  # events in the batch read
+        self._pos = 0  # how many of them are delivered
+        self._breaks = np.zeros(0, dtype=np.intp)  # where the batch is not plain STEPs
+        self._columns = np.zeros(0, dtype=_COLUMNS)
         self._final: dict[str, int] = {}
 
     def close(self) -> None:
@@ -212,28 +230,70 @@ class NativeDriver(Traced):
         model's views wants everything the ioctls before it did)."""
         done = 0
         while limit is None or done < limit:
-            if self._pos == len(self._held):  # read the next batch
-                n = lib.kv_ring_read(self.handle, self._batch, _BATCH)
-                if n == 0:
-                    break
-                self._held = list(_EVENT.iter_unpack(self._raw[: n * _EVENT.size]))
-                self._pos = 0
+            if self._pos == self._count and not self._read_batch():
+                break
             if self._model_busy():
                 if not finish:
                     break
                 self.model.work()  # type: ignore[union-attr]
-            self._deliver(self._held[self._pos])
-            self._pos += 1
-            done += 1
+            room = self._count if limit is None else min(self._count, self._pos + limit - done)
+            end = self._plain_steps(room)
+            if end > self._pos + 1:
+                self._deliver_steps(self._pos, end)
+            else:
+                end = self._pos + 1
+                self._deliver(_EVENT.unpack_from(self._raw, self._pos * _EVENT.size))
+            done += end - self._pos
+            self._pos = end
         if finish and self._model_busy():
             self.model.work()  # type: ignore[union-attr]
         return done
+
+    def _read_batch(self) -> bool:
+        n = lib.kv_ring_read(self.handle, self._batch, _BATCH)
+        self._count, self._pos = n, 0
+        if n:
+            cols = np.frombuffer(self._raw, dtype=_COLUMNS, count=n)
+            plain = ((cols["kind"] == EV_IOCTL) & (cols["cmd"] == abi.KV_CPU_STEP_ADVANCE)
+                     & (cols["err"] == 0) & (cols["nregs"] == 1)
+                     & (cols["reg_off"] == regs.STEP_ADVANCE))
+            self._columns, self._breaks = cols, np.flatnonzero(~plain)
+        return n > 0
+
+    def _plain_steps(self, room: int) -> int:
+        """The end of the run of plain STEPs from _pos (at most ``room``):
+        successful STEP_ADVANCE ioctls, each one STEP_ADVANCE write, none
+        lost before or between them, nobody tracing, every listener able to
+        take runs.  Such a run is delivered as a whole (_deliver_steps);
+        anything else one event at a time."""
+        if self.tracing or not all(hasattr(f, "steps") for f in self.listeners):
+            return self._pos
+        pos = self._pos
+        brk = self._breaks
+        i = int(np.searchsorted(brk, pos))
+        end = min(room, int(brk[i]) if i < len(brk) else self._count)
+        seq = self._columns["seq"]
+        if end <= pos or int(seq[pos]) != self._next_seq or int(seq[end - 1]) - int(seq[pos]) != end - 1 - pos:
+            return pos
+        return end
+
+    def _deliver_steps(self, start: int, end: int) -> None:
+        cols = self._columns[start:end]
+        first = int(cols["reg_seq"][0])
+        if int(cols["reg_seq"][-1]) - first != end - 1 - start:  # not back to back
+            for pos in range(start, end):
+                self._deliver(_EVENT.unpack_from(self._raw, pos * _EVENT.size))
+            return
+        self._next_seq = int(cols["seq"][-1]) + 1
+        self.bar0.replay_run(first, regs.STEP_ADVANCE, cols["reg_val"].copy())
+        for listener in self.listeners:
+            listener.steps(cols)  # type: ignore[attr-defined]
 
     def _model_busy(self) -> bool:
         busy = getattr(self.model, "busy", None)
         return busy is not None and busy()
 
-    def _deliver(self, ev: tuple) -> None:
+    def _deliver(self, ev: tuple[Any, ...]) -> None:
         seq = ev[0]
         if seq != self._next_seq:
             self._lose(seq - self._next_seq)
@@ -270,7 +330,18 @@ class NativeDriver(Traced):
     def arm(self) -> bool:
         """Ask to be woken (the eventfd) by the next event; True if events
         are already waiting, so the caller should drain instead of sleep."""
-        return bool(lib.kv_ring_arm(self.handle)) or self._pos < len(self._held)
+        return bool(lib.kv_ring_arm(self.handle)) or self._pos < self._count
+
+    def raise_when_behind(self, tid: int) -> None:
+        """Let the fast path set thread ``tid`` (the drainer, under
+        SCHED_IDLE) to SCHED_OTHER once the ring is 1/64 full; this
+        call also says the thread has lowered itself again."""
+        lib.kv_ring_raise_when_behind(self.handle, tid)
+        lib.kv_ring_lowered(self.handle)
+
+    def raises(self) -> int:
+        """How many times the fast path raised the drainer."""
+        return int(lib.kv_ring_raises(self.handle))
 
     def ring_stats(self) -> dict[str, int]:
         h = self.handle
@@ -283,7 +354,7 @@ class NativeDriver(Traced):
         }
 
 
-def _log_command(ev: tuple) -> None:
+def _log_command(ev: tuple[Any, ...]) -> None:
     _, _, kind, cmd, pid, err, size, _, fault = ev[:9]
     data = ev[_DATA][:size]
     if kind not in (EV_IOCTL, EV_STORE):

@@ -3,15 +3,18 @@
 The reference driver, in mock mode, writes 64-bit registers into a zeroed
 4 KiB region in place of BAR0.  This module is that region plus a bounded
 trace of the writes, and the seam where a device model listens: every write
-is forwarded, in order, to ``device.mmio_write(offset, value)``.
+is forwarded, in order, to ``model.mmio_write(offset, value)``.
 """
 
 from __future__ import annotations
 
 import collections
 import struct
-from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BAR0_SIZE = 4096
 
@@ -93,7 +96,14 @@ class Bar0:
 
     def __init__(self, trace_len: int = 4096, model: MmioListener | None = None):
         self.mem = bytearray(BAR0_SIZE)
-        self.trace: collections.deque[RegWrite] = collections.deque(maxlen=trace_len)
+        self.trace_len = trace_len
+        #: The trace as written: (first seq, offset, values), one value for
+        #: a single write, an array for a run; spelled out as RegWrites only
+        #: when someone reads ``trace`` (rarely: tests, tools), never on
+        #: the drain's path.
+        self._log: collections.deque[tuple[int, int, Sequence[int] | np.ndarray]] = collections.deque()
+        self._logged = 0  # writes in _log
+        self._spelled: collections.deque[RegWrite] | None = None
         self.seq = 0
         self.model = model
         #: Called with each write before the device sees it (--trace), so a
@@ -108,12 +118,52 @@ class Bar0:
         event ring): the same effects, under that number."""
         _U64.pack_into(self.mem, offset, value)
         self.seq = seq
-        write = RegWrite(seq, offset, value)
-        self.trace.append(write)
+        self._note(seq, offset, (value,))
         if self.observer is not None:
-            self.observer(write)
+            self.observer(RegWrite(seq, offset, value))
         if self.model is not None:
             self.model.mmio_write(offset, value)
+
+    def replay_run(self, first_seq: int, offset: int, values: np.ndarray) -> None:
+        """``replay(first_seq + i, offset, values[i])`` for each i: one
+        register written back to back (a decode loop's STEPs), handed to a
+        model that takes runs (``mmio_write_run``) in one call."""
+        run = getattr(self.model, "mmio_write_run", None)
+        if self.observer is not None or (self.model is not None and run is None):
+            for i, value in enumerate(values.tolist()):
+                self.replay(first_seq + i, offset, value)
+            return
+        _U64.pack_into(self.mem, offset, int(values[-1]))
+        self.seq = first_seq + len(values) - 1
+        self._note(first_seq, offset, values)
+        if run is not None:
+            run(offset, values)
+
+    def _note(self, first_seq: int, offset: int, values: Sequence[int] | np.ndarray) -> None:
+        log = self._log
+        log.append((first_seq, offset, values))
+        self._logged += len(values)
+        self._spelled = None
+        while len(log) > 1 and self._logged - len(log[0][2]) >= self.trace_len:
+            self._logged -= len(log.popleft()[2])  # scrolled out unseen
+
+    def clear_trace(self) -> None:
+        self._log.clear()
+        self._logged = 0
+        self._spelled = None
+
+    @property
+    def trace(self) -> collections.deque[RegWrite]:
+        """The last ``trace_len`` writes, oldest first."""
+        if self._spelled is None:
+            self._spelled = collections.deque(maxlen=self.trace_len)
+            skip = max(0, self._logged - self.trace_len)
+            for first_seq, offset, values in self._log:
+                start = min(skip, len(values))
+                skip -= start
+                self._spelled.extend(RegWrite(first_seq + i, offset, int(v))
+                                     for i, v in enumerate(values[start:], start))
+        return self._spelled
 
     def read64(self, offset: int) -> int:
         value: int = _U64.unpack_from(self.mem, offset)[0]

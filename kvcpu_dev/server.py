@@ -16,6 +16,7 @@ import os
 import pathlib
 import signal
 import stat
+import threading
 from collections.abc import Callable
 
 import trio
@@ -29,10 +30,14 @@ from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 
-#: How often Python looks at the ring while commands come.
-DRAIN_POLL_S = 0.002
+#: How often Python looks at the ring while commands come.  Each look costs
+#: Python 25-80 us whatever it finds, and every microsecond Python runs is
+#: one a client on a shared CPU waits: at 10 ms, a decode loop's cadence
+#: costs Python ~0.3% of a CPU, and the ring (16,384 events) still holds
+#: 10 ms of the fastest flood with room to spare.
+DRAIN_POLL_S = 0.010
 #: Empty looks before Python sleeps on the eventfd instead (0.1 s).
-QUIET_POLLS = 50
+QUIET_POLLS = 10
 #: Events per drain step between trio checkpoints.
 DRAIN_BATCH = 1024
 #: Model work per step between trio checkpoints.
@@ -70,6 +75,7 @@ class Server:
         )
         self.attr_session: lowlevel.Session | None = None
         self.fast: FastSession | None = None
+        self.priority = PythonPriority(self.driver)
         self.cuse_node = (
             CuseNode(opts.name, opts.cuse_node, opts.mode, opts.gid)
             if self.transport == "cuse" else None
@@ -102,7 +108,7 @@ class Server:
             # this thread serves: mount from a worker thread.
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
-        _yield_to_the_fast_path()
+        self.priority.lower()
         await self.fast.wait_ready()
         if self.cuse_node is not None:
             await self.cuse_node.settle()
@@ -181,6 +187,7 @@ class Server:
                 continue
             quiet = 0 if drained else quiet + 1
             if quiet >= QUIET_POLLS and not driver.arm():
+                self.priority.quiet()
                 await trio.lowlevel.wait_readable(driver.wake_fd)
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(driver.wake_fd)
@@ -205,7 +212,8 @@ class Server:
 
     def _show_fastpath(self) -> str:
         self.driver.drain()
-        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats()}
+        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats(),
+                 "python_raised": self.driver.raises()}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
     # -- teardown ------------------------------------------------------
@@ -233,23 +241,48 @@ class Server:
             self.opts.attr_dir.rmdir()
 
 
-def _yield_to_the_fast_path() -> None:
-    """Run this (Python's) thread under SCHED_IDLE, after the fast-path
-    thread was created with the normal policy.
+class PythonPriority:
+    """Python's thread yields to the fast path, unless the ring is filling.
 
     Draining the ring and the model's work can wait; a client's ioctl
     cannot.  Under SCHED_IDLE the kernel runs this thread only on CPU time
     nobody else wants, never preempts a client or the fast path for it,
     and treats a CPU that runs only this thread as idle when it places a
     waking task, so the fast path and its clients are not pushed apart
-    (a cross-CPU wake-up costs 25-45 us here; the round trip is 7).  The
-    price: under sustained full load, attribute reads and the model wait
-    for a free moment, and the ring may overflow (counted; the model then
-    reports in_sync=0)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as exc:  # a seccomp or container policy may refuse it
-        log.info("cannot lower the Python thread's priority: %s", exc.strerror)
+    (a cross-CPU wake-up costs 25-45 us here; the round trip is 7).
+
+    A load that leaves no CPU idle starves such a thread for as long as it
+    lasts, and the ring overflows (8 processes flooding STEPs: 40-60% of
+    the events lost to the model).  A starved thread cannot notice that
+    itself, so the fast path does: once the ring is 1/64 full it sets this
+    thread to SCHED_OTHER (fastpath.c, wake()), and the thread lowers
+    itself again when commands stop (quiet()).  Draining then costs it
+    5-9% of a CPU under a flood of Python clients.  Not always in time:
+    the scheduler may still run it late, and 2 of 4 floods on this 2-CPU
+    machine lost events at their start (counted; the model says
+    in_sync=0).  An unprivileged daemon (--runas) may not leave SCHED_IDLE
+    (sched(7), RLIMIT_NICE): it stays there, and overflow is counted."""
+
+    def __init__(self, driver: NativeDriver):
+        self.driver = driver
+
+    def lower(self) -> None:
+        """SCHED_IDLE, after the fast-path thread was created with the
+        normal policy (a new thread inherits its creator's)."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # a seccomp or container policy may refuse it
+            log.info("cannot lower the Python thread's priority: %s", exc.strerror)
+            return
+        self.driver.raise_when_behind(threading.get_native_id())
+
+    def quiet(self) -> None:
+        """The load is over: yield again if the fast path raised us.  Not
+        as soon as the ring is empty: under a load that goes on, SCHED_IDLE
+        would starve the thread again until the ring overflows."""
+        with contextlib.suppress(OSError):
+            if os.sched_getscheduler(0) != os.SCHED_IDLE:
+                self.lower()
 
 
 def _synced(attr: Attribute, sync: Callable[[], object]) -> Attribute:

@@ -54,6 +54,7 @@ def raw_telemetry(dev: Driver) -> dict[str, int]:
 def errno_of(fn, *args) -> int:
     with pytest.raises(OSError) as exc:
         fn(*args)
+    assert exc.value.errno is not None
     return exc.value.errno
 
 
@@ -296,7 +297,7 @@ def test_telemetry_attribute_last_va_zero_is_0x0(dev):
 @pytest.mark.parametrize("field", WEIGHT_FIELDS)
 def test_attribute_store_resends_all_weights(dev, field):
     dev.ioctl(WEIGHTS, WEIGHTS_INFO.pack(1, 2, 3, 4, 5, 6))
-    dev.bar0.trace.clear()
+    dev.bar0.clear_trace()
     attrs(dev)[field].store(b"0x2a\n")
     values = dict(zip(WEIGHT_FIELDS, (1, 2, 3, 4, 5, 6))) | {field: 42}
     assert attrs(dev)[field].show() == "42\n"

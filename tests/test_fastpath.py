@@ -10,7 +10,9 @@ what it carries per command, and what overflow does.
 from __future__ import annotations
 
 import errno
+import os
 import struct
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +20,9 @@ from hypothesis import strategies as st
 
 from kvcpu_dev import abi, regs
 from kvcpu_dev.core import Driver
-from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, NativeDriver
+from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, FaultRule, NativeDriver
+from kvcpu_dev.model import DeviceModel, ModelConfig
+from kvcpu_dev.native._fuse import lib
 
 U64 = st.integers(0, 2**64 - 1)
 U32 = st.integers(0, 2**32 - 1)
@@ -59,6 +63,7 @@ def run(dev: Driver | NativeDriver, op: tuple) -> tuple[int, bytes]:
             return 0, b""
         return 0, dev.ioctl(op[1], op[2])
     except OSError as exc:
+        assert exc.errno is not None
         return exc.errno, b""
 
 
@@ -157,11 +162,9 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     native.close()
 
 
-def whole_space_hint_then_step() -> tuple[NativeDriver, DeviceModel]:  # noqa: F821
+def whole_space_hint_then_step() -> tuple[NativeDriver, DeviceModel]:
     """An incremental model behind the C state, a MARK_HOT over the whole
     address space (every entry of 4096) and a STEP after it, not drained."""
-    from kvcpu_dev.model import DeviceModel, ModelConfig
-
     model = DeviceModel(ModelConfig(entries=4096, clock="sim"))
     model.incremental = True
     native = NativeDriver(model)
@@ -204,3 +207,180 @@ def test_attribute_snapshots_share_one_budget() -> None:
     assert s.get(11) == b"y" * 500 and s.total == 500
     s.drop(11)
     assert s.total == 0
+
+
+# -- runs of STEPs: drain() hands them to the model as one call -------------------
+
+BLOCK = 4096
+STEP_VALUE = st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1), U64)
+model_ops = st.lists(st.one_of(
+    st.tuples(st.just("step"), STEP_VALUE),
+    st.tuples(st.just("step"), STEP_VALUE),
+    st.tuples(st.just("step"), STEP_VALUE),
+    st.tuples(st.just("prefetch"), st.integers(0, 40), st.integers(1, 6), st.integers(0, 40)),
+    st.tuples(st.just("hot"), st.integers(0, 40), st.integers(1, 6)),
+    st.tuples(st.just("drain"), st.integers(1, 5)),
+    st.tuples(st.just("scan")),
+    st.tuples(st.just("store"), st.sampled_from(abi.WEIGHT_FIELDS), st.integers(0, 500)),
+), max_size=80)
+
+
+def untimed(stats: dict) -> dict:
+    """Without the scan's own duration (wall time, differs run to run)."""
+    return {k: v for k, v in stats.items() if "scan_ns" not in k}
+
+
+def model_state(model) -> dict:
+    return {"counts": untimed(model.counts), "step32": model.step32, "sim_ns": model._sim_ns,
+            "pending": model._pending, "due": list(model._due), "last_scan": untimed(model.last_scan)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(model_ops, st.integers(1, 12))
+def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple], trace_len: int) -> None:
+    """core.Driver hands the model one write at a time; the daemon's drain
+    hands it runs of plain STEPs (Bar0.replay_run, DeviceModel.mmio_write_run).
+    Prefetch deadlines met inside a run, steps past 32 bits, weights changed
+    between runs, partial drains and scans between them: the model's state
+    and the register trace must come out the same."""
+    def model() -> DeviceModel:
+        return DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
+
+    spec, native = Driver(model=model(), trace_len=trace_len), NativeDriver(model(), trace_len=trace_len)
+    try:
+        for op in sequence:
+            if op[0] == "step":
+                cmds = [("ioctl", abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", op[1]))]
+            elif op[0] == "prefetch":
+                cmds = [("ioctl", abi.KV_CPU_PREFETCH, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, op[3]))]
+            elif op[0] == "hot":
+                cmds = [("ioctl", abi.KV_CPU_MARK_HOT, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, 0))]
+            elif op[0] == "store":
+                cmds = [op]
+            elif op[0] == "drain":
+                native.drain(op[1])
+                continue
+            else:  # the daemon's scan between batches
+                native.drain()
+                spec.bar0.model.run_pending()  # type: ignore[union-attr]
+                native.model.run_pending()  # type: ignore[union-attr]
+                continue
+            for cmd in cmds:
+                assert run(native, cmd) == run(spec, cmd)
+        native.drain()
+        assert model_state(native.model) == model_state(spec.bar0.model)
+        assert writes(native) == writes(spec)
+        assert untimed(native.model.stats()) == untimed(spec.bar0.model.stats())  # type: ignore[union-attr]
+    finally:
+        native.close()
+
+
+def test_a_run_of_steps_is_one_model_call() -> None:
+    """The point of the runs: a decode loop's STEPs cost the model one call
+    per drained batch, not one per command."""
+    calls = []
+
+    class Counting(Listener):
+        def mmio_write_run(self, offset: int, values) -> None:
+            calls.append(len(values))
+            for v in values.tolist():
+                self.mmio_write(offset, v)
+
+    model = Counting()
+    native = NativeDriver(model)
+    for step in range(500):
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+    native.drain()
+    assert calls == [500]
+    assert model.writes == [(regs.STEP_ADVANCE, s) for s in range(500)]
+    native.close()
+
+
+def metrics_of(sequence: list[tuple], by_runs: bool) -> dict:
+    """The bench's command counters after ``sequence``, with a fault rule
+    that adds latency to every third STEP (so fault ids and latencies vary
+    inside a run)."""
+    from kvcpu_dev.bench.metrics import CommandStats
+
+    stats = CommandStats()
+    native = NativeDriver()
+    native.listeners.append(stats if by_runs else (lambda ev: stats(ev)))
+    native.add_fault(FaultRule(cmd=abi.KV_CPU_STEP_ADVANCE, errno=0, mode=lib.KV_FAULT_EVERY, n=3,
+                               latency_ns=1000))
+    try:
+        for op in sequence:
+            run(native, op)
+        native.drain()
+    finally:
+        native.close()
+    return {"commands": stats.commands, "hist": stats.hist, "faults": stats.faults,
+            "stores": stats.stores}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(ioctl_op(), store_op, st.tuples(st.just("ioctl"), st.just(abi.KV_CPU_STEP_ADVANCE),
+                                                          st.binary(min_size=8, max_size=8))), max_size=40))
+def test_metrics_count_runs_as_single_events(sequence: list[tuple]) -> None:
+    """CommandStats.steps (a run of STEPs at once) against its __call__
+    (one event at a time).  Service times are the machine's, so only
+    their histogram's shape is compared through the bucket counts' sum."""
+    a, b = metrics_of(sequence, by_runs=True), metrics_of(sequence, by_runs=False)
+    assert a["commands"] == b["commands"] and a["faults"] == b["faults"] and a["stores"] == b["stores"]
+    assert {k: sum(v) for k, v in a["hist"].items()} == {k: sum(v) for k, v in b["hist"].items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 10**6), st.integers(0, 3)),
+                min_size=1, max_size=50))
+def test_metrics_histogram_of_a_run_is_the_events_histogram(rows: list[tuple[int, int, int]]) -> None:
+    """The same STEPs (service time, injected latency, fault id) counted
+    as one run and as single events: every bucket equal."""
+    import numpy as np
+
+    from kvcpu_dev.bench.metrics import CommandStats
+    from kvcpu_dev.fastpath import _COLUMNS
+
+    run_ = np.zeros(len(rows), dtype=_COLUMNS)
+    run_["cmd"] = abi.KV_CPU_STEP_ADVANCE
+    run_["service_ns"], run_["latency_us"], run_["fault"] = zip(*rows)
+    by_run, by_event = CommandStats(), CommandStats()
+    by_run.steps(run_)
+    for service_ns, latency_us, fault in rows:
+        by_event(Event(0, 0, EV_IOCTL, abi.KV_CPU_STEP_ADVANCE, 0, 0, b"", (), fault, latency_us, service_ns))
+    assert (by_run.commands, by_run.hist, by_run.hist_sum_ns, by_run.faults) == \
+        (by_event.commands, by_event.hist, by_event.hist_sum_ns, by_event.faults)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="leaving SCHED_IDLE needs CAP_SYS_NICE")
+def test_a_filling_ring_raises_the_idle_drainer_once_until_it_lowers_itself() -> None:
+    """The drainer runs under SCHED_IDLE; a ring 1/64 full (here: 1 of 64)
+    makes the fast path set it to SCHED_OTHER, once, until it says it has
+    lowered itself again."""
+    native = NativeDriver(ring_events=64)
+    ready, done = threading.Event(), threading.Event()
+    tid = 0
+
+    def drainer() -> None:
+        nonlocal tid
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        tid = threading.get_native_id()
+        ready.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=drainer)
+    thread.start()
+    try:
+        ready.wait(10)
+        native.raise_when_behind(tid)
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 1
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 2))
+        assert native.raises() == 1  # once
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        native.raise_when_behind(tid)  # "lowered again"
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 3))
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 2
+    finally:
+        done.set()
+        thread.join()
+        native.close()

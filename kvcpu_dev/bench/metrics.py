@@ -90,6 +90,28 @@ class CommandStats:
             name = _CONTROLS[kind]
             self.controls[name] = self.controls.get(name, 0) + 1
 
+    def steps(self, run: Any) -> None:
+        """A run of successful STEP_ADVANCEs (the drain's numpy columns,
+        fastpath._COLUMNS): what __call__ would count, one event at a time,
+        counted for the whole run."""
+        import numpy as np
+
+        name = command_label(int(run["cmd"][0]))
+        key = (name, errno_label(0))
+        self.commands[key] = self.commands.get(key, 0) + len(run)
+        ns = run["service_ns"].astype(np.int64) + run["latency_us"].astype(np.int64) * 1000
+        counts = self.hist.get(name)
+        if counts is None:
+            counts = self.hist[name] = [0] * (len(BUCKETS) + 1)
+            self.hist_sum_ns[name] = 0
+        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(counts))
+        for i, n in enumerate(per_bucket.tolist()):
+            counts[i] += n
+        self.hist_sum_ns[name] += int(ns.sum())
+        fired = int(np.count_nonzero(run["fault"]))
+        if fired:
+            self.faults[name] = self.faults.get(name, 0) + fired
+
 
 #: The model's counters as the collector reads them: its stats, tiers and
 #: DMA records (model/views.py, or their attribute files parsed back).

@@ -99,6 +99,35 @@ class DeviceModel:
         else:
             self.counts["unknown_reg_writes"] += 1
 
+    def mmio_write_run(self, offset: int, values: np.ndarray) -> None:
+        """The same register written once per value, in order: exactly
+        ``mmio_write(offset, v)`` for each v.
+
+        A decode loop's STEPs arrive this way, one per command, and the
+        daemon drains them by the thousand; a run of STEP doorbells that
+        arms no prefetch deadline, truncates no step and meets no hint in
+        progress only moves the clock and supersedes scans, which is
+        arithmetic on the run, not a call per value."""
+        if offset != regs.STEP_ADVANCE or not self._steps_are_plain(values):
+            for value in values.tolist():
+                self.mmio_write(offset, value)
+            return
+        n = len(values)
+        self.step32 = int(values[-1])
+        self.counts["steps"] += n
+        if self.config.clock == "sim":
+            self._sim_ns += n * self._period_ns
+        self.counts["scans_superseded"] += n if self._pending is not None else n - 1
+        self._pending = (self.step32, self.regs.weights)
+
+    def _steps_are_plain(self, values: np.ndarray) -> bool:
+        """True when no value of a STEP run does more than _step's
+        arithmetic: none truncated, no target reached, no hint pending."""
+        if self._work is not None or len(values) == 0:
+            return False
+        top = int(values.max())
+        return top <= U32 and not (self._targets and self._targets[0][0] <= top)
+
     def _to_step32(self, value: int, what: str) -> int:
         step32 = value & U32
         if step32 != value:

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -53,6 +54,9 @@ struct kv_dev {
     _Atomic uint64_t head, tail, dropped;
     int wake_fd;                /* eventfd, or -1 */
     _Atomic int armed;          /* the consumer sleeps: wake it on push */
+    _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */
+    _Atomic int raised;         /* it was raised and has not lowered itself */
+    _Atomic uint64_t raises;
 
     /* fast-path session */
     struct fuse_session *se;
@@ -118,24 +122,58 @@ static void ev_data(struct kv_pending *p, const void *data, size_t size)
     p->ev->size = (uint32_t)size;
 }
 
-/* Publish the event; returns whether the consumer asked to be woken. */
+/* What the producer owes the consumer once the reply is out (wake()). */
+#define KV_WAKE_EVENTFD 1       /* it sleeps on the eventfd */
+#define KV_WAKE_RAISE 2         /* it falls behind: raise its priority */
+
+/* Publish the event; returns KV_WAKE_* flags for wake(). */
 static int ev_end(struct kv_dev *d, struct kv_pending *p, int err)
 {
+    uint64_t h;
+    int flags;
+
     p->ev->err = err;
     if (!p->kept) {
         atomic_fetch_add_explicit(&d->dropped, 1, memory_order_relaxed);
         return 0;
     }
-    atomic_store_explicit(&d->head, atomic_load_explicit(&d->head, memory_order_relaxed) + 1,
-                          memory_order_release);
-    return atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel);
+    h = atomic_load_explicit(&d->head, memory_order_relaxed) + 1;
+    atomic_store_explicit(&d->head, h, memory_order_release);
+    flags = atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel) ? KV_WAKE_EVENTFD : 0;
+    /* 1/64 full: the consumer (SCHED_IDLE) may be starved by a load that
+     * leaves no CPU idle.  It cannot notice by itself, since it does not
+     * run; the producer raises it, once, and it lowers itself when quiet
+     * (server.PythonPriority). */
+    if (h - atomic_load_explicit(&d->tail, memory_order_relaxed) >= d->cap / 64 &&
+        atomic_load_explicit(&d->consumer_tid, memory_order_relaxed) &&
+        !atomic_exchange_explicit(&d->raised, 1, memory_order_acq_rel))
+        flags |= KV_WAKE_RAISE;
+    return flags;
 }
 
-static void wake(struct kv_dev *d)
+static void wake(struct kv_dev *d, int flags)
 {
-    if (d->wake_fd >= 0)
+    if (flags & KV_WAKE_EVENTFD && d->wake_fd >= 0)
         (void)eventfd_write(d->wake_fd, 1);
+    if (flags & KV_WAKE_RAISE) {
+        struct sched_param normal = { .sched_priority = 0 };
+
+        if (sched_setscheduler(atomic_load(&d->consumer_tid), SCHED_OTHER, &normal) == 0)
+            atomic_fetch_add_explicit(&d->raises, 1, memory_order_relaxed);
+    }
 }
+
+void kv_ring_raise_when_behind(struct kv_dev *d, int tid)
+{
+    atomic_store(&d->consumer_tid, tid);
+}
+
+void kv_ring_lowered(struct kv_dev *d)
+{
+    atomic_store(&d->raised, 0);
+}
+
+uint64_t kv_ring_raises(struct kv_dev *d) { return atomic_load(&d->raises); }
 
 size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max)
 {
@@ -388,7 +426,7 @@ int kv_dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
 
     delay(delay_ns);
     if (want_wake)
-        wake(d);
+        wake(d, want_wake);
     return err;
 }
 
@@ -469,8 +507,10 @@ static void control_event(struct kv_dev *d, uint32_t kind)
     struct kv_pending p;
 
     ev_begin(d, &p, kind, 0, 0);
-    if (ev_end(d, &p, 0))
-        wake(d);
+    int flags = ev_end(d, &p, 0);
+
+    if (flags)
+        wake(d, flags);
 }
 
 void kv_dev_reset(struct kv_dev *d)
@@ -510,7 +550,7 @@ int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value)
     want_wake = ev_end(d, &p, 0);
     pthread_mutex_unlock(&d->lock);
     if (want_wake)
-        wake(d);
+        wake(d, want_wake);
     return 0;
 }
 
@@ -584,7 +624,7 @@ static void answer_ioctl(fuse_req_t req, uint32_t cmd, const void *in_buf,
         fuse_reply_ioctl(req, 0, cmd == KV_CPU_GET_TELEMETRY ? out : NULL,
                          cmd == KV_CPU_GET_TELEMETRY ? outsz : 0);
     if (want_wake)
-        wake(d);    /* after the reply: the client goes first */
+        wake(d, want_wake);     /* after the reply: the client goes first */
 }
 
 static void fast_init(void *userdata, struct fuse_conn_info *conn)
