@@ -5,7 +5,6 @@ mounted and answers ENOTCONN until someone detaches it)."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import pathlib
 import re
@@ -19,7 +18,9 @@ MNT_DETACH = 2
 KVCPU_FS_TYPE = paths.FS_TYPE
 source_of = paths.mount_source
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: libc as this process already has it: ctypes.util.find_library runs
+#: ldconfig in a subprocess, which was a third of every kvctl run.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _unescape(field: str) -> str:
