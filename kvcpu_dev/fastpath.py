@@ -183,7 +183,7 @@ class NativeDriver(Traced):
         res = lib.kv_fault_add(self.handle, f)
         if res < 0:
             raise OSError(-res, os.strerror(-res))
-        return res
+        return int(res)
 
     def delete_fault(self, fault_id: int) -> None:
         err = lib.kv_fault_del(self.handle, fault_id)
@@ -216,7 +216,7 @@ class NativeDriver(Traced):
         self.drain()
 
     def resets(self) -> int:
-        return lib.kv_dev_resets(self.handle)
+        return int(lib.kv_dev_resets(self.handle))
 
     # -- the ring ---------------------------------------------------------
 
@@ -250,7 +250,7 @@ class NativeDriver(Traced):
         return done
 
     def _read_batch(self) -> bool:
-        n = lib.kv_ring_read(self.handle, self._batch, _BATCH)
+        n: int = lib.kv_ring_read(self.handle, self._batch, _BATCH)
         self._count, self._pos = n, 0
         if n:
             cols = np.frombuffer(self._raw, dtype=_COLUMNS, count=n)

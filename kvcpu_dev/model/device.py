@@ -14,6 +14,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ class DeviceModel:
         self._due: list[tuple[int, int, int]] = []  # (entry, gen, deadline ns)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.last_scan: dict[str, int] = dict.fromkeys(LAST_SCAN, 0)
-        self._doorbells = {
+        self._doorbells: dict[int, Callable[[int], None]] = {
             regs.STEP_ADVANCE: self._step,
             regs.BOOST_LEN: lambda v: self._hint("hot", self._latch[regs.BOOST_ADDR], v, self._hot),
             regs.IMEVICT_LEN: lambda v: self._hint("evict", self._latch[regs.IMEVICT_ADDR], v, self._evict),
@@ -399,12 +400,12 @@ class DeviceModel:
         )
 
     # -- what users read ------------------------------------------------------------------
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters, the last scan and the registers (settled to now)."""
         self._settle()
         return views.stats(self)
 
-    def blocks(self, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict]:
+    def blocks(self, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
         """Live entries in address order; ``va_range`` is [start, end)."""
         self._settle()
         return views.blocks(self, tier, va_range)
