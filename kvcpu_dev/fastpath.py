@@ -35,6 +35,10 @@ log = logging.getLogger("kvcpu_dev.trace")
 
 #: Events read from the ring at a time.
 _BATCH = 1024
+#: The smallest batch worth finding runs in: numpy's per-call cost (a
+#: couple of dozen calls, ~250 us on the cold caches a 10 ms poll wakes
+#: to) only pays for itself past some tens of events.
+_RUN_MIN = 64
 
 EV_IOCTL = lib.KV_EV_IOCTL
 EV_STORE = lib.KV_EV_STORE
@@ -127,6 +131,7 @@ class NativeDriver(Traced):
         self._batch = ffi.new("struct kv_event[]", _BATCH)
         self._raw = ffi.buffer(self._batch)
         self._count = 0  # events in the batch read
+        self._runs_possible = False  # the batch is worth looking at as runs
         self._pos = 0  # how many of them are delivered
         self._breaks = np.zeros(0, dtype=np.intp)  # where the batch is not plain STEPs
         self._columns = np.zeros(0, dtype=_COLUMNS)
@@ -224,14 +229,24 @@ class NativeDriver(Traced):
         """Feed waiting events to the trace, the log, listeners and the
         model, at most ``limit`` (all if None).  Returns how many.
 
+        One pass: once a read finds the ring emptied, events that arrive
+        while these are delivered wait for the next call.  Chasing them
+        read a few at a time, each read paying the batch's fixed cost, and
+        a client back to back kept Python busy half a CPU for it.  A read
+        of an attribute after an ioctl still sees that ioctl: its event
+        was in the ring before the pass began.
+
         A model still applying a large hint (incremental mode) takes no
         further event: draining stops there, so its writes stay in order,
         unless ``finish``, which completes such work inline (a read of the
         model's views wants everything the ioctls before it did)."""
         done = 0
+        emptied = False
         while limit is None or done < limit:
-            if self._pos == self._count and not self._read_batch():
-                break
+            if self._pos == self._count:
+                if emptied or not self._read_batch():
+                    break
+                emptied = self._count < _BATCH
             if self._model_busy():
                 if not finish:
                     break
@@ -252,7 +267,8 @@ class NativeDriver(Traced):
     def _read_batch(self) -> bool:
         n: int = lib.kv_ring_read(self.handle, self._batch, _BATCH)
         self._count, self._pos = n, 0
-        if n:
+        self._runs_possible = n >= _RUN_MIN
+        if self._runs_possible:
             cols = np.frombuffer(self._raw, dtype=_COLUMNS, count=n)
             plain = ((cols["kind"] == EV_IOCTL) & (cols["cmd"] == abi.KV_CPU_STEP_ADVANCE)
                      & (cols["err"] == 0) & (cols["nregs"] == 1)
@@ -266,7 +282,7 @@ class NativeDriver(Traced):
         lost before or between them, nobody tracing, every listener able to
         take runs.  Such a run is delivered as a whole (_deliver_steps);
         anything else one event at a time."""
-        if self.tracing or not all(hasattr(f, "steps") for f in self.listeners):
+        if not self._runs_possible or self.tracing or not all(hasattr(f, "steps") for f in self.listeners):
             return self._pos
         pos = self._pos
         brk = self._breaks
@@ -334,7 +350,7 @@ class NativeDriver(Traced):
 
     def raise_when_behind(self, tid: int) -> None:
         """Let the fast path set thread ``tid`` (the drainer, under
-        SCHED_IDLE) to SCHED_OTHER once the ring is 1/64 full; this
+        SCHED_IDLE) to SCHED_OTHER once the ring is a quarter full; this
         call also says the thread has lowered itself again."""
         lib.kv_ring_raise_when_behind(self.handle, tid)
         lib.kv_ring_lowered(self.handle)

@@ -254,8 +254,9 @@ class PythonPriority:
     A load that leaves no CPU idle starves such a thread for as long as it
     lasts, and the ring overflows (8 processes flooding STEPs: 40-60% of
     the events lost to the model).  A starved thread cannot notice that
-    itself, so the fast path does: once the ring is 1/64 full it sets this
-    thread to SCHED_OTHER (fastpath.c, wake()), and the thread lowers
+    itself, so the fast path does: once the ring is a quarter full (a 10
+    ms look never finds that much of one client's back-to-back commands)
+    it sets this thread to SCHED_OTHER (fastpath.c, wake()), and the thread lowers
     itself again when commands stop (quiet()).  Draining then costs it
     5-9% of a CPU under a flood of Python clients.  Not always in time:
     the scheduler may still run it late, and 2 of 4 floods on this 2-CPU

@@ -9,16 +9,18 @@ what it carries per command, and what overflow does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
 import threading
+import unittest.mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvcpu_dev import abi, regs
+from kvcpu_dev import abi, fastpath, regs
 from kvcpu_dev.core import Driver
 from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, FaultRule, NativeDriver
 from kvcpu_dev.model import DeviceModel, ModelConfig
@@ -211,6 +213,13 @@ def test_attribute_snapshots_share_one_budget() -> None:
 
 # -- runs of STEPs: drain() hands them to the model as one call -------------------
 
+
+def runs_from_two() -> contextlib.AbstractContextManager[object]:
+    """Look for runs in every batch, not only in large ones (fastpath._RUN_MIN),
+    so that short random sequences exercise them."""
+    return unittest.mock.patch.object(fastpath, "_RUN_MIN", 2)
+
+
 BLOCK = 4096
 STEP_VALUE = st.one_of(st.integers(0, 40), st.integers(0, 2**32 - 1), U64)
 model_ops = st.lists(st.one_of(
@@ -247,32 +256,33 @@ def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple],
         return DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
 
     spec, native = Driver(model=model(), trace_len=trace_len), NativeDriver(model(), trace_len=trace_len)
-    try:
-        for op in sequence:
-            if op[0] == "step":
-                cmds = [("ioctl", abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", op[1]))]
-            elif op[0] == "prefetch":
-                cmds = [("ioctl", abi.KV_CPU_PREFETCH, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, op[3]))]
-            elif op[0] == "hot":
-                cmds = [("ioctl", abi.KV_CPU_MARK_HOT, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, 0))]
-            elif op[0] == "store":
-                cmds = [op]
-            elif op[0] == "drain":
-                native.drain(op[1])
-                continue
-            else:  # the daemon's scan between batches
-                native.drain()
-                spec.bar0.model.run_pending()  # type: ignore[union-attr]
-                native.model.run_pending()  # type: ignore[union-attr]
-                continue
-            for cmd in cmds:
-                assert run(native, cmd) == run(spec, cmd)
-        native.drain()
-        assert model_state(native.model) == model_state(spec.bar0.model)
-        assert writes(native) == writes(spec)
-        assert untimed(native.model.stats()) == untimed(spec.bar0.model.stats())  # type: ignore[union-attr]
-    finally:
-        native.close()
+    with runs_from_two():
+        try:
+            for op in sequence:
+                if op[0] == "step":
+                    cmds = [("ioctl", abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", op[1]))]
+                elif op[0] == "prefetch":
+                    cmds = [("ioctl", abi.KV_CPU_PREFETCH, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, op[3]))]
+                elif op[0] == "hot":
+                    cmds = [("ioctl", abi.KV_CPU_MARK_HOT, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, 0))]
+                elif op[0] == "store":
+                    cmds = [op]
+                elif op[0] == "drain":
+                    native.drain(op[1])
+                    continue
+                else:  # the daemon's scan between batches
+                    native.drain()
+                    spec.bar0.model.run_pending()  # type: ignore[union-attr]
+                    native.model.run_pending()  # type: ignore[union-attr]
+                    continue
+                for cmd in cmds:
+                    assert run(native, cmd) == run(spec, cmd)
+            native.drain()
+            assert model_state(native.model) == model_state(spec.bar0.model)
+            assert writes(native) == writes(spec)
+            assert untimed(native.model.stats()) == untimed(spec.bar0.model.stats())  # type: ignore[union-attr]
+        finally:
+            native.close()
 
 
 def test_a_run_of_steps_is_one_model_call() -> None:
@@ -307,12 +317,13 @@ def metrics_of(sequence: list[tuple], by_runs: bool) -> dict:
     native.listeners.append(stats if by_runs else (lambda ev: stats(ev)))
     native.add_fault(FaultRule(cmd=abi.KV_CPU_STEP_ADVANCE, errno=0, mode=lib.KV_FAULT_EVERY, n=3,
                                latency_ns=1000))
-    try:
-        for op in sequence:
-            run(native, op)
-        native.drain()
-    finally:
-        native.close()
+    with runs_from_two():
+        try:
+            for op in sequence:
+                run(native, op)
+            native.drain()
+        finally:
+            native.close()
     return {"commands": stats.commands, "hist": stats.hist, "faults": stats.faults,
             "stores": stats.stores}
 
@@ -353,9 +364,9 @@ def test_metrics_histogram_of_a_run_is_the_events_histogram(rows: list[tuple[int
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="leaving SCHED_IDLE needs CAP_SYS_NICE")
 def test_a_filling_ring_raises_the_idle_drainer_once_until_it_lowers_itself() -> None:
-    """The drainer runs under SCHED_IDLE; a ring 1/64 full (here: 1 of 64)
-    makes the fast path set it to SCHED_OTHER, once, until it says it has
-    lowered itself again."""
+    """The drainer runs under SCHED_IDLE; a ring a quarter full (here: 16
+    of 64) makes the fast path set it to SCHED_OTHER, once, until it says
+    it has lowered itself again."""
     native = NativeDriver(ring_events=64)
     ready, done = threading.Event(), threading.Event()
     tid = 0
@@ -372,15 +383,44 @@ def test_a_filling_ring_raises_the_idle_drainer_once_until_it_lowers_itself() ->
     try:
         ready.wait(10)
         native.raise_when_behind(tid)
-        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
+
+        def step() -> None:
+            native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
+
+        for _ in range(15):
+            step()
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE and native.raises() == 0
+        step()  # the 16th
         assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 1
-        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 2))
+        step()
         assert native.raises() == 1  # once
+        native.drain()
         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         native.raise_when_behind(tid)  # "lowered again"
-        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 3))
+        for _ in range(16):
+            step()
         assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 2
     finally:
         done.set()
         thread.join()
         native.close()
+
+
+def test_a_drain_is_one_pass_over_what_was_there() -> None:
+    """Events that arrive while a drain delivers (here: ioctls a listener
+    makes) wait for the next drain, instead of being chased a few at a
+    time; a read after an ioctl still sees it, since its event came first."""
+    native = NativeDriver()
+    seen: list[int] = []
+
+    def listener(ev: Event) -> None:
+        seen.append(ev.seq)
+        if len(seen) <= 3:
+            native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 100 + len(seen)))
+
+    native.listeners.append(listener)
+    for step in range(3):
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+    assert native.drain() == 3 and native.ring_stats()["ring_depth"] == 3
+    assert native.drain() == 3 and seen == [1, 2, 3, 4, 5, 6]
+    native.close()

@@ -85,8 +85,8 @@ int kv_ring_arm(struct kv_dev *d);        /* returns 1 if events are waiting */
 uint64_t kv_ring_dropped(struct kv_dev *d);
 uint64_t kv_ring_depth(struct kv_dev *d);
 uint32_t kv_ring_capacity(struct kv_dev *d);
-/* The consumer thread (tid) runs under SCHED_IDLE; once the ring is 1/64
- * full the producer sets it to SCHED_OTHER, and counts it, until the
+/* The consumer thread (tid) runs under SCHED_IDLE; once the ring is a
+ * quarter full the producer sets it to SCHED_OTHER, and counts it, until the
  * consumer says it lowered itself again. */
 void kv_ring_raise_when_behind(struct kv_dev *d, int tid);
 void kv_ring_lowered(struct kv_dev *d);
