@@ -113,9 +113,12 @@ class NativeDriver(Traced):
     def __init__(self, model: regs.MmioListener | None = None, *,
                  ring_events: int = RING_EVENTS, trace_len: int = 4096):
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        #: Written by the fast-path thread when it returns (FastSession).
+        self.exit_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         handle = lib.kv_dev_new(ring_events, self.wake_fd)
         if handle == ffi.NULL:
             os.close(self.wake_fd)
+            os.close(self.exit_fd)
             raise MemoryError("cannot allocate the device state")
         self.handle = ffi.gc(handle, lib.kv_dev_free)
         #: Python's copy of BAR0 and its write trace, rebuilt from the ring;
@@ -145,6 +148,7 @@ class NativeDriver(Traced):
             ffi.release(self.handle)
             self.handle = None
             os.close(self.wake_fd)
+            os.close(self.exit_fd)
 
     # -- the driver's interface (as core.Driver) ------------------------
 
@@ -443,7 +447,7 @@ class FastSession:
         self._mounted = True
 
     def start(self, poll_us: int = 0) -> None:
-        err = lib.kv_fast_start(self.driver.handle, self._se, poll_us)
+        err = lib.kv_fast_start(self.driver.handle, self._se, poll_us, self.driver.exit_fd)
         if err:
             raise OSError(err, f"cannot start the fast-path thread: {os.strerror(err)}")
 
@@ -453,9 +457,11 @@ class FastSession:
             await trio.sleep(0.001)
 
     async def wait_exited(self) -> None:
-        """Until the session ends (unmounted or released by the kernel)."""
+        """Until the session ends (unmounted or released by the kernel):
+        the thread writes the driver's exit eventfd, so waiting costs no
+        wake-up."""
         while not lib.kv_fast_exited(self.driver.handle):
-            await trio.sleep(0.05)
+            await trio.lowlevel.wait_readable(self.driver.exit_fd)
 
     def close(self) -> None:
         """Unmount (FUSE; ends the thread's read), stop the thread, free."""

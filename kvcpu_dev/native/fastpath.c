@@ -64,6 +64,7 @@ struct kv_dev {
     int have_thread;
     unsigned poll_us;
     _Atomic int stop, ready, exited;
+    int exit_fd;                /* written when the thread returns, or -1 */
     _Atomic uint64_t served;
     unsigned mode, uid, gid;    /* the FUSE device file's attributes */
 
@@ -590,6 +591,7 @@ struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd)
     power_on_state(d);
     d->present = 1;
     d->wake_fd = wake_fd;
+    d->exit_fd = -1;
     return d;
 }
 
@@ -859,10 +861,12 @@ static void *serve(void *arg)
     }
     free(buf.mem);
     atomic_store(&d->exited, 1);
+    if (d->exit_fd >= 0)
+        (void)eventfd_write(d->exit_fd, 1);
     return NULL;
 }
 
-int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us)
+int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd)
 {
     struct sigaction sa;
     sigset_t all, old;
@@ -875,6 +879,7 @@ int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us)
         return errno;
     d->se = se;
     d->poll_us = poll_us;
+    d->exit_fd = exit_fd;
     fcntl(fuse_session_fd(se), F_SETFL,
           fcntl(fuse_session_fd(se), F_GETFL) & ~O_NONBLOCK);
     /* The thread takes no signal but its own wake-up: SIGTERM and friends

@@ -97,7 +97,8 @@ uint64_t kv_dev_served(struct kv_dev *d);
 struct fuse_session *kv_fast_fuse_new(struct kv_dev *d, const char *mount_opts,
                                       unsigned mode, unsigned uid, unsigned gid);
 struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname);
-int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us);
+/* exit_fd: an eventfd the thread writes when it returns, or -1. */
+int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd);
 int kv_fast_ready(struct kv_dev *d);      /* INIT done */
 int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended) */
 void kv_fast_stop(struct kv_dev *d);      /* stop and join the thread */
