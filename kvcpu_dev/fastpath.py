@@ -363,6 +363,11 @@ class NativeDriver(Traced):
         """How many times the fast path raised the drainer."""
         return int(lib.kv_ring_raises(self.handle))
 
+    def raise_refusals(self) -> int:
+        """How many times the kernel refused it (no CAP_SYS_NICE: a
+        container, --runas)."""
+        return int(lib.kv_ring_raise_refusals(self.handle))
+
     def ring_stats(self) -> dict[str, int]:
         h = self.handle
         return {

@@ -213,7 +213,7 @@ class Server:
     def _show_fastpath(self) -> str:
         self.driver.drain()
         stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats(),
-                 "python_raised": self.driver.raises()}
+                 "python_raised": self.driver.raises(), "python_raise_refused": self.driver.raise_refusals()}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
     # -- teardown ------------------------------------------------------

@@ -424,3 +424,15 @@ def test_a_drain_is_one_pass_over_what_was_there() -> None:
     assert native.drain() == 3 and native.ring_stats()["ring_depth"] == 3
     assert native.drain() == 3 and seen == [1, 2, 3, 4, 5, 6]
     native.close()
+
+
+def test_a_raise_the_kernel_refuses_is_counted_once() -> None:
+    """Without CAP_SYS_NICE (a container, --runas) the kernel refuses the
+    raise; the fast path counts it and does not retry on every command
+    (here the refusal is ESRCH: no such thread)."""
+    native = NativeDriver(ring_events=64)
+    native.raise_when_behind(2**31 - 1)
+    for step in range(40):
+        native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+    assert native.raises() == 0 and native.raise_refusals() == 1
+    native.close()

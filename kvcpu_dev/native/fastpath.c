@@ -56,7 +56,7 @@ struct kv_dev {
     _Atomic int armed;          /* the consumer sleeps: wake it on push */
     _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */
     _Atomic int raised;         /* it was raised and has not lowered itself */
-    _Atomic uint64_t raises;
+    _Atomic uint64_t raises, raise_refusals;
 
     /* fast-path session */
     struct fuse_session *se;
@@ -160,8 +160,12 @@ static void wake(struct kv_dev *d, int flags)
     if (flags & KV_WAKE_RAISE) {
         struct sched_param normal = { .sched_priority = 0 };
 
+        /* Refused without CAP_SYS_NICE (a container, --runas): counted, and
+         * not retried until the consumer says it lowered itself. */
         if (sched_setscheduler(atomic_load(&d->consumer_tid), SCHED_OTHER, &normal) == 0)
             atomic_fetch_add_explicit(&d->raises, 1, memory_order_relaxed);
+        else
+            atomic_fetch_add_explicit(&d->raise_refusals, 1, memory_order_relaxed);
     }
 }
 
@@ -176,6 +180,7 @@ void kv_ring_lowered(struct kv_dev *d)
 }
 
 uint64_t kv_ring_raises(struct kv_dev *d) { return atomic_load(&d->raises); }
+uint64_t kv_ring_raise_refusals(struct kv_dev *d) { return atomic_load(&d->raise_refusals); }
 
 size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max)
 {

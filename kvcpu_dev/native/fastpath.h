@@ -91,6 +91,7 @@ uint32_t kv_ring_capacity(struct kv_dev *d);
 void kv_ring_raise_when_behind(struct kv_dev *d, int tid);
 void kv_ring_lowered(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
+uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
 uint64_t kv_dev_served(struct kv_dev *d);
 
 /* The fast-path session: the device file's own FUSE mount, or CUSE. */

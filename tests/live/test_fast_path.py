@@ -89,7 +89,8 @@ def _flood(node: str, seconds: float, sent: Any) -> None:
 def test_a_flood_on_every_cpu_keeps_the_books(dev):
     """Clients on every CPU, back to back, leave Python's SCHED_IDLE drain
     no idle time; the fast path raises it once the ring fills (the
-    fastpath attribute counts that), and whatever was lost anyway is
+    fastpath attribute counts that, and the kernel's refusals), and
+    whatever was lost anyway is
     counted the same in the ring, the drain and the model, which then
     says it is out of sync.  The driver's counters stay exact."""
     ctx = multiprocessing.get_context("fork")
@@ -108,4 +109,6 @@ def test_a_flood_on_every_cpu_keeps_the_books(dev):
     assert s["in_sync"] == ("0" if lost else "1")
     assert int(s["steps"]) == sent.value - lost
     assert dev.telemetry()["step_count"] == sent.value
-    assert int(f["python_raised"]) >= (1 if lost else 0)
+    # Whatever was lost, the fast path tried to raise the drainer first
+    # (a container without CAP_SYS_NICE refuses it: counted too).
+    assert int(f["python_raised"]) + int(f["python_raise_refused"]) >= (1 if lost else 0)
