@@ -35,7 +35,9 @@ def rtt(client, node, count: int, cpu) -> float:
 
 def noop_server(binary, mountpoint, cpu):
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(pinned(cpu, [binary, mountpoint]), stdout=subprocess.PIPE, text=True)
+    # In a session of its own, as the daemon is (see bench_fastpath.noop_server).
+    proc = subprocess.Popen(pinned(cpu, [binary, mountpoint]), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
     proc.stdout.readline()  # "ready"
     return proc
 
