@@ -72,18 +72,9 @@ class CommandStats:
     def __call__(self, ev: Any) -> None:
         kind = ev.kind
         if kind == fmt.KIND_IOCTL:
-            name = command_label(ev.cmd)
-            key = (name, errno_label(ev.errno))
-            self.commands[key] = self.commands.get(key, 0) + 1
             ns = ev.service_ns + ev.latency_us * 1000
-            counts = self.hist.get(name)
-            if counts is None:
-                counts = self.hist[name] = [0] * (len(BUCKETS) + 1)
-                self.hist_sum_ns[name] = 0
-            counts[bisect.bisect_left(_BUCKETS_NS, ns)] += 1
-            self.hist_sum_ns[name] += ns
-            if ev.fault:
-                self.faults[name] = self.faults.get(name, 0) + 1
+            buckets = self._count(command_label(ev.cmd), ev.errno, 1, ns, 1 if ev.fault else 0)
+            buckets[bisect.bisect_left(_BUCKETS_NS, ns)] += 1
         elif kind == fmt.KIND_STORE:
             self.stores += 1
         elif kind in _CONTROLS:
@@ -92,25 +83,31 @@ class CommandStats:
 
     def steps(self, run: Any) -> None:
         """A run of successful STEP_ADVANCEs (the drain's numpy columns,
-        fastpath._COLUMNS): what __call__ would count, one event at a time,
+        fastpath._COLUMNS): what __call__ counts one event at a time,
         counted for the whole run."""
-        import numpy as np
+        import numpy as np  # the daemon has it loaded; kvctl never calls this
 
-        name = command_label(int(run["cmd"][0]))
-        key = (name, errno_label(0))
-        self.commands[key] = self.commands.get(key, 0) + len(run)
         ns = run["service_ns"].astype(np.int64) + run["latency_us"].astype(np.int64) * 1000
-        counts = self.hist.get(name)
-        if counts is None:
-            counts = self.hist[name] = [0] * (len(BUCKETS) + 1)
-            self.hist_sum_ns[name] = 0
-        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(counts))
+        buckets = self._count(command_label(int(run["cmd"][0])), 0, len(run), int(ns.sum()),
+                              int(np.count_nonzero(run["fault"])))
+        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(buckets))
         for i, n in enumerate(per_bucket.tolist()):
-            counts[i] += n
-        self.hist_sum_ns[name] += int(ns.sum())
-        fired = int(np.count_nonzero(run["fault"]))
+            buckets[i] += n
+
+    def _count(self, name: str, err: int, n: int, ns_total: int, fired: int) -> list[int]:
+        """``n`` commands of one kind and errno: their counter, the faults
+        that fired and the latency sum; returns the command's histogram
+        buckets for the caller to fill."""
+        key = (name, errno_label(err))
+        self.commands[key] = self.commands.get(key, 0) + n
         if fired:
             self.faults[name] = self.faults.get(name, 0) + fired
+        buckets = self.hist.get(name)
+        if buckets is None:
+            buckets = self.hist[name] = [0] * (len(BUCKETS) + 1)
+            self.hist_sum_ns[name] = 0
+        self.hist_sum_ns[name] += ns_total
+        return buckets
 
 
 #: The model's counters as the collector reads them: its stats, tiers and
