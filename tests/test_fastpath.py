@@ -13,6 +13,8 @@ import contextlib
 import errno
 import os
 import struct
+import subprocess
+import sys
 import threading
 import unittest.mock
 
@@ -310,7 +312,7 @@ def metrics_of(sequence: list[tuple], by_runs: bool) -> dict:
     """The bench's command counters after ``sequence``, with a fault rule
     that adds latency to every third STEP (so fault ids and latencies vary
     inside a run)."""
-    from kvcpu_dev.bench.metrics import CommandStats
+    from kvcpu_dev.bench.stats import CommandStats
 
     stats = CommandStats()
     native = NativeDriver()
@@ -348,7 +350,7 @@ def test_metrics_histogram_of_a_run_is_the_events_histogram(rows: list[tuple[int
     as one run and as single events: every bucket equal."""
     import numpy as np
 
-    from kvcpu_dev.bench.metrics import CommandStats
+    from kvcpu_dev.bench.stats import CommandStats
     from kvcpu_dev.fastpath import _COLUMNS
 
     run_ = np.zeros(len(rows), dtype=_COLUMNS)
@@ -436,3 +438,27 @@ def test_a_raise_the_kernel_refuses_is_counted_once() -> None:
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
     assert native.raises() == 0 and native.raise_refusals() == 1
     native.close()
+
+
+def test_the_daemon_counts_commands_before_loading_prometheus() -> None:
+    """prometheus-client (3 MB of an idle daemon) loads on the first read
+    of ``metrics``; the counting starts with the first command anyway."""
+    code = """
+import struct, sys, types
+from kvcpu_dev import abi, bench
+from kvcpu_dev.fastpath import NativeDriver
+driver = NativeDriver()
+opts = types.SimpleNamespace(name="kvx", mode=0o600, model=None, attr_dir="/nonexistent")
+attrs = {a.name: a for a in bench.attach(types.SimpleNamespace(opts=opts, driver=driver))}
+for step in range(3):
+    driver.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+driver.drain()
+print("prometheus_client" in sys.modules)
+print(attrs["metrics"].show())
+print("prometheus_client" in sys.modules)
+driver.close()
+"""
+    lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                           text=True).stdout.splitlines()
+    assert (lines[0], lines[-1]) == ("False", "True")
+    assert 'kvcpu_commands_total{command="STEP",errno="none"} 3.0' in lines

@@ -9,6 +9,7 @@ used by kvctl and the pytest plugin.  Modules:
 ``record``         the file format (no cffi, no numpy: kvctl reads it)
 ``recorder``       the daemon's recorder and how it opens paths
 ``replay``         re-issuing a recording against a node, or the model
+``stats``          the ring listener counting commands (no prometheus-client)
 ``metrics``        Prometheus collector and the ``--metrics`` server
 ``pytest_plugin``  the ``kvcpu_device`` fixture
 """
@@ -16,9 +17,12 @@ used by kvctl and the pytest plugin.  Modules:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..sysfs import Attribute
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -27,7 +31,7 @@ class Bench:
     """What attach() made for one server."""
 
     def __init__(self, server: Any):
-        from . import metrics
+        from . import stats
         from .recorder import RecordControl
 
         opts = server.opts
@@ -35,24 +39,35 @@ class Bench:
         self.control = RecordControl(
             server.driver, opts.name, group_writable=bool(opts.mode & 0o020),
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None))
-        self.stats = metrics.CommandStats()
+        self.stats = stats.CommandStats()
         server.driver.listeners.append(self.stats)
+        self._server = server
+        self._metrics: Metrics | None = None
 
-        def recording() -> tuple[bool, int]:
-            rec = self.control.recorder
-            return (rec is not None, rec.events if rec is not None else 0)
+    @property
+    def metrics(self) -> Metrics:
+        """The exposition, made on first use: prometheus-client is 3 MB of
+        an idle daemon's RSS that nobody may ever read."""
+        if self._metrics is None:
+            from . import metrics
 
-        self.metrics = metrics.Metrics(metrics.Collector(
-            server.driver, self.stats, metrics.model_view_for(server), recording))
+            def recording() -> tuple[bool, int]:
+                rec = self.control.recorder
+                return (rec is not None, rec.events if rec is not None else 0)
+
+            self._metrics = metrics.Metrics(metrics.Collector(
+                self._server.driver, self.stats, metrics.model_view_for(self._server), recording))
+        return self._metrics
 
     def attributes(self) -> list[Attribute]:
         return [
             Attribute("record", self.control.show, self.control.store, private=True),
-            Attribute("metrics", self.metrics.text),
+            Attribute("metrics", lambda: self.metrics.text()),
         ]
 
     def close(self) -> None:
-        self.metrics.close()
+        if self._metrics is not None:
+            self._metrics.close()
         self.control.stop()
 
 
@@ -61,7 +76,6 @@ def attach(server: Any) -> list[Attribute]:
     options ask for (``record``: a path; ``metrics``: HOST:PORT), and
     return the attribute files to publish.  Raises StartError (one line)."""
     from ..lifecycle import StartError
-    from . import metrics
 
     bench = Bench(server)
     server._bench = bench
@@ -70,8 +84,10 @@ def attach(server: Any) -> list[Attribute]:
         if getattr(opts, "record", None):
             bench.control.start(opts.record)
         if getattr(opts, "metrics", None):
+            from .metrics import parse_address
+
             try:
-                host, port = metrics.parse_address(opts.metrics)
+                host, port = parse_address(opts.metrics)
                 bench.metrics.serve(host, port)
             except (OSError, ValueError) as exc:
                 raise StartError(f"--metrics {opts.metrics}: {getattr(exc, 'strerror', None) or exc}") from None
