@@ -204,7 +204,7 @@ class DeviceModel:
                 if not allocate:
                     self.counts["hint_untracked_blocks"] += missing
                 else:
-                    self.counts["dir_full" if not self.dir.free else "alloc_no_room"] += missing
+                    self.counts["dir_full" if not self.dir.free_entries() else "alloc_no_room"] += missing
                 for k in inside:
                     i = index.get(k)
                     if i is not None:
@@ -221,12 +221,12 @@ class DeviceModel:
             b += 1
 
     def _can_allocate(self) -> bool:
-        return bool(self.dir.free) and any(self.dma.room(t) > 0 for t in range(self.config.initial_tier, 4))
+        return self.dir.free_entries() > 0 and any(self.dma.room(t) > 0 for t in range(self.config.initial_tier, 4))
 
     def _allocate(self, block: int) -> int | None:
         """Track a block the device has not seen: in the initial tier, or the
         first tier below it with room.  None (counted) when impossible."""
-        if not self.dir.free:
+        if not self.dir.free_entries():
             self.counts["dir_full"] += 1
             return None
         tier = next((t for t in range(self.config.initial_tier, 4) if self.dma.room(t) > 0), None)
@@ -441,8 +441,9 @@ class DeviceModel:
         need(len(d.index) == len(live), f"index holds {len(d.index)} blocks, {len(live)} entries live")
         need(sorted(d.index.values()) == live.tolist(), "index and live entries disagree")
         need(all(int(d.block[i]) == b for b, i in d.index.items()), "an index key names another block")
-        need(len(set(d.free)) == len(d.free) and not d.live[d.free].any(), "free list holds a live entry")
-        need(len(d.free) + len(live) == d.size, "entries lost between free list and directory")
+        free = d.free_list()
+        need(len(set(free)) == len(free) and not d.live[free].any(), "free list holds a live entry")
+        need(len(free) + len(live) == d.size, "entries lost between free list and directory")
         tiers = d.tier[live]
         need(bool(((tiers >= HBM) & (tiers <= T3)).all()), "a block has no valid tier")
         resident = np.bincount(tiers, minlength=4).tolist()

@@ -32,7 +32,7 @@ def stats(m: DeviceModel) -> dict[str, Any]:
         "in_sync": int(m.counts["events_lost"] == 0),
         "entries": d.size,
         "live_entries": len(d.index),
-        "free_entries": len(d.free),
+        "free_entries": d.free_entries(),
         "block_size": m.block_size,
     }
     out.update(m.counts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, share, small_config
@@ -28,7 +30,7 @@ def test_one_array_per_field_at_the_directory_size():
 
 def test_a_new_directory_is_all_free_with_no_move_outstanding():
     d = Directory(3)
-    assert len(d) == 0 and sorted(d.free) == [0, 1, 2] and d.high_water == 0
+    assert len(d) == 0 and sorted(d.free_list()) == [0, 1, 2] and d.high_water == 0
     assert d.mv_dst.tolist() == [NO_MOVE] * 3
     assert not d.live.any()
 
@@ -72,3 +74,27 @@ def test_on_a_full_directory_each_allocating_hint_counts_and_drops_the_new_block
     evict(m, 0, MiB)  # EVICT frees an entry; the next hint allocates again
     send()
     assert [r["va"] // MiB for r in m.blocks()] == [1, 2] and m.counts["dir_full"] == 2 + 1
+
+
+def test_the_free_list_hands_out_entries_in_the_order_of_a_stack_of_every_index():
+    """The free list keeps only released entries; a stack of every index
+    (popped from the end) was its first statement, and it is the oracle."""
+    rng = random.Random(7)
+    for size in (1, 2, 5, 64):
+        d, stack = Directory(size), list(range(size - 1, -1, -1))
+        held: list[int] = []
+        for n in range(400):
+            if stack and (not held or rng.random() < 0.6):
+                i = d.allocate(1000 + n, 0, 0, 0)
+                assert i == stack.pop()
+                held.append(i)
+            else:
+                i = held.pop(rng.randrange(len(held)))
+                d.release(i)
+                stack.append(i)
+            assert d.free_entries() == len(stack) and d.free_list() == stack
+            assert all(i < d.high_water for i in held)
+    full = Directory(2)
+    full.allocate(1, 0, 0, 0), full.allocate(2, 0, 0, 0)
+    with pytest.raises(IndexError):
+        full.allocate(3, 0, 0, 0)
