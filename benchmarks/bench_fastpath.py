@@ -15,7 +15,8 @@ Rows:
                of a full directory in a loop, against the same without it
   --poll-us    bursts of 1,000 MARK_HOT + a STEP, cross-CPU, against the
                blocking C server; and what the spinning costs in CPU
-  idle         RSS after a second idle, and start-up until the node answers
+  idle         fresh daemons: RSS after a second idle, start-up until the node
+               answers (median and worst of 5)
 """
 
 from __future__ import annotations
@@ -179,11 +180,10 @@ def main() -> int:
                            f"in_sync={model['in_sync']} events_lost={model['events_lost']} "
                            f"(drainer raised {ring['python_raised']} time(s))")
                 time.sleep(1.0)
-                rss = rss_mb(d["pid"])
-                report.add("idle daemon RSS", f"{rss:.1f} MB", "<= 37 MB (before the fast path)", rss <= 37 * 1.1)
-                report.add("start-up until the node answers", f"{d['start_s'] * 1000:.0f} ms",
-                           "<= ~0.3 s (before)", d["start_s"] <= 0.45)
+                report.add("  RSS a second after the flood", f"{rss_mb(d['pid']):.1f} MB "
+                           "(the ring's pages, the model's touched arrays, prometheus-client once read)")
 
+            idle(b, tmp)
             isolation(b, tmp, batches)
             poll(b, tmp, base_node, server.pid)
         finally:
@@ -191,6 +191,23 @@ def main() -> int:
             server.terminate()
             server.wait()
     return report.finish()
+
+
+def idle(b: Bench, tmp, runs: int = 5) -> None:
+    """Fresh daemons: start-up until the node answers, and RSS after a
+    second of idleness (no command yet: what a daemon costs a machine
+    that is not using it).  Median and worst of ``runs``."""
+    starts, rss = [], []
+    for i in range(runs):
+        with daemon(f"kvidle{i}", tmp / f"idle{i}") as d:
+            starts.append(d["start_s"] * 1000)
+            time.sleep(1.0)
+            rss.append(rss_mb(d["pid"]))
+    b.report.add("idle daemon RSS", f"median {statistics.median(rss):.1f} MB, worst {max(rss):.1f} MB",
+                 "<= 37 MB (before the fast path)", max(rss) <= 37)
+    b.report.add("start-up until the node answers",
+                 f"median {statistics.median(starts):.0f} ms, worst {max(starts):.0f} ms",
+                 "<= ~0.3 s (before)", statistics.median(starts) <= 330)
 
 
 def isolation(b: Bench, tmp, batches: int) -> None:
