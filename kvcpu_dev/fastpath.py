@@ -243,7 +243,10 @@ class NativeDriver(Traced):
         A model still applying a large hint (incremental mode) takes no
         further event: draining stops there, so its writes stay in order,
         unless ``finish``, which completes such work inline (a read of the
-        model's views wants everything the ioctls before it did)."""
+        model's views wants everything the ioctls before it did).
+
+        An exception from the model or a listener propagates, with the
+        event that raised it consumed: the next call starts after it."""
         done = 0
         emptied = False
         while limit is None or done < limit:
@@ -256,14 +259,13 @@ class NativeDriver(Traced):
                     break
                 self.model.work()  # type: ignore[union-attr]
             room = self._count if limit is None else min(self._count, self._pos + limit - done)
-            end = self._plain_steps(room)
-            if end > self._pos + 1:
-                self._deliver_steps(self._pos, end)
+            start, end = self._pos, max(self._plain_steps(room), self._pos + 1)
+            self._pos = end  # a delivery that raises is not retried: the next call goes on
+            if end > start + 1:
+                self._deliver_steps(start, end)
             else:
-                end = self._pos + 1
-                self._deliver(_EVENT.unpack_from(self._raw, self._pos * _EVENT.size))
-            done += end - self._pos
-            self._pos = end
+                self._deliver(_EVENT.unpack_from(self._raw, start * _EVENT.size))
+            done += end - start
         if finish and self._model_busy():
             self.model.work()  # type: ignore[union-attr]
         return done

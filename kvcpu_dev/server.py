@@ -57,6 +57,7 @@ class Server:
         self.transport = opts.resolved_transport()
         self.driver = NativeDriver(model=opts.model, ring_events=opts.ring_events)
         self.driver.tracing = opts.trace
+        self.delivery_failures = 0  # commands the model or a listener raised on (_drain)
         attributes = self.driver.attributes()
         if opts.model is not None:
             opts.model.incremental = True
@@ -180,7 +181,7 @@ class Server:
         driver = self.driver
         quiet = 0
         while True:
-            drained = driver.drain(DRAIN_BATCH)
+            drained = self._drain()
             self._model_work()
             if drained == DRAIN_BATCH or self._model_busy():
                 await trio.lowlevel.checkpoint()  # more is waiting
@@ -193,6 +194,23 @@ class Server:
                     os.eventfd_read(driver.wake_fd)
                 quiet = 0
             await trio.sleep(DRAIN_POLL_S)
+
+    def _drain(self) -> int:
+        """One drain step.  A bug the model or a listener raises must not
+        take the node down: the event that raised is skipped, the model
+        says it is out of sync (it did not see that command whole), and the
+        first such failure is logged with its traceback."""
+        try:
+            return self.driver.drain(DRAIN_BATCH)
+        except Exception:
+            self.delivery_failures += 1
+            if self.delivery_failures == 1:
+                log.exception("%s: delivering a command to the model failed; the node keeps serving, "
+                              "the model is out of sync", self.opts.name)
+            note = getattr(self.opts.model, "events_lost", None)
+            if note is not None:
+                note(1)
+            return 1
 
     def _model_busy(self) -> bool:
         return self.opts.model is not None and self.opts.model.busy()
@@ -213,7 +231,8 @@ class Server:
     def _show_fastpath(self) -> str:
         self.driver.drain()
         stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats(),
-                 "python_raised": self.driver.raises(), "python_raise_refused": self.driver.raise_refusals()}
+                 "python_raised": self.driver.raises(), "python_raise_refused": self.driver.raise_refusals(),
+                 "delivery_failures": self.delivery_failures}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
     # -- teardown ------------------------------------------------------
