@@ -125,6 +125,7 @@ class NativeDriver(Traced):
         #: the model listens behind it.
         self.bar0 = regs.Bar0(trace_len=trace_len, model=model)
         self.model = model
+        self._at: Callable[[int], None] | None = getattr(model, "at", None)  # a model that keeps time
         #: Called with every drained Event (recorders, metrics).  One that
         #: also has ``steps(run)`` takes a run of plain STEPs as numpy
         #: columns (_COLUMNS) in one call instead.
@@ -307,7 +308,7 @@ class NativeDriver(Traced):
                 self._deliver(_EVENT.unpack_from(self._raw, pos * _EVENT.size))
             return
         self._next_seq = int(cols["seq"][-1]) + 1
-        self.bar0.replay_run(first, regs.STEP_ADVANCE, cols["reg_val"].copy())
+        self.bar0.replay_run(first, regs.STEP_ADVANCE, cols["reg_val"].copy(), cols["t_ns"].copy())
         for listener in self.listeners:
             listener.steps(cols)  # type: ignore[attr-defined]
 
@@ -326,6 +327,8 @@ class NativeDriver(Traced):
             self._control(ev[2])
         nregs = ev[7]
         if nregs:
+            if self._at is not None:
+                self._at(ev[1])  # the model's time: when the command came, not now
             replay, reg_seq = self.bar0.replay, ev[_REG_SEQ]
             for j in range(nregs):
                 replay(reg_seq + j, ev[_REGS + j], ev[_REGS + 6 + j])

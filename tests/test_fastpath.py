@@ -293,7 +293,7 @@ def test_a_run_of_steps_is_one_model_call() -> None:
     calls = []
 
     class Counting(Listener):
-        def mmio_write_run(self, offset: int, values) -> None:
+        def mmio_write_run(self, offset: int, values, t_ns=None) -> None:
             calls.append(len(values))
             for v in values.tolist():
                 self.mmio_write(offset, v)
@@ -519,3 +519,29 @@ def test_the_daemon_keeps_serving_when_the_model_raises() -> None:
     finally:
         native.close()
     assert model.seen == [0, 2]
+
+
+@pytest.mark.parametrize("steps", [[5], [1, 2, 3, 4, 5, 6]])
+def test_the_model_applies_each_command_at_the_time_it_came(steps: list[int]) -> None:
+    """A PREFETCH, then its target STEP 30 ms later, drained together: the
+    DMA engine had those 30 ms to stage the block, so it is on time.
+    Applied at drain time, both would land at the same instant and the
+    prefetch would be judged late.  Several STEPs go as one run."""
+    import time
+
+    model = DeviceModel(ModelConfig(clock="wall", initial_tier=2))  # the block starts in T2
+    model.incremental = True
+    native = NativeDriver(model)
+    try:
+        native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0, model.block_size, 5))
+        time.sleep(0.03)
+        for step in steps:
+            native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+        time.sleep(0.01)  # drained 10 ms later, as the daemon's poll does
+        with runs_from_two():
+            native.drain(finish=True)
+        stats = model.stats()
+    finally:
+        native.close()
+    assert (stats["prefetch_issued_hint"], stats["prefetch_on_time"], stats["prefetch_late"]) == (1, 1, 0)
+    assert stats["now_ns"] >= 40_000_000  # an observation brings the model to the present

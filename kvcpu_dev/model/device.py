@@ -51,6 +51,8 @@ class DeviceModel:
         self._period_ns = round(config.step_period * 1e9)
         self._sim_ns = 0
         self._t0 = time.monotonic_ns()
+        self._wall_ns = 0  # the wall clock as the model last read it (it never goes back)
+        self._event_ns: int | None = None  # at(): when the command being applied reached the device
         self._now: Callable[[], int] = self._sim_now if config.clock == "sim" else self._wall_now
         self._latch = {regs.BOOST_ADDR: 0, regs.IMEVICT_ADDR: 0, regs.PREFETCH_ADDR: 0, regs.PREFETCH_LEN: 0, regs.SHARE_ADDR: 0}
         self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
@@ -80,11 +82,28 @@ class DeviceModel:
         return self._sim_ns
 
     def _wall_now(self) -> int:
-        return time.monotonic_ns() - self._t0
+        t = self._event_ns if self._event_ns is not None else time.monotonic_ns()
+        self._wall_ns = max(self._wall_ns, t - self._t0)
+        return self._wall_ns
 
     def now_ns(self) -> int:
         """Device time in ns since the model started."""
         return self._now()
+
+    def at(self, t_ns: int) -> None:
+        """The writes that follow, and the work they leave pending, happen
+        at CLOCK_MONOTONIC ``t_ns``: when their command reached the device.
+        The daemon applies commands in batches, milliseconds after they
+        came; on the wall clock each would otherwise seem to arrive when
+        drained, and a PREFETCH and the STEP it targets, drained together,
+        would leave the DMA engine no time between them.  Until the next
+        observation (_observe) time stands there; the sim clock ignores it."""
+        self._event_ns = t_ns
+
+    def _observe(self) -> None:
+        """Someone reads the model: bring it to the present."""
+        self._event_ns = None
+        self._settle()
 
     # -- BAR0 -------------------------------------------------------------------------
     def mmio_write(self, offset: int, value: int) -> None:
@@ -100,7 +119,7 @@ class DeviceModel:
         else:
             self.counts["unknown_reg_writes"] += 1
 
-    def mmio_write_run(self, offset: int, values: np.ndarray) -> None:
+    def mmio_write_run(self, offset: int, values: np.ndarray, t_ns: np.ndarray | None = None) -> None:
         """The same register written once per value, in order: exactly
         ``mmio_write(offset, v)`` for each v.
 
@@ -110,9 +129,13 @@ class DeviceModel:
         progress only moves the clock and supersedes scans, which is
         arithmetic on the run, not a call per value."""
         if offset != regs.STEP_ADVANCE or not self._steps_are_plain(values):
-            for value in values.tolist():
+            for i, value in enumerate(values.tolist()):
+                if t_ns is not None:
+                    self.at(int(t_ns[i]))
                 self.mmio_write(offset, value)
             return
+        if t_ns is not None:
+            self.at(int(t_ns[-1]))  # a plain STEP reads no time but the last one's
         n = len(values)
         self.step32 = int(values[-1])
         self.counts["steps"] += n
@@ -402,12 +425,12 @@ class DeviceModel:
     # -- what users read ------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters, the last scan and the registers (settled to now)."""
-        self._settle()
+        self._observe()
         return views.stats(self)
 
     def blocks(self, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
         """Live entries in address order; ``va_range`` is [start, end)."""
-        self._settle()
+        self._observe()
         return views.blocks(self, tier, va_range)
 
     def attributes(self) -> list[Attribute]:
@@ -415,7 +438,7 @@ class DeviceModel:
 
         def settled(render: Callable[[DeviceModel], str]) -> Callable[[], str]:
             def show() -> str:
-                self._settle()
+                self._observe()
                 return render(self)
             return show
 
