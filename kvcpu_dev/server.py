@@ -17,6 +17,7 @@ import pathlib
 import signal
 import stat
 import threading
+import time
 from collections.abc import Callable
 
 import trio
@@ -58,6 +59,7 @@ class Server:
         self.driver = NativeDriver(model=opts.model, ring_events=opts.ring_events)
         self.driver.tracing = opts.trace
         self.delivery_failures = 0  # commands the model or a listener raised on (_drain)
+        self._scanned = 0.0  # when _model_work last ran a scan (monotonic)
         attributes = self.driver.attributes()
         if opts.model is not None:
             opts.model.incremental = True
@@ -182,7 +184,7 @@ class Server:
         quiet = 0
         while True:
             drained = self._drain()
-            self._model_work()
+            self._model_work(backlog=drained == DRAIN_BATCH)
             if drained == DRAIN_BATCH or self._model_busy():
                 await trio.lowlevel.checkpoint()  # more is waiting
                 continue
@@ -215,15 +217,22 @@ class Server:
     def _model_busy(self) -> bool:
         return self.opts.model is not None and self.opts.model.busy()
 
-    def _model_work(self) -> None:
-        """One slice of a large hint, or else the pending scan."""
+    def _model_work(self, backlog: bool = False) -> None:
+        """One slice of a large hint, or else the pending scan.
+
+        With a backlog in the ring the scan waits until DRAIN_POLL_S has
+        passed since the last one: the STEPs still queued would supersede
+        it, so a flood gets a scan per poll, as a decode loop does, rather
+        than one per DRAIN_BATCH events (which made Python too slow to keep
+        up: 100k+ events lost per 16 floods against 0-31k)."""
         model = self.opts.model
         if model is None:
             return
         try:
             if model.busy():
                 model.work(MODEL_SLICE_S)
-            elif model.has_pending():
+            elif model.has_pending() and not (backlog and time.monotonic() - self._scanned < DRAIN_POLL_S):
+                self._scanned = time.monotonic()
                 model.run_pending()
         except Exception:  # a model bug must not take the node down
             log.exception("%s: device model failed; the node keeps serving", self.opts.name)

@@ -545,3 +545,26 @@ def test_the_model_applies_each_command_at_the_time_it_came(steps: list[int]) ->
         native.close()
     assert (stats["prefetch_issued_hint"], stats["prefetch_on_time"], stats["prefetch_late"]) == (1, 1, 0)
     assert stats["now_ns"] >= 40_000_000  # an observation brings the model to the present
+
+
+def test_a_backlog_defers_the_scan_to_once_per_poll() -> None:
+    """server.Server._model_work: while the ring holds more, the pending
+    scan (which the queued STEPs would supersede) waits until a poll
+    period has passed since the last scan; with the ring drained it runs."""
+    import time
+
+    from kvcpu_dev.server import DRAIN_POLL_S, Server
+
+    model = DeviceModel(ModelConfig())
+    server = Server.__new__(Server)  # only what _model_work uses
+    server.opts = unittest.mock.Mock(model=model)
+    server._scanned = time.monotonic()
+    model.mmio_write(regs.STEP_ADVANCE, 1)
+    server._model_work(backlog=True)
+    assert model.has_pending() and model.counts["scans"] == 0
+    server._model_work(backlog=False)
+    assert not model.has_pending() and model.counts["scans"] == 1
+    model.mmio_write(regs.STEP_ADVANCE, 2)
+    server._scanned -= DRAIN_POLL_S
+    server._model_work(backlog=True)
+    assert not model.has_pending() and model.counts["scans"] == 2
