@@ -42,6 +42,22 @@ def pinned(cpu: int | None, argv: list) -> list[str]:
     return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
 
 
+def noop_server(binary: pathlib.Path, mountpoint: pathlib.Path, cpu: int | None = None) -> subprocess.Popen:
+    """The no-op server, started as a daemon is: in a session of its own.
+
+    `kvcpu-dev --mock` forks and calls setsid(), and with autogroup
+    scheduling (on here, and on most desktop and cloud kernels) a new
+    session is a task group of its own, so every switch between a client
+    and the daemon goes through the group hierarchy.  A server left in the
+    benchmark's session skips that: the same no-op server measured 1.08-1.14x
+    slower on one CPU when started with setsid.  Compare like with like."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(pinned(cpu, [binary, mountpoint]), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    proc.stdout.readline()  # "ready"
+    return proc
+
+
 @contextlib.contextmanager
 def daemon(name: str, base: pathlib.Path, cpu: int | None = None, extra: tuple = ()) -> Iterator[dict]:
     """A kvcpu-dev on private paths; always stopped and unmounted after."""

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from _common import Report, build_c, daemon, pinned, scratch, set_affinity
+from _common import Report, build_c, daemon, noop_server, pinned, scratch, set_affinity
 
 STEP = 0x40084B01
 TELEMETRY = 0x80604B07
@@ -40,22 +40,6 @@ def quantiles(argv: list) -> list[float]:
     """A C client's p25 p50 p75 p99 max, in microseconds."""
     out = subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
     return [int(v) / 1000.0 for v in out.split()]
-
-
-def noop_server(binary, mountpoint):
-    """The no-op server, started as a daemon is: in a session of its own.
-
-    `kvcpu-dev --mock` forks and calls setsid(), and with autogroup
-    scheduling (on here, and on most desktop and cloud kernels) a new
-    session is a task group of its own, so every switch between a client
-    and the daemon goes through the group hierarchy.  A server left in the
-    benchmark's session skips that: the same no-op server measured 1.08-1.14x
-    slower on one CPU when started with setsid.  Compare like with like."""
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([binary, mountpoint], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    proc.stdout.readline()  # "ready"
-    return proc
 
 
 def telemetry(node) -> dict[str, int]:

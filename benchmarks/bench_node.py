@@ -24,22 +24,13 @@ import subprocess
 import sys
 import time
 
-from _common import Report, build_c, daemon, median, pinned, scratch, set_affinity
+from _common import Report, build_c, daemon, median, noop_server, pinned, scratch, set_affinity
 
 
 def rtt(client, node, count: int, cpu) -> float:
     out = subprocess.run(pinned(cpu, [client, node, count, "step"]), check=True,
                          capture_output=True, text=True).stdout.split()
     return int(out[1]) / 1000.0  # median, microseconds
-
-
-def noop_server(binary, mountpoint, cpu):
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    # In a session of its own, as the daemon is (see bench_fastpath.noop_server).
-    proc = subprocess.Popen(pinned(cpu, [binary, mountpoint]), stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    proc.stdout.readline()  # "ready"
-    return proc
 
 
 def main() -> int:
@@ -56,7 +47,7 @@ def main() -> int:
     with scratch() as tmp:
         client = build_c("ioctl_rtt.c", tmp)
         noop = build_c("noop_fuse.c", tmp, fuse=True)
-        server = noop_server(noop, tmp / "noop", None)
+        server = noop_server(noop, tmp / "noop")
         try:
             with daemon("kvbench0", tmp) as d:
                 for place, (server_cpus, cpu) in placements.items():

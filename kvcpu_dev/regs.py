@@ -127,23 +127,22 @@ class Bar0:
     def replay_run(self, first_seq: int, offset: int, values: np.ndarray,
                    t_ns: np.ndarray | None = None) -> None:
         """``replay(first_seq + i, offset, values[i])`` for each i: one
-        register written back to back (a decode loop's STEPs), handed to a
-        model that takes runs (``mmio_write_run(offset, values, t_ns)``) in
-        one call.  ``t_ns``: when each write reached the device, for a
-        model that keeps time (``at(t_ns)``)."""
+        register written back to back (a decode loop's STEPs).  A model's
+        ``mmio_write_run(offset, values, t_ns)`` may take the run in one
+        call (it returns True); otherwise each write goes on its own, at
+        its own time (``t_ns``: when it reached the device, for a model
+        that keeps time through ``at``)."""
         run = getattr(self.model, "mmio_write_run", None)
-        if self.observer is not None or (self.model is not None and run is None):
-            at = getattr(self.model, "at", None) if t_ns is not None else None
-            for i, value in enumerate(values.tolist()):
-                if at is not None:
-                    at(int(t_ns[i]))  # type: ignore[index]
-                self.replay(first_seq + i, offset, value)
+        if self.observer is None and (self.model is None or (run is not None and run(offset, values, t_ns))):
+            _U64.pack_into(self.mem, offset, int(values[-1]))
+            self.seq = first_seq + len(values) - 1
+            self._note(first_seq, offset, values)
             return
-        _U64.pack_into(self.mem, offset, int(values[-1]))
-        self.seq = first_seq + len(values) - 1
-        self._note(first_seq, offset, values)
-        if run is not None:
-            run(offset, values, t_ns)
+        at = getattr(self.model, "at", None) if t_ns is not None else None
+        for i, value in enumerate(values.tolist()):
+            if at is not None:
+                at(int(t_ns[i]))  # type: ignore[index]
+            self.replay(first_seq + i, offset, value)
 
     def _note(self, first_seq: int, offset: int, values: Sequence[int] | np.ndarray) -> None:
         log = self._log

@@ -293,10 +293,11 @@ def test_a_run_of_steps_is_one_model_call() -> None:
     calls = []
 
     class Counting(Listener):
-        def mmio_write_run(self, offset: int, values, t_ns=None) -> None:
+        def mmio_write_run(self, offset: int, values, t_ns=None) -> bool:
             calls.append(len(values))
             for v in values.tolist():
                 self.mmio_write(offset, v)
+            return True
 
     model = Counting()
     native = NativeDriver(model)

@@ -178,7 +178,7 @@ def model_view_for(server: Any) -> ModelView:
 
         if threading.current_thread() is threading.main_thread():
             server.driver.drain(finish=True)
-            model._observe()
+            model.observe()
             return views.stats(model), views.tiers(model), views.dma_state(model)
         return (model_text.parse_stats(read("model_stats")), model_text.parse_records(read("tiers")),
                 model_text.parse_records(read("dma")))

@@ -97,10 +97,10 @@ class DeviceModel:
         came; on the wall clock each would otherwise seem to arrive when
         drained, and a PREFETCH and the STEP it targets, drained together,
         would leave the DMA engine no time between them.  Until the next
-        observation (_observe) time stands there; the sim clock ignores it."""
+        observation (observe) time stands there; the sim clock ignores it."""
         self._event_ns = t_ns
 
-    def _observe(self) -> None:
+    def observe(self) -> None:
         """Someone reads the model: bring it to the present."""
         self._event_ns = None
         self._settle()
@@ -119,21 +119,18 @@ class DeviceModel:
         else:
             self.counts["unknown_reg_writes"] += 1
 
-    def mmio_write_run(self, offset: int, values: np.ndarray, t_ns: np.ndarray | None = None) -> None:
-        """The same register written once per value, in order: exactly
-        ``mmio_write(offset, v)`` for each v.
+    def mmio_write_run(self, offset: int, values: np.ndarray, t_ns: np.ndarray | None = None) -> bool:
+        """The same register written once per value, in order, with the
+        effect of ``mmio_write(offset, v)`` for each v, when that is
+        arithmetic on the run; returns False, untouched, otherwise, and the
+        caller (Bar0.replay_run) writes them one at a time.
 
         A decode loop's STEPs arrive this way, one per command, and the
         daemon drains them by the thousand; a run of STEP doorbells that
         arms no prefetch deadline, truncates no step and meets no hint in
-        progress only moves the clock and supersedes scans, which is
-        arithmetic on the run, not a call per value."""
+        progress only moves the clock and supersedes scans."""
         if offset != regs.STEP_ADVANCE or not self._steps_are_plain(values):
-            for i, value in enumerate(values.tolist()):
-                if t_ns is not None:
-                    self.at(int(t_ns[i]))
-                self.mmio_write(offset, value)
-            return
+            return False
         if t_ns is not None:
             self.at(int(t_ns[-1]))  # a plain STEP reads no time but the last one's
         n = len(values)
@@ -143,6 +140,7 @@ class DeviceModel:
             self._sim_ns += n * self._period_ns
         self.counts["scans_superseded"] += n if self._pending is not None else n - 1
         self._pending = (self.step32, self.regs.weights)
+        return True
 
     def _steps_are_plain(self, values: np.ndarray) -> bool:
         """True when no value of a STEP run does more than _step's
@@ -425,12 +423,12 @@ class DeviceModel:
     # -- what users read ------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters, the last scan and the registers (settled to now)."""
-        self._observe()
+        self.observe()
         return views.stats(self)
 
     def blocks(self, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
         """Live entries in address order; ``va_range`` is [start, end)."""
-        self._observe()
+        self.observe()
         return views.blocks(self, tier, va_range)
 
     def attributes(self) -> list[Attribute]:
@@ -438,7 +436,7 @@ class DeviceModel:
 
         def settled(render: Callable[[DeviceModel], str]) -> Callable[[], str]:
             def show() -> str:
-                self._observe()
+                self.observe()
                 return render(self)
             return show
 
