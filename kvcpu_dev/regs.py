@@ -144,6 +144,23 @@ class Bar0:
                 at(int(t_ns[i]))  # type: ignore[index]
             self.replay(first_seq + i, offset, value)
 
+    def replay_steps(self, first_seq: int, offset: int, count: int, tail: np.ndarray,
+                     top: int, t_ns: int) -> bool:
+        """``count`` writes of one register that the fast path coalesced,
+        numbered from ``first_seq``, of which only the last ``len(tail)``
+        values are known (the trace keeps no more than those) and the
+        largest, ``top``.  A model takes them in one call,
+        ``mmio_write_steps(offset, count, last, top, t_ns)``, or not at
+        all: returns False, and the window and the trace are still
+        written."""
+        last = int(tail[-1])
+        steps = getattr(self.model, "mmio_write_steps", None)
+        took = self.model is None or (steps is not None and bool(steps(offset, count, last, top, t_ns)))
+        _U64.pack_into(self.mem, offset, last)
+        self.seq = first_seq + count - 1
+        self._note(first_seq + count - len(tail), offset, tail)
+        return took
+
     def _note(self, first_seq: int, offset: int, values: Sequence[int] | np.ndarray) -> None:
         log = self._log
         log.append((first_seq, offset, values))

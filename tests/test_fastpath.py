@@ -246,18 +246,23 @@ def model_state(model) -> dict:
             "pending": model._pending, "due": list(model._due), "last_scan": untimed(model.last_scan)}
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["runs", "coalesced"])
 @settings(max_examples=300, deadline=None)
-@given(model_ops, st.integers(1, 12))
-def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple], trace_len: int) -> None:
+@given(sequence=model_ops, trace_len=st.integers(1, 12))
+def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple], trace_len: int,
+                                                          coalesce: bool) -> None:
     """core.Driver hands the model one write at a time; the daemon's drain
-    hands it runs of plain STEPs (Bar0.replay_run, DeviceModel.mmio_write_run).
-    Prefetch deadlines met inside a run, steps past 32 bits, weights changed
-    between runs, partial drains and scans between them: the model's state
-    and the register trace must come out the same."""
+    hands it runs of plain STEPs (Bar0.replay_run, DeviceModel.mmio_write_run),
+    or the fast path coalesces them after a drain granted it (KV_EV_STEPS,
+    Bar0.replay_steps, DeviceModel.mmio_write_steps).  Prefetch deadlines
+    met inside a run, steps past 32 bits, weights changed between runs,
+    partial drains and scans between them: the model's state and the
+    register trace must come out the same."""
     def model() -> DeviceModel:
         return DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
 
-    spec, native = Driver(model=model(), trace_len=trace_len), NativeDriver(model(), trace_len=trace_len)
+    spec = Driver(model=model(), trace_len=trace_len)
+    native = NativeDriver(model(), trace_len=trace_len, coalesce=coalesce)
     with runs_from_two():
         try:
             for op in sequence:
@@ -309,6 +314,160 @@ def test_a_run_of_steps_is_one_model_call() -> None:
     native.close()
 
 
+# -- coalesced runs: the fast path writes one event for a run of STEPs ------------
+
+
+def step(dev: Driver | NativeDriver, value: int) -> None:
+    dev.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", value))
+
+
+def coalescing_driver(model=None, **kw) -> NativeDriver:
+    native = NativeDriver(model, coalesce=True, **kw)
+    native.drain()  # the grant comes at the end of a drain
+    assert native.coalescing()
+    return native
+
+
+def test_coalesced_steps_write_no_event_and_arrive_as_one_run() -> None:
+    from kvcpu_dev.bench.stats import CommandStats
+
+    spec = Driver(model=DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim")))
+    native = coalescing_driver(DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim")))
+    stats = CommandStats()
+    native.add_listener(stats)
+    values = [(i * 7919) % 100_003 for i in range(lib.KV_STEPS_TAIL + 500)]  # more than the tail keeps
+    for v in values:
+        step(spec, v)
+        step(native, v)
+    ring = native.ring_stats()
+    # At most one run published by age (KV_RUN_NS) while the other grows.
+    assert ring["ring_depth"] <= 1 and ring["steps_coalesced"] == len(values)
+    assert native.telemetry() == spec.telemetry()  # the driver's state is never coalesced
+    assert native.drain() <= 2  # events, for thousands of commands
+    assert writes(native) == writes(spec)
+    assert bytes(native.bar0.mem) == bytes(spec.bar0.mem) == native.bar0_bytes()
+    assert model_state(native.model) == model_state(spec.bar0.model)
+    assert stats.commands == {("STEP", "none"): len(values)} and sum(stats.hist["STEP"]) == len(values)
+    native.close()
+
+
+def test_anything_but_a_plain_step_ends_the_run_and_the_grant() -> None:
+    """The run is published before the command that ends it; STEPs after
+    it are events again until a drain has seen it and grants anew."""
+    spec, native = Driver(), coalescing_driver()
+    for dev in (spec, native):
+        for v in range(3):
+            step(dev, v)
+        dev.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, BLOCK, 0))
+        step(dev, 10)
+        step(dev, 2**32)  # past 32 bits: the model truncates it, so never coalesced
+    assert not native.coalescing()
+    assert native.ring_stats()["ring_depth"] == 4  # the run, HOT, two STEPs
+    native.drain()
+    assert writes(native) == writes(spec)
+    assert native.coalescing()
+    native.ioctl(abi.KV_CPU_GET_TELEMETRY)  # even a read: the grant is for STEPs only
+    assert not native.coalescing()
+    native.close()
+
+
+def test_a_bounded_drain_leaves_a_young_run_to_the_fast_path() -> None:
+    """The daemon's periodic drain takes no lock: the fast path publishes
+    a run once it is KV_RUN_NS old.  A full drain (an attribute read)
+    seals it, so a read after an ioctl sees that ioctl."""
+    native = coalescing_driver()
+    step(native, 1)
+    assert native.drain(100) == 0
+    assert native.drain() == 1
+    native.close()
+
+
+def test_a_run_waits_for_a_free_slot_while_two_are_unread() -> None:
+    """Python seals runs as it drains and the fast path goes on coalescing
+    into a second slot; with both runs unread, a STEP is an event again."""
+    spec, native = Driver(), coalescing_driver()
+    for batch in range(3):
+        for v in range(5):
+            step(spec, batch * 10 + v)
+            step(native, batch * 10 + v)
+        lib.kv_ring_seal(native.handle, 0)  # what a drain does first
+    assert native.coalescing()
+    assert native.ring_stats()["ring_depth"] == 2 + 5  # two runs, then five events
+    assert native.ring_stats()["steps_coalesced"] == 10
+    native.drain()
+    assert writes(native) == writes(spec)
+    for v in range(3):
+        step(native, v)  # the slots are free again
+    assert native.ring_stats()["ring_depth"] == 0
+    native.close()
+
+
+def test_no_grant_while_something_needs_each_step() -> None:
+    def refused(native: NativeDriver) -> bool:
+        native.drain()
+        return not native.coalescing()
+
+    model = DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
+    native = coalescing_driver(model)
+    native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0, BLOCK, 5))
+    assert refused(native)  # a prefetch deadline: STEP 5 must be seen as such
+    for v in range(6):
+        step(native, v)
+    assert not refused(native)  # met: the model is plain arithmetic again
+    native.tracing = True
+    assert refused(native)  # --trace logs every command
+    native.tracing = False
+    native.add_listener(lambda ev: None)  # a recorder wants every command whole
+    assert refused(native)
+    native.listeners.clear()
+    assert not refused(native)
+    native.add_fault(FaultRule(cmd=0, errno=0, mode=lib.KV_FAULT_COUNT, n=1))
+    native.drain()
+    step(native, 1)  # a rule sees every command: the STEP is an event
+    assert native.ring_stats()["ring_depth"] == 1
+    native.close()
+
+
+def test_the_grant_waits_for_the_consumer_to_see_every_other_command() -> None:
+    """Python decides on what it has seen; a hint it has not drained yet
+    could arm what the run would skip."""
+    native = NativeDriver(coalesce=True)
+    bounds = [100, 1000]
+    native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0, BLOCK, 5))  # seq 1
+    step(native, 1)  # seq 2, a plain STEP
+    assert lib.kv_ring_coalesce(native.handle, 0, bounds, 2) == 0
+    assert lib.kv_ring_coalesce(native.handle, 1, bounds, 2) == 1  # only plain STEPs after seq 1
+    native.close()
+
+
+def test_a_run_the_full_ring_drops_is_lost_as_its_commands() -> None:
+    model = Listener()
+    native = NativeDriver(model, ring_events=4, coalesce=True)
+    for v in range(4):
+        step(native, v)  # plain STEP events fill the ring
+    assert lib.kv_ring_coalesce(native.handle, 0, [], 0) == 1  # nothing but plain STEPs since
+    for v in range(10):
+        step(native, 100 + v)
+    lib.kv_ring_seal(native.handle, 0)  # no room: the run is dropped
+    assert native.ring_stats()["ring_dropped"] == 10
+    assert native.drain() == 4
+    native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, BLOCK, 0))
+    native.drain()  # the gap shows at the next kept event
+    assert model.lost == native.lost == 10
+    assert native.telemetry()["step_count"] == 14
+    native.close()
+
+
+def test_arming_the_eventfd_seals_the_run_and_ends_the_grant() -> None:
+    """A consumer about to sleep must not leave commands in a run that
+    wakes nobody."""
+    native = coalescing_driver()
+    step(native, 1)
+    assert native.arm() is True  # the sealed run is waiting
+    assert not native.coalescing()
+    native.close()
+
+
 def metrics_of(sequence: list[tuple], by_runs: bool) -> dict:
     """The bench's command counters after ``sequence``, with a fault rule
     that adds latency to every third STEP (so fault ids and latencies vary
@@ -341,6 +500,57 @@ def test_metrics_count_runs_as_single_events(sequence: list[tuple]) -> None:
     a, b = metrics_of(sequence, by_runs=True), metrics_of(sequence, by_runs=False)
     assert a["commands"] == b["commands"] and a["faults"] == b["faults"] and a["stores"] == b["stores"]
     assert {k: sum(v) for k, v in a["hist"].items()} == {k: sum(v) for k, v in b["hist"].items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 11 * 10**9), max_size=40))
+def test_a_run_buckets_service_times_as_the_bench_does(times: list[int]) -> None:
+    import bisect
+
+    from kvcpu_dev.bench.stats import CommandStats
+
+    native = coalescing_driver()
+    native.add_listener(CommandStats())
+    bounds = CommandStats.run_bounds_ns
+    try:
+        for ns in [*times, *bounds, *(b + 1 for b in bounds), *(b - 1 for b in bounds)]:
+            assert lib.kv_steps_bucket(native.handle, ns) == bisect.bisect_left(bounds, ns)
+    finally:
+        native.close()
+
+
+def counted(sequence: list[tuple], coalesce: bool) -> dict:
+    """The bench's command counters after ``sequence`` (with drains in
+    between), one event at a time or through coalesced runs."""
+    from kvcpu_dev.bench.stats import CommandStats
+
+    stats = CommandStats()
+    native = NativeDriver(coalesce=coalesce)
+    native.add_listener(stats if coalesce else (lambda ev: stats(ev)))
+    try:
+        for op in sequence:
+            if op[0] == "drain":
+                native.drain()
+            else:
+                run(native, op)
+        native.drain()
+    finally:
+        native.close()
+    return {"commands": stats.commands, "hist": {k: sum(v) for k, v in stats.hist.items()},
+            "faults": stats.faults, "stores": stats.stores, "controls": stats.controls}
+
+
+plain_step_op = st.tuples(st.just("ioctl"), st.just(abi.KV_CPU_STEP_ADVANCE),
+                          st.integers(0, 2**32 - 1).map(lambda v: struct.pack("<Q", v)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(ioctl_op(), store_op, plain_step_op, plain_step_op, plain_step_op,
+                          st.tuples(st.just("drain"))), max_size=60))
+def test_metrics_count_coalesced_runs_as_single_events(sequence: list[tuple]) -> None:
+    """CommandStats.step_run (a run the fast path coalesced, its histogram
+    bucketed in C) against __call__ (one event at a time)."""
+    assert counted(sequence, coalesce=True) == counted(sequence, coalesce=False)
 
 
 @settings(max_examples=200, deadline=None)

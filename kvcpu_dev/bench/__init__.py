@@ -40,7 +40,7 @@ class Bench:
             server.driver, opts.name, group_writable=bool(opts.mode & 0o020),
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None))
         self.stats = stats.CommandStats()
-        server.driver.listeners.append(self.stats)
+        server.driver.add_listener(self.stats)
         self._server = server
         self._metrics: Metrics | None = None
 

@@ -190,10 +190,11 @@ class RecordControl:
         if from_attribute and self.group_writable and not path.name.endswith(".kvrec"):
             raise StartError("with a group-writable node, a recording's name must end in .kvrec")
         fd = open_recording(path)
-        self.device.drain()  # what happened before the start is not recorded
         rec = Recorder(fd, path, self.name)
+        # What happened before the start goes to the other listeners only,
+        # and the fast path stops coalescing STEPs: a recording wants each.
+        self.device.add_listener(rec)
         rec.write_mark("start", telemetry=self.device.telemetry(), model_config=self.model_config())
-        self.device.listeners.append(rec)
         self.recorder = rec
         log.info("recording %s to %s", self.name, path)
 

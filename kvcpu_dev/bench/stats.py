@@ -14,6 +14,7 @@ import bisect
 import errno as errno_mod
 from typing import Any
 
+from .. import abi
 from . import record as fmt
 
 #: Latency histogram bounds, seconds: 100 ns .. 10 s (the fast path holds
@@ -26,6 +27,9 @@ _CONTROLS = {fmt.KIND_RESET: "reset", fmt.KIND_UNPLUG: "unplug", fmt.KIND_REPLUG
 
 def command_label(cmd: int) -> str:
     return fmt.SHORT.get(cmd, "other")
+
+
+_STEP = command_label(abi.KV_CPU_STEP_ADVANCE)
 
 
 def errno_label(err: int) -> str:
@@ -67,6 +71,17 @@ class CommandStats:
                               int(np.count_nonzero(run["fault"])))
         per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(buckets))
         for i, n in enumerate(per_bucket.tolist()):
+            buckets[i] += n
+
+    #: The histogram bounds a coalesced run comes bucketed by (step_run).
+    run_bounds_ns = _BUCKETS_NS
+
+    def step_run(self, count: int, service_ns: int, per_bucket: list[int]) -> None:
+        """``count`` successful STEPs the fast path coalesced, their service
+        times summed and bucketed by run_bounds_ns: counted as __call__
+        counts them one by one (no faults: a rule stops coalescing)."""
+        buckets = self._count(_STEP, 0, count, service_ns, 0)
+        for i, n in enumerate(per_bucket):
             buckets[i] += n
 
     def _count(self, name: str, err: int, n: int, ns_total: int, fired: int) -> list[int]:

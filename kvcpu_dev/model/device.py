@@ -129,25 +129,41 @@ class DeviceModel:
         daemon drains them by the thousand; a run of STEP doorbells that
         arms no prefetch deadline, truncates no step and meets no hint in
         progress only moves the clock and supersedes scans."""
-        if offset != regs.STEP_ADVANCE or not self._steps_are_plain(values):
+        if len(values) == 0:
+            return False
+        return self.mmio_write_steps(offset, len(values), int(values[-1]), int(values.max()),
+                                     None if t_ns is None else int(t_ns[-1]))
+
+    def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None = None) -> bool:
+        """``count`` STEP doorbells, the last one ``last``, the largest
+        ``top``, the last at ``t_ns``: what a run of plain STEPs comes to
+        (the values between matter to nothing here), when it is arithmetic;
+        returns False, untouched, otherwise.  The fast path's coalesced runs
+        arrive this way (coalescible())."""
+        if offset != regs.STEP_ADVANCE or not self._steps_are_plain(top):
             return False
         if t_ns is not None:
-            self.at(int(t_ns[-1]))  # a plain STEP reads no time but the last one's
-        n = len(values)
-        self.step32 = int(values[-1])
-        self.counts["steps"] += n
+            self.at(t_ns)  # a plain STEP reads no time but the last one's
+        self.step32 = last
+        self.counts["steps"] += count
         if self.config.clock == "sim":
-            self._sim_ns += n * self._period_ns
-        self.counts["scans_superseded"] += n if self._pending is not None else n - 1
+            self._sim_ns += count * self._period_ns
+        self.counts["scans_superseded"] += count if self._pending is not None else count - 1
         self._pending = (self.step32, self.regs.weights)
         return True
 
-    def _steps_are_plain(self, values: np.ndarray) -> bool:
-        """True when no value of a STEP run does more than _step's
-        arithmetic: none truncated, no target reached, no hint pending."""
-        if self._work is not None or len(values) == 0:
+    def coalescible(self) -> bool:
+        """Any run of STEPs that fit 32 bits is arithmetic now: no prefetch
+        deadline to meet, no hint in progress.  Until a command other than
+        a STEP comes, that stays true."""
+        return self._work is None and not self._targets
+
+    def _steps_are_plain(self, top: int) -> bool:
+        """True when no STEP of a run, the largest ``top``, does more than
+        _step's arithmetic: none truncated, no target reached, no hint
+        pending."""
+        if self._work is not None:
             return False
-        top = int(values.max())
         return top <= U32 and not (self._targets and self._targets[0][0] <= top)
 
     def _to_step32(self, value: int, what: str) -> int:

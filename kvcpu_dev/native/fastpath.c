@@ -37,6 +37,15 @@
 
 #include "fastpath.h"
 
+#define KV_RUN_SLOTS 2
+
+struct kv_run_slot {
+    _Atomic int busy;           /* open, or published and not yet read */
+    uint64_t count;
+    uint64_t hist[KV_STEPS_BOUNDS + 1];
+    uint64_t steps[KV_STEPS_TAIL];  /* circular: the run's step i at i % TAIL */
+};
+
 struct kv_dev {
     pthread_mutex_t lock;
     /* the driver's state (telemetry order) */
@@ -58,6 +67,21 @@ struct kv_dev {
     _Atomic int raised;         /* it was raised and has not lowered itself */
     _Atomic uint64_t raises, raise_refusals;
 
+    /* coalescing (kv_ring_coalesce): the open run */
+    _Atomic int coalesce;       /* granted (read by the consumer without the lock) */
+    uint64_t break_seq;         /* the last event that was not a plain STEP */
+    struct kv_steps_head run;   /* run.count == 0: none open */
+    uint64_t run_seq, run_reg_seq, run_t_ns;   /* its first command's */
+    int32_t run_pid;
+    unsigned run_slot;          /* where its detail goes */
+    _Atomic uint64_t coalesced; /* STEPs that went into runs, ever */
+    size_t nbounds;
+    uint64_t bounds[KV_STEPS_BOUNDS];
+    /* A run's detail, from its first STEP until the consumer has read it
+     * (kv_steps_detail): two, so the next run can open while the consumer
+     * is still on the last one. */
+    struct kv_run_slot slot[KV_RUN_SLOTS];
+
     /* fast-path session */
     struct fuse_session *se;
     pthread_t thread;
@@ -71,6 +95,7 @@ struct kv_dev {
     /* the bench: injected faults, resets, surprise removal */
     struct kv_fault faults[KV_FAULT_MAX];
     uint32_t next_fault_id;
+    uint32_t nfaults;           /* rules installed: no STEP coalesces then */
     uint64_t resets;
     int present;
 };
@@ -92,12 +117,17 @@ struct kv_pending {
     int kept;
 };
 
+static void publish_run(struct kv_dev *d);
+
 static void ev_begin(struct kv_dev *d, struct kv_pending *p, uint32_t kind,
                      uint32_t cmd, int32_t pid)
 {
-    uint64_t h = atomic_load_explicit(&d->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&d->tail, memory_order_acquire);
+    uint64_t h, t;
 
+    if (d->run.count)
+        publish_run(d);     /* the run came first */
+    h = atomic_load_explicit(&d->head, memory_order_relaxed);
+    t = atomic_load_explicit(&d->tail, memory_order_acquire);
     p->kept = h - t < d->cap;
     p->ev = p->kept ? &d->slots[h & (d->cap - 1)] : &p->scratch;
     p->ev->seq = ++d->ev_seq;
@@ -127,13 +157,18 @@ static void ev_data(struct kv_pending *p, const void *data, size_t size)
 #define KV_WAKE_EVENTFD 1       /* it sleeps on the eventfd */
 #define KV_WAKE_RAISE 2         /* it falls behind: raise its priority */
 
-/* Publish the event; returns KV_WAKE_* flags for wake(). */
-static int ev_end(struct kv_dev *d, struct kv_pending *p, int err)
+/* Publish the event; returns KV_WAKE_* flags for wake().  Anything but a
+ * plain STEP ends the consumer's grant to coalesce. */
+static int ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
 {
     uint64_t h;
     int flags;
 
     p->ev->err = err;
+    if (!plain) {
+        d->break_seq = p->ev->seq;
+        atomic_store_explicit(&d->coalesce, 0, memory_order_relaxed);
+    }
     if (!p->kept) {
         atomic_fetch_add_explicit(&d->dropped, 1, memory_order_relaxed);
         return 0;
@@ -182,6 +217,114 @@ void kv_ring_lowered(struct kv_dev *d)
 uint64_t kv_ring_raises(struct kv_dev *d) { return atomic_load(&d->raises); }
 uint64_t kv_ring_raise_refusals(struct kv_dev *d) { return atomic_load(&d->raise_refusals); }
 
+/* -- coalesced runs of STEPs ------------------------------------------------ */
+
+/* The open run becomes one KV_EV_STEPS event (lock held), in order: it
+ * came after everything in the ring.  Its detail stays in its slot until
+ * the consumer reads it; a run the full ring drops frees its slot. */
+static void publish_run(struct kv_dev *d)
+{
+    uint64_t h = atomic_load_explicit(&d->head, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&d->tail, memory_order_acquire);
+    struct kv_run_slot *slot = &d->slot[d->run_slot];
+    struct kv_steps_head head = d->run;
+
+    slot->count = head.count;
+    d->run.count = 0;
+    if (h - t >= d->cap) {
+        atomic_fetch_add_explicit(&d->dropped, head.count, memory_order_relaxed);
+        atomic_store_explicit(&slot->busy, 0, memory_order_relaxed);
+        return;
+    }
+    struct kv_event *ev = &d->slots[h & (d->cap - 1)];
+
+    memset(ev, 0, sizeof(*ev));
+    ev->seq = d->run_seq;
+    ev->t_ns = d->run_t_ns;
+    ev->kind = KV_EV_STEPS;
+    ev->cmd = KV_CPU_STEP_ADVANCE;
+    ev->pid = d->run_pid;
+    ev->reg_seq = d->run_reg_seq;
+    ev->reserved = d->run_slot;
+    memcpy(ev->data, &head, sizeof(head));
+    ev->size = sizeof(head);
+    atomic_store_explicit(&d->head, h + 1, memory_order_release);
+    /* The grant ends before the consumer sleeps (kv_ring_arm), so nobody
+     * waits on the eventfd for a run; should one, wake it. */
+    if (atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel) && d->wake_fd >= 0)
+        (void)eventfd_write(d->wake_fd, 1);
+}
+
+/* The STEP the grant covers: it succeeds, fires no fault, and the model
+ * reads it without truncating it to 32 bits. */
+static int plain_step(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
+                      uint64_t *step)
+{
+    struct kv_cpu_step_info info;
+
+    if (cmd != KV_CPU_STEP_ADVANCE || insz != sizeof(info) || !d->present || d->nfaults)
+        return 0;
+    memcpy(&info, in, sizeof(info));
+    *step = info.step;
+    return info.step <= 0xFFFFFFFFu;
+}
+
+int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds_ns,
+                     size_t nbounds)
+{
+    int granted;
+
+    if (nbounds > KV_STEPS_BOUNDS)
+        return 0;
+    pthread_mutex_lock(&d->lock);
+    granted = d->break_seq <= seen_seq;
+    if (granted && (nbounds != d->nbounds ||
+                    memcmp(d->bounds, bounds_ns, nbounds * sizeof(*bounds_ns)))) {
+        if (d->run.count)
+            publish_run(d);     /* counted by the old buckets */
+        memcpy(d->bounds, bounds_ns, nbounds * sizeof(*bounds_ns));
+        d->nbounds = nbounds;
+    }
+    atomic_store_explicit(&d->coalesce, granted, memory_order_relaxed);
+    pthread_mutex_unlock(&d->lock);
+    return granted;
+}
+
+void kv_ring_seal(struct kv_dev *d, int stop)
+{
+    pthread_mutex_lock(&d->lock);
+    if (d->run.count)
+        publish_run(d);
+    if (stop)
+        atomic_store_explicit(&d->coalesce, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&d->lock);
+}
+
+uint64_t kv_ring_coalesced(struct kv_dev *d) { return atomic_load(&d->coalesced); }
+
+int kv_ring_coalescing(struct kv_dev *d) { return atomic_load(&d->coalesce); }
+
+/* Lock-free: a published run's slot is the consumer's until it frees it
+ * here (the ring's release of the event covers the slot's contents).  The
+ * consumer thread runs under SCHED_IDLE: preempted while holding the lock,
+ * it would stall every client behind a load that leaves no CPU idle. */
+size_t kv_steps_detail(struct kv_dev *d, uint32_t slot, uint64_t *hist, size_t nhist,
+                       uint64_t *steps, size_t nsteps)
+{
+    struct kv_run_slot *r = &d->slot[slot % KV_RUN_SLOTS];
+    size_t n = r->count < KV_STEPS_TAIL ? (size_t)r->count : KV_STEPS_TAIL;
+
+    if (nhist > KV_STEPS_BOUNDS + 1)
+        nhist = KV_STEPS_BOUNDS + 1;
+    memcpy(hist, r->hist, nhist * sizeof(*hist));
+    if (n > nsteps)
+        n = nsteps;
+    for (size_t i = 0; i < n; i++)
+        steps[i] = r->steps[(r->count - n + i) % KV_STEPS_TAIL];
+    atomic_store_explicit(&r->busy, 0, memory_order_release);
+    return n;
+}
+
 size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max)
 {
     uint64_t t = atomic_load_explicit(&d->tail, memory_order_relaxed);
@@ -196,6 +339,7 @@ size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max)
 
 int kv_ring_arm(struct kv_dev *d)
 {
+    kv_ring_seal(d, 1);
     atomic_store_explicit(&d->armed, 1, memory_order_seq_cst);
     return atomic_load_explicit(&d->head, memory_order_seq_cst) !=
            atomic_load_explicit(&d->tail, memory_order_relaxed);
@@ -212,10 +356,15 @@ uint64_t kv_ring_depth(struct kv_dev *d)
 
 /* -- the driver's semantics (core.py is the specification) ------------------ */
 
-static void write64(struct kv_dev *d, struct kv_pending *p, uint32_t off, uint64_t value)
+static void bar0_store(struct kv_dev *d, uint32_t off, uint64_t value)
 {
     memcpy(d->bar0 + off, &value, 8);   /* little-endian hosts only, as BAR0 */
     d->reg_seq++;
+}
+
+static void write64(struct kv_dev *d, struct kv_pending *p, uint32_t off, uint64_t value)
+{
+    bar0_store(d, off, value);
     p->ev->reg_off[p->ev->nregs] = off;
     p->ev->reg_val[p->ev->nregs] = value;
     p->ev->nregs++;
@@ -249,6 +398,78 @@ static void telemetry(struct kv_dev *d, struct kv_cpu_telemetry_info *t)
     t->w_d = d->w[3];
     t->evict_thresh = d->w[4];
     t->prefetch_thresh = d->w[5];
+}
+
+static void set_step(struct kv_dev *d, uint64_t step)
+{
+    d->current_step = step;
+    d->step_count++;
+    d->last_target_step = step;
+}
+
+/* The histogram bucket of a service time: the first bound >= ns, or +Inf
+ * (Prometheus' `le`; the bench's bisect_left). */
+size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns)
+{
+    size_t b = 0;
+
+    while (b < d->nbounds && ns > d->bounds[b])
+        b++;
+    return b;
+}
+
+/* A run older than this is published at its next STEP: the drain's poll
+ * period while coalescing (server.COALESCED_POLL_S), so a flood costs
+ * Python a run a look. */
+#define KV_RUN_NS 100000000u
+
+/* A plain STEP under the grant: the driver's work and its register write,
+ * no event; it joins the open run (lock held).  Returns 0, untouched, when
+ * no slot is free for a new run: the consumer has not read the last two. */
+static int coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid)
+{
+    struct kv_steps_head *r = &d->run;
+    struct kv_run_slot *slot;
+    uint64_t t0 = now_ns(), ns;
+
+    /* An old run is published for the consumer's periodic drain to find
+     * without the lock, if the other slot is free for the next run; if not,
+     * the consumer is behind, and the run goes on growing instead. */
+    if (r->count && t0 - d->run_t_ns >= KV_RUN_NS &&
+        !atomic_load_explicit(&d->slot[(d->run_slot + 1) % KV_RUN_SLOTS].busy, memory_order_acquire))
+        publish_run(d);
+    if (r->count == 0) {
+        unsigned i = 0;
+
+        while (i < KV_RUN_SLOTS && atomic_load_explicit(&d->slot[i].busy, memory_order_acquire))
+            i++;
+        if (i == KV_RUN_SLOTS)
+            return 0;
+        d->run_slot = i;
+        atomic_store_explicit(&d->slot[i].busy, 1, memory_order_relaxed);
+        memset(d->slot[i].hist, 0, sizeof(d->slot[i].hist));
+        d->run_seq = d->ev_seq + 1;
+        d->run_reg_seq = d->reg_seq + 1;
+        d->run_t_ns = t0;
+        r->top = 0;
+        r->service_ns = 0;
+    }
+    slot = &d->slot[d->run_slot];
+    d->ev_seq++;
+    atomic_fetch_add_explicit(&d->coalesced, 1, memory_order_relaxed);
+    set_step(d, step);
+    bar0_store(d, KV_REG_STEP_ADVANCE, step);
+    slot->steps[r->count % KV_STEPS_TAIL] = step;
+    if (step > r->top)
+        r->top = step;
+    r->last = step;
+    r->last_t_ns = t0;
+    r->count++;
+    d->run_pid = pid;
+    ns = now_ns() - t0;
+    r->service_ns += ns;
+    slot->hist[kv_steps_bucket(d, ns)]++;
+    return 1;
 }
 
 /* A block command: its counter and its register sequence (doorbell last). */
@@ -315,9 +536,7 @@ static int run_command(struct kv_dev *d, struct kv_pending *p, uint32_t cmd,
     switch (cmd) {
     case KV_CPU_STEP_ADVANCE:
         memcpy(&u.step, in, sizeof(u.step));
-        d->current_step = u.step.step;
-        d->step_count++;
-        d->last_target_step = u.step.step;
+        set_step(d, u.step.step);
         write64(d, p, KV_REG_STEP_ADVANCE, u.step.step);
         return 0;
     case KV_CPU_SET_WEIGHTS:
@@ -386,10 +605,18 @@ static int dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t i
     struct kv_pending p;
     struct kv_fault *f = NULL;
     int size = payload_size(cmd);
-    uint64_t t0;
-    int err;
+    uint64_t t0, step;
+    int err, plain;
 
     pthread_mutex_lock(&d->lock);
+    plain = plain_step(d, cmd, in, insz, &step);
+    if (plain && atomic_load_explicit(&d->coalesce, memory_order_relaxed) &&
+        coalesce_step(d, step, pid)) {
+        pthread_mutex_unlock(&d->lock);
+        *wakep = 0;
+        *delay_ns = 0;
+        return 0;
+    }
     ev_begin(d, &p, KV_EV_IOCTL, cmd, pid);
     t0 = p.ev->t_ns;
     if (size > 0)
@@ -411,7 +638,7 @@ static int dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t i
         *delay_ns = f->latency_ns;
     }
     p.ev->service_ns = (uint32_t)(now_ns() - t0);
-    *wakep = ev_end(d, &p, err);
+    *wakep = ev_end(d, &p, err, plain);
     pthread_mutex_unlock(&d->lock);
     return err;
 }
@@ -452,6 +679,7 @@ int kv_fault_add(struct kv_dev *d, const struct kv_fault *f)
             d->faults[i].id = ++d->next_fault_id;
             d->faults[i].seen = d->faults[i].hits = 0;
             id = (int)d->faults[i].id;
+            d->nfaults++;
             break;
         }
     }
@@ -467,6 +695,7 @@ int kv_fault_del(struct kv_dev *d, uint32_t id)
     for (int i = 0; i < KV_FAULT_MAX; i++) {
         if (id != 0 && d->faults[i].id == id) {
             memset(&d->faults[i], 0, sizeof(d->faults[i]));
+            d->nfaults--;
             err = 0;
         }
     }
@@ -478,6 +707,7 @@ void kv_fault_clear(struct kv_dev *d)
 {
     pthread_mutex_lock(&d->lock);
     memset(d->faults, 0, sizeof(d->faults));
+    d->nfaults = 0;
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -514,7 +744,7 @@ static void control_event(struct kv_dev *d, uint32_t kind)
     struct kv_pending p;
 
     ev_begin(d, &p, kind, 0, 0);
-    int flags = ev_end(d, &p, 0);
+    int flags = ev_end(d, &p, 0, 0);
 
     if (flags)
         wake(d, flags);
@@ -554,7 +784,7 @@ int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value)
     d->w[index] = value;
     ev_data(&p, &value, sizeof(value));
     write_weights(d, &p);
-    want_wake = ev_end(d, &p, 0);
+    want_wake = ev_end(d, &p, 0, 0);
     pthread_mutex_unlock(&d->lock);
     if (want_wake)
         wake(d, want_wake);

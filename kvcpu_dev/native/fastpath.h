@@ -12,6 +12,7 @@
 #define KV_EV_RESET 3   /* a function-level reset: power-on state */
 #define KV_EV_UNPLUG 4  /* surprise removal: every command fails ENODEV */
 #define KV_EV_REPLUG 5  /* the device is back */
+#define KV_EV_STEPS 6   /* a run of plain STEPs, coalesced (kv_ring_coalesce) */
 
 #define KV_EV_DATA 96   /* the largest payload: the telemetry reply */
 #define KV_EV_REGS 6    /* the most register writes of one command */
@@ -36,6 +37,20 @@ struct kv_event {
     uint32_t reg_off[6];
     uint64_t reg_val[6];
 };
+
+/* A KV_EV_STEPS event: `seq`, `t_ns` and `reg_seq` are the run's first
+ * command's, `cmd` is STEP_ADVANCE, `pid` the last requester's, and `data`
+ * holds this head.  The run took seq .. seq + count - 1. */
+struct kv_steps_head {
+    uint64_t count;         /* commands in the run */
+    uint64_t top;           /* the largest step among them */
+    uint64_t last;          /* the last step (STEP_ADVANCE's value after it) */
+    uint64_t last_t_ns;     /* when the last one ran */
+    uint64_t service_ns;    /* their service times, summed */
+};
+
+#define KV_STEPS_TAIL 4096  /* a run's last steps kept, for the register trace */
+#define KV_STEPS_BOUNDS 32  /* the most service-time histogram bounds */
 
 struct kv_dev;
 
@@ -81,7 +96,9 @@ uint64_t kv_dev_resets(struct kv_dev *d);
 
 /* The event ring (single consumer: the Python thread). */
 size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max);
-int kv_ring_arm(struct kv_dev *d);        /* returns 1 if events are waiting */
+/* The consumer will sleep on the eventfd: seals the open run and ends the
+ * grant (a run wakes nobody); returns 1 if events are waiting. */
+int kv_ring_arm(struct kv_dev *d);
 uint64_t kv_ring_dropped(struct kv_dev *d);
 uint64_t kv_ring_depth(struct kv_dev *d);
 uint32_t kv_ring_capacity(struct kv_dev *d);
@@ -93,6 +110,27 @@ void kv_ring_lowered(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
 uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
 uint64_t kv_dev_served(struct kv_dev *d);
+
+/* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is
+ * installed, the step fits 32 bits) writes no event; it joins the open run,
+ * which becomes one KV_EV_STEPS event (its `reserved` field: the slot of its
+ * detail) when anything else happens or at kv_ring_seal().  Any other
+ * command ends the grant.  kv_ring_coalesce grants it (returns 1) only if
+ * every event after `seen_seq` is a plain STEP: the consumer's view up to
+ * there is what it decided on.  `bounds_ns` (ascending, at most
+ * KV_STEPS_BOUNDS) bucket the runs' service times. */
+int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds_ns,
+                     size_t nbounds);
+/* Publish the open run, if any; `stop`: and end the grant. */
+void kv_ring_seal(struct kv_dev *d, int stop);
+int kv_ring_coalescing(struct kv_dev *d);
+uint64_t kv_ring_coalesced(struct kv_dev *d);  /* STEPs that went into runs */
+/* A published run's histogram (nbounds + 1 buckets, the last one +Inf) and
+ * its last min(count, KV_STEPS_TAIL) steps, oldest first; returns how many
+ * steps, and frees the slot for another run.  Read each run's once. */
+size_t kv_steps_detail(struct kv_dev *d, uint32_t slot, uint64_t *hist, size_t nhist,
+                       uint64_t *steps, size_t nsteps);
+size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns);   /* a run's bucket for ns */
 
 /* The fast-path session: the device file's own FUSE mount, or CUSE. */
 struct fuse_session *kv_fast_fuse_new(struct kv_dev *d, const char *mount_opts,
