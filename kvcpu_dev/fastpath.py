@@ -160,6 +160,7 @@ class NativeDriver(Traced):
         self._holding = False  # no grant: a listener is being attached
         self._run_hist: Any = None  # kv_steps_detail's buffers, made on first use
         self._run_tail: Any = None
+        self._flood_run = False  # the last drain delivered a flood's run
 
     def close(self) -> None:
         """Stop the fast-path thread and free the state."""
@@ -279,6 +280,7 @@ class NativeDriver(Traced):
             lib.kv_ring_seal(self.handle, 0)
         done = 0
         emptied = False
+        self._flood_run = False
         while limit is None or done < limit:
             if self._pos == self._count:
                 if emptied or not self._read_batch():
@@ -353,6 +355,12 @@ class NativeDriver(Traced):
     def coalescing(self) -> bool:
         """The fast path is coalescing plain STEPs now."""
         return bool(lib.kv_ring_coalescing(self.handle))
+
+    def flooded(self) -> bool:
+        """The last drain found a flood's run of STEPs (KV_RUN_FLOOD or
+        more in one), and the fast path is still coalescing: it publishes
+        the next one when that is 100 ms old."""
+        return self._flood_run and self.coalescing()
 
     def _read_batch(self) -> bool:
         n: int = lib.kv_ring_read(self.handle, self._batch, _BATCH)
@@ -433,6 +441,7 @@ class NativeDriver(Traced):
         if seq != self._next_seq:
             self._lose(seq - self._next_seq)
         self._next_seq = seq + count
+        self._flood_run = count >= lib.KV_RUN_FLOOD
         if self._run_tail is None:
             self._run_hist = ffi.new("uint64_t[]", lib.KV_STEPS_BOUNDS + 1)
             self._run_tail = ffi.new("uint64_t[]", lib.KV_STEPS_TAIL)

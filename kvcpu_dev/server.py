@@ -40,9 +40,10 @@ DRAIN_POLL_S = 0.010
 #: Empty looks before Python sleeps on the eventfd instead (0.1 s).
 QUIET_POLLS = 10
 #: The look while the fast path coalesces a flood of plain STEPs: it
-#: publishes a run this old (fastpath.c, KV_RUN_NS), and anything else it
-#: sees ends the run at once, so Python only needs to look this often.  A
-#: wake-up of Python every 10 ms alone cost a flood of 8 processes ~8%.
+#: publishes a flood's run this old (fastpath.c, KV_RUN_FLOOD_NS), and
+#: anything else it sees ends the run at once, so Python only needs to look
+#: this often.  A wake-up of Python every 10 ms alone cost a flood of 8
+#: processes ~8%.
 COALESCED_POLL_S = 0.100
 #: Events per drain step between trio checkpoints.
 DRAIN_BATCH = 1024
@@ -181,7 +182,8 @@ class Server:
         (an eventfd write per decode step cost the client a wake-up of
         another CPU).  After QUIET_POLLS empty looks it arms the eventfd and
         sleeps until the fast path signals the next command, so an idle
-        daemon does not wake at all.  Model work runs in slices between
+        daemon does not wake at all.  While the fast path coalesces a flood
+        of STEPs, it looks every COALESCED_POLL_S.  Model work runs in slices between
         batches: the scan a STEP rang for happens off the ioctl's path, as
         on silicon, and a hint over the whole address space never holds the
         attribute mount for long."""
@@ -200,8 +202,7 @@ class Server:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(driver.wake_fd)
                 quiet = 0
-            run_only = drained <= 1 and driver.coalescing()
-            await trio.sleep(COALESCED_POLL_S if run_only else DRAIN_POLL_S)
+            await trio.sleep(COALESCED_POLL_S if drained <= 1 and driver.flooded() else DRAIN_POLL_S)
 
     def _drain(self) -> int:
         """One drain step.  A bug the model or a listener raises must not

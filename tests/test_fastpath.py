@@ -382,6 +382,18 @@ def test_a_bounded_drain_leaves_a_young_run_to_the_fast_path() -> None:
     native.close()
 
 
+def test_a_floods_run_slows_the_look_and_a_decode_loops_does_not() -> None:
+    native = coalescing_driver()
+    for v in range(lib.KV_RUN_FLOOD):
+        step(native, v)
+    native.drain()
+    assert native.flooded()
+    step(native, 1)
+    native.drain()
+    assert not native.flooded()
+    native.close()
+
+
 def test_a_run_waits_for_a_free_slot_while_two_are_unread() -> None:
     """Python seals runs as it drains and the fast path goes on coalescing
     into a second slot; with both runs unread, a STEP is an event again."""

@@ -418,10 +418,12 @@ size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns)
     return b;
 }
 
-/* A run older than this is published at its next STEP: the drain's poll
- * period while coalescing (server.COALESCED_POLL_S), so a flood costs
- * Python a run a look. */
-#define KV_RUN_NS 100000000u
+/* A run is published at its next STEP once it is KV_RUN_NS old, so the
+ * model keeps a decode loop's cadence (server.DRAIN_POLL_S); a flood's run
+ * (KV_RUN_FLOOD STEPs or more) only once it is KV_RUN_FLOOD_NS old, so a
+ * flood costs Python one run per server.COALESCED_POLL_S. */
+#define KV_RUN_NS 10000000u
+#define KV_RUN_FLOOD_NS 100000000u
 
 /* A plain STEP under the grant: the driver's work and its register write,
  * no event; it joins the open run (lock held).  Returns 0, untouched, when
@@ -435,7 +437,7 @@ static int coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid)
     /* An old run is published for the consumer's periodic drain to find
      * without the lock, if the other slot is free for the next run; if not,
      * the consumer is behind, and the run goes on growing instead. */
-    if (r->count && t0 - d->run_t_ns >= KV_RUN_NS &&
+    if (r->count && t0 - d->run_t_ns >= (r->count >= KV_RUN_FLOOD ? KV_RUN_FLOOD_NS : KV_RUN_NS) &&
         !atomic_load_explicit(&d->slot[(d->run_slot + 1) % KV_RUN_SLOTS].busy, memory_order_acquire))
         publish_run(d);
     if (r->count == 0) {

@@ -51,6 +51,7 @@ struct kv_steps_head {
 
 #define KV_STEPS_TAIL 4096  /* a run's last steps kept, for the register trace */
 #define KV_STEPS_BOUNDS 32  /* the most service-time histogram bounds */
+#define KV_RUN_FLOOD 256    /* a run this long in 10 ms is a flood's */
 
 struct kv_dev;
 
