@@ -161,6 +161,7 @@ class NativeDriver(Traced):
         self._run_hist: Any = None  # kv_steps_detail's buffers, made on first use
         self._run_tail: Any = None
         self._flood_run = False  # the last drain delivered a flood's run
+        self._granted_bounds: list[int] | None = None
 
     def close(self) -> None:
         """Stop the fast-path thread and free the state."""
@@ -314,11 +315,13 @@ class NativeDriver(Traced):
         STEPs came after what Python has seen, so this decision holds for
         the run; any other command ends the grant there."""
         bounds = self._run_bounds()
-        on = lib.kv_ring_coalescing(self.handle)  # lock-free; the rest take the lock
-        if bounds is None and on:
-            lib.kv_ring_seal(self.handle, 1)
-        elif bounds is not None and not on:
-            lib.kv_ring_coalesce(self.handle, self._next_seq - 1, bounds, len(bounds))
+        on = lib.kv_ring_coalescing(self.handle)  # lock-free, as is a refusal
+        if on and bounds != self._granted_bounds:
+            lib.kv_ring_seal(self.handle, 1)  # a listener came or went, --trace, ...
+            on = False
+        if bounds is not None and not on and \
+                lib.kv_ring_coalesce(self.handle, self._next_seq - 1, bounds, len(bounds)):
+            self._granted_bounds = bounds
 
     def _run_bounds(self) -> list[int] | None:
         """The listeners' histogram bounds if the fast path may coalesce
@@ -355,6 +358,11 @@ class NativeDriver(Traced):
     def coalescing(self) -> bool:
         """The fast path is coalescing plain STEPs now."""
         return bool(lib.kv_ring_coalescing(self.handle))
+
+    def watch(self, on: bool) -> None:
+        """While a flood is coalesced: have the next event (a run, or what
+        ended the grant) write the eventfd; off again after a timed wait."""
+        lib.kv_ring_watch(self.handle, on)
 
     def flooded(self) -> bool:
         """The last drain found a flood's run of STEPs (KV_RUN_FLOOD or
@@ -459,6 +467,8 @@ class NativeDriver(Traced):
             if step_run is not None:
                 nb = len(listener.run_bounds_ns) + 1  # type: ignore[attr-defined]
                 step_run(count, service_ns, list(self._run_hist[0:nb]))
+            else:  # appended to ``listeners`` past add_listener(): the next drain stops coalescing
+                log.warning("a listener without step_run missed %d coalesced STEPs", count)
 
     def _control(self, kind: int) -> None:
         log.info("%s", KIND_NAMES[kind])

@@ -202,7 +202,22 @@ class Server:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(driver.wake_fd)
                 quiet = 0
-            await trio.sleep(COALESCED_POLL_S if drained <= 1 and driver.flooded() else DRAIN_POLL_S)
+            if drained <= 1 and driver.flooded():
+                await self._watch_flood()
+            else:
+                await trio.sleep(DRAIN_POLL_S)
+
+    async def _watch_flood(self) -> None:
+        """Sleep COALESCED_POLL_S while the fast path coalesces a flood,
+        unless an event comes first: the next run, or the command that
+        ended the grant (after which STEPs fill the ring again)."""
+        driver = self.driver
+        driver.watch(True)
+        with trio.move_on_after(COALESCED_POLL_S):
+            await trio.lowlevel.wait_readable(driver.wake_fd)
+        driver.watch(False)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(driver.wake_fd)
 
     def _drain(self) -> int:
         """One drain step.  A bug the model or a listener raises must not

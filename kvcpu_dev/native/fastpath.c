@@ -69,7 +69,7 @@ struct kv_dev {
 
     /* coalescing (kv_ring_coalesce): the open run */
     _Atomic int coalesce;       /* granted (read by the consumer without the lock) */
-    uint64_t break_seq;         /* the last event that was not a plain STEP */
+    _Atomic uint64_t break_seq; /* the last event that was not a plain STEP */
     struct kv_steps_head run;   /* run.count == 0: none open */
     uint64_t run_seq, run_reg_seq, run_t_ns;   /* its first command's */
     int32_t run_pid;
@@ -166,7 +166,7 @@ static int ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
 
     p->ev->err = err;
     if (!plain) {
-        d->break_seq = p->ev->seq;
+        atomic_store_explicit(&d->break_seq, p->ev->seq, memory_order_relaxed);
         atomic_store_explicit(&d->coalesce, 0, memory_order_relaxed);
     }
     if (!p->kept) {
@@ -274,10 +274,14 @@ int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds
 {
     int granted;
 
-    if (nbounds > KV_STEPS_BOUNDS)
+    /* Not while the consumer sleeps on the eventfd (a run wakes nobody),
+     * nor with a break it has not seen; and the consumer, under SCHED_IDLE,
+     * never waits for the lock: it asks again at its next look. */
+    if (nbounds > KV_STEPS_BOUNDS || atomic_load(&d->armed) || atomic_load(&d->break_seq) > seen_seq)
         return 0;
-    pthread_mutex_lock(&d->lock);
-    granted = d->break_seq <= seen_seq;
+    if (pthread_mutex_trylock(&d->lock) != 0)
+        return 0;
+    granted = atomic_load(&d->break_seq) <= seen_seq && !atomic_load(&d->armed);
     if (granted && (nbounds != d->nbounds ||
                     memcmp(d->bounds, bounds_ns, nbounds * sizeof(*bounds_ns)))) {
         if (d->run.count)
@@ -335,6 +339,11 @@ size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max)
         out[i] = d->slots[(t + i) & (d->cap - 1)];
     atomic_store_explicit(&d->tail, t + n, memory_order_release);
     return n;
+}
+
+void kv_ring_watch(struct kv_dev *d, int on)
+{
+    atomic_store_explicit(&d->armed, on, memory_order_seq_cst);
 }
 
 int kv_ring_arm(struct kv_dev *d)

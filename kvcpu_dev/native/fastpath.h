@@ -100,6 +100,10 @@ size_t kv_ring_read(struct kv_dev *d, struct kv_event *out, size_t max);
 /* The consumer will sleep on the eventfd: seals the open run and ends the
  * grant (a run wakes nobody); returns 1 if events are waiting. */
 int kv_ring_arm(struct kv_dev *d);
+/* While a flood's runs are coalesced: wake the consumer on the next event
+ * (a published run, or whatever ended the grant), without ending it; 0
+ * when it has woken by its own timer. */
+void kv_ring_watch(struct kv_dev *d, int on);
 uint64_t kv_ring_dropped(struct kv_dev *d);
 uint64_t kv_ring_depth(struct kv_dev *d);
 uint32_t kv_ring_capacity(struct kv_dev *d);
