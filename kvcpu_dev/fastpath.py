@@ -161,6 +161,9 @@ class NativeDriver(Traced):
         self._run_hist: Any = None  # kv_steps_detail's buffers, made on first use
         self._run_tail: Any = None
         self._flood_run = False  # the last drain delivered a flood's run
+        #: Commands in the last event or run delivered (or delivering, if
+        #: it raised): those a failure leaves the model unsure of.
+        self.delivering = 0
         self._granted_bounds: list[int] | None = None
 
     def close(self) -> None:
@@ -294,6 +297,7 @@ class NativeDriver(Traced):
             room = self._count if limit is None else min(self._count, self._pos + limit - done)
             start, end = self._pos, max(self._plain_steps(room), self._pos + 1)
             self._pos = end  # a delivery that raises is not retried: the next call goes on
+            self.delivering = end - start  # commands in it (_deliver_run: a run's count)
             if end > start + 1:
                 self._deliver_steps(start, end)
             else:
@@ -358,6 +362,10 @@ class NativeDriver(Traced):
     def coalescing(self) -> bool:
         """The fast path is coalescing plain STEPs now."""
         return bool(lib.kv_ring_coalescing(self.handle))
+
+    def steps_coalesced(self) -> int:
+        """STEPs that went into runs so far (lock-free)."""
+        return int(lib.kv_ring_coalesced(self.handle))
 
     def watch(self, on: bool) -> None:
         """While a flood is coalesced: have the next event (a run, or what
@@ -449,6 +457,7 @@ class NativeDriver(Traced):
         if seq != self._next_seq:
             self._lose(seq - self._next_seq)
         self._next_seq = seq + count
+        self.delivering = count
         self._flood_run = count >= lib.KV_RUN_FLOOD
         if self._run_tail is None:
             self._run_hist = ffi.new("uint64_t[]", lib.KV_STEPS_BOUNDS + 1)
@@ -513,7 +522,7 @@ class NativeDriver(Traced):
             "ring_capacity": lib.kv_ring_capacity(h),
             "ring_depth": lib.kv_ring_depth(h),
             "ring_dropped": lib.kv_ring_dropped(h),
-            "steps_coalesced": lib.kv_ring_coalesced(h),
+            "steps_coalesced": self.steps_coalesced(),
             "events_lost_seen": self.lost,
         }
 

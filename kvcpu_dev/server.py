@@ -189,13 +189,17 @@ class Server:
         attribute mount for long."""
         driver = self.driver
         quiet = 0
+        coalesced = driver.steps_coalesced()
         while True:
             drained = self._drain()
             self._model_work(backlog=drained == DRAIN_BATCH)
             if drained == DRAIN_BATCH or self._model_busy():
                 await trio.lowlevel.checkpoint()  # more is waiting
                 continue
-            quiet = 0 if drained else quiet + 1
+            # STEPs going into a run that is not published yet are commands
+            # coming: arming now would end the grant in a flood's first 100 ms.
+            before, coalesced = coalesced, driver.steps_coalesced()
+            quiet = 0 if drained or coalesced != before else quiet + 1
             if quiet >= QUIET_POLLS and not driver.arm():
                 self.priority.quiet()
                 await trio.lowlevel.wait_readable(driver.wake_fd)
@@ -233,7 +237,7 @@ class Server:
                               "the model is out of sync", self.opts.name)
             note = getattr(self.opts.model, "events_lost", None)
             if note is not None:
-                note(1)
+                note(self.driver.delivering)  # one command, or a run's
             return 1
 
     def _model_busy(self) -> bool:
