@@ -463,7 +463,7 @@ class NativeDriver(Traced):
             self._run_hist = ffi.new("uint64_t[]", lib.KV_STEPS_BOUNDS + 1)
             self._run_tail = ffi.new("uint64_t[]", lib.KV_STEPS_TAIL)
         kept = lib.kv_steps_detail(self.handle, ev[_SLOT], self._run_hist, lib.KV_STEPS_BOUNDS + 1,
-                                   self._run_tail, lib.KV_STEPS_TAIL)
+                                   self._run_tail, self.bar0.trace_len)  # what the trace keeps
         tail = np.frombuffer(ffi.buffer(self._run_tail, kept * 8), dtype="<u8").copy()
         assert kept and int(tail[-1]) == last, "a run's detail was read twice"
         if not self.bar0.replay_steps(ev[_REG_SEQ], regs.STEP_ADVANCE, count, tail, top, last_t_ns):

@@ -134,9 +134,7 @@ class Bar0:
         that keeps time through ``at``)."""
         run = getattr(self.model, "mmio_write_run", None)
         if self.observer is None and (self.model is None or (run is not None and run(offset, values, t_ns))):
-            _U64.pack_into(self.mem, offset, int(values[-1]))
-            self.seq = first_seq + len(values) - 1
-            self._note(first_seq, offset, values)
+            self._wrote_run(first_seq, offset, len(values), values)
             return
         at = getattr(self.model, "at", None) if t_ns is not None else None
         for i, value in enumerate(values.tolist()):
@@ -153,13 +151,17 @@ class Bar0:
         ``mmio_write_steps(offset, count, last, top, t_ns)``, or not at
         all: returns False, and the window and the trace are still
         written."""
-        last = int(tail[-1])
         steps = getattr(self.model, "mmio_write_steps", None)
-        took = self.model is None or (steps is not None and bool(steps(offset, count, last, top, t_ns)))
-        _U64.pack_into(self.mem, offset, last)
+        took = self.model is None or (steps is not None and bool(steps(offset, count, int(tail[-1]), top, t_ns)))
+        self._wrote_run(first_seq, offset, count, tail)
+        return took
+
+    def _wrote_run(self, first_seq: int, offset: int, count: int, tail: np.ndarray) -> None:
+        """The window and the trace after ``count`` writes of ``offset``
+        from ``first_seq``, the last ``len(tail)`` of them ``tail``."""
+        _U64.pack_into(self.mem, offset, int(tail[-1]))
         self.seq = first_seq + count - 1
         self._note(first_seq + count - len(tail), offset, tail)
-        return took
 
     def _note(self, first_seq: int, offset: int, values: Sequence[int] | np.ndarray) -> None:
         log = self._log

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -202,26 +203,25 @@ class Server:
             quiet = 0 if drained or coalesced != before else quiet + 1
             if quiet >= QUIET_POLLS and not driver.arm():
                 self.priority.quiet()
-                await trio.lowlevel.wait_readable(driver.wake_fd)
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(driver.wake_fd)
+                await self._wait_for_event()
                 quiet = 0
             if drained <= 1 and driver.flooded():
-                await self._watch_flood()
+                # While the fast path coalesces a flood, look less often,
+                # unless an event comes first: the next run, or the command
+                # that ended the grant (STEPs fill the ring again after it).
+                driver.watch(True)
+                await self._wait_for_event(COALESCED_POLL_S)
+                driver.watch(False)
             else:
                 await trio.sleep(DRAIN_POLL_S)
 
-    async def _watch_flood(self) -> None:
-        """Sleep COALESCED_POLL_S while the fast path coalesces a flood,
-        unless an event comes first: the next run, or the command that
-        ended the grant (after which STEPs fill the ring again)."""
-        driver = self.driver
-        driver.watch(True)
-        with trio.move_on_after(COALESCED_POLL_S):
-            await trio.lowlevel.wait_readable(driver.wake_fd)
-        driver.watch(False)
+    async def _wait_for_event(self, timeout: float = math.inf) -> None:
+        """Until the fast path writes the eventfd (the driver is armed or
+        watching), or ``timeout``."""
+        with trio.move_on_after(timeout):
+            await trio.lowlevel.wait_readable(self.driver.wake_fd)
         with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(driver.wake_fd)
+            os.eventfd_read(self.driver.wake_fd)
 
     def _drain(self) -> int:
         """One drain step.  A bug the model or a listener raises must not

@@ -67,11 +67,9 @@ class CommandStats:
         import numpy as np  # the daemon has it loaded; kvctl never calls this
 
         ns = run["service_ns"].astype(np.int64) + run["latency_us"].astype(np.int64) * 1000
-        buckets = self._count(command_label(int(run["cmd"][0])), 0, len(run), int(ns.sum()),
-                              int(np.count_nonzero(run["fault"])))
-        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(buckets))
-        for i, n in enumerate(per_bucket.tolist()):
-            buckets[i] += n
+        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(BUCKETS) + 1)
+        self._add_run(command_label(int(run["cmd"][0])), len(run), int(ns.sum()),
+                      int(np.count_nonzero(run["fault"])), per_bucket.tolist())
 
     #: The histogram bounds a coalesced run comes bucketed by (step_run).
     run_bounds_ns = _BUCKETS_NS
@@ -80,7 +78,10 @@ class CommandStats:
         """``count`` successful STEPs the fast path coalesced, their service
         times summed and bucketed by run_bounds_ns: counted as __call__
         counts them one by one (no faults: a rule stops coalescing)."""
-        buckets = self._count(_STEP, 0, count, service_ns, 0)
+        self._add_run(_STEP, count, service_ns, 0, per_bucket)
+
+    def _add_run(self, name: str, count: int, ns_total: int, fired: int, per_bucket: list[int]) -> None:
+        buckets = self._count(name, 0, count, ns_total, fired)
         for i, n in enumerate(per_bucket):
             buckets[i] += n
 

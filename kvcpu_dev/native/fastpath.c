@@ -157,6 +157,13 @@ static void ev_data(struct kv_pending *p, const void *data, size_t size)
 #define KV_WAKE_EVENTFD 1       /* it sleeps on the eventfd */
 #define KV_WAKE_RAISE 2         /* it falls behind: raise its priority */
 
+/* KV_WAKE_EVENTFD if the consumer asked to be woken by the next event
+ * (kv_ring_arm, kv_ring_watch): once. */
+static int consumer_wake(struct kv_dev *d)
+{
+    return atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel) ? KV_WAKE_EVENTFD : 0;
+}
+
 /* Publish the event; returns KV_WAKE_* flags for wake().  Anything but a
  * plain STEP ends the consumer's grant to coalesce. */
 static int ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
@@ -175,7 +182,7 @@ static int ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
     }
     h = atomic_load_explicit(&d->head, memory_order_relaxed) + 1;
     atomic_store_explicit(&d->head, h, memory_order_release);
-    flags = atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel) ? KV_WAKE_EVENTFD : 0;
+    flags = consumer_wake(d);
     /* A quarter full, which a 10 ms drain never lets happen to a single
      * client: the consumer (SCHED_IDLE) is starved by a load that leaves no
      * CPU idle.  It cannot notice by itself, since it does not
@@ -221,7 +228,8 @@ uint64_t kv_ring_raise_refusals(struct kv_dev *d) { return atomic_load(&d->raise
 
 /* The open run becomes one KV_EV_STEPS event (lock held), in order: it
  * came after everything in the ring.  Its detail stays in its slot until
- * the consumer reads it; a run the full ring drops frees its slot. */
+ * the consumer reads it; a run the full ring drops frees its slot.  Waking
+ * a watching consumer is the caller's (consumer_wake), after the reply. */
 static void publish_run(struct kv_dev *d)
 {
     uint64_t h = atomic_load_explicit(&d->head, memory_order_relaxed);
@@ -249,10 +257,6 @@ static void publish_run(struct kv_dev *d)
     memcpy(ev->data, &head, sizeof(head));
     ev->size = sizeof(head);
     atomic_store_explicit(&d->head, h + 1, memory_order_release);
-    /* The grant ends before the consumer sleeps (kv_ring_arm), so nobody
-     * waits on the eventfd for a run; should one, wake it. */
-    if (atomic_exchange_explicit(&d->armed, 0, memory_order_acq_rel) && d->wake_fd >= 0)
-        (void)eventfd_write(d->wake_fd, 1);
 }
 
 /* The STEP the grant covers: it succeeds, fires no fault, and the model
@@ -282,10 +286,7 @@ int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds
     if (pthread_mutex_trylock(&d->lock) != 0)
         return 0;
     granted = atomic_load(&d->break_seq) <= seen_seq && !atomic_load(&d->armed);
-    if (granted && (nbounds != d->nbounds ||
-                    memcmp(d->bounds, bounds_ns, nbounds * sizeof(*bounds_ns)))) {
-        if (d->run.count)
-            publish_run(d);     /* counted by the old buckets */
+    if (granted) {  /* not coalescing, so no run is open: the bounds may change */
         memcpy(d->bounds, bounds_ns, nbounds * sizeof(*bounds_ns));
         d->nbounds = nbounds;
     }
@@ -436,8 +437,9 @@ size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns)
 
 /* A plain STEP under the grant: the driver's work and its register write,
  * no event; it joins the open run (lock held).  Returns 0, untouched, when
- * no slot is free for a new run: the consumer has not read the last two. */
-static int coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid)
+ * no slot is free for a new run: the consumer has not read the last two.
+ * Sets *wakep when it published the last run to a watching consumer. */
+static int coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid, int *wakep)
 {
     struct kv_steps_head *r = &d->run;
     struct kv_run_slot *slot;
@@ -447,8 +449,10 @@ static int coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid)
      * without the lock, if the other slot is free for the next run; if not,
      * the consumer is behind, and the run goes on growing instead. */
     if (r->count && t0 - d->run_t_ns >= (r->count >= KV_RUN_FLOOD ? KV_RUN_FLOOD_NS : KV_RUN_NS) &&
-        !atomic_load_explicit(&d->slot[(d->run_slot + 1) % KV_RUN_SLOTS].busy, memory_order_acquire))
+        !atomic_load_explicit(&d->slot[(d->run_slot + 1) % KV_RUN_SLOTS].busy, memory_order_acquire)) {
         publish_run(d);
+        *wakep = consumer_wake(d);
+    }
     if (r->count == 0) {
         unsigned i = 0;
 
@@ -621,10 +625,10 @@ static int dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t i
 
     pthread_mutex_lock(&d->lock);
     plain = plain_step(d, cmd, in, insz, &step);
+    *wakep = 0;
     if (plain && atomic_load_explicit(&d->coalesce, memory_order_relaxed) &&
-        coalesce_step(d, step, pid)) {
+        coalesce_step(d, step, pid, wakep)) {
         pthread_mutex_unlock(&d->lock);
-        *wakep = 0;
         *delay_ns = 0;
         return 0;
     }
