@@ -14,6 +14,9 @@
  * for Python.
  */
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE     /* pthread_setname_np */
+#endif
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
 #include <cuse_lowlevel.h>
@@ -1073,6 +1076,9 @@ struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname)
     return se;
 }
 
+/* The thread's name (at most 15 characters), as ps -L and top -H show it. */
+#define KV_FAST_THREAD_NAME "kvcpu-fast"
+
 /* The stop signal only interrupts the thread's blocking read. */
 #define KV_WAKE_SIGNAL (SIGRTMIN + 5)
 
@@ -1139,8 +1145,11 @@ int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, i
     pthread_sigmask(SIG_SETMASK, &all, &old);
     err = pthread_create(&d->thread, NULL, serve, d);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err == 0)
+    if (err == 0) {
         d->have_thread = 1;
+        /* Named for top -H, perf and the benchmarks' placement check. */
+        (void)pthread_setname_np(d->thread, KV_FAST_THREAD_NAME);
+    }
     return err;
 }
 

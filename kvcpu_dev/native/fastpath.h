@@ -141,7 +141,8 @@ size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns);   /* a run's bucket
 struct fuse_session *kv_fast_fuse_new(struct kv_dev *d, const char *mount_opts,
                                       unsigned mode, unsigned uid, unsigned gid);
 struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname);
-/* exit_fd: an eventfd the thread writes when it returns, or -1. */
+/* exit_fd: an eventfd the thread writes when it returns, or -1.  The thread
+ * is named "kvcpu-fast" (ps -L, top -H). */
 int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd);
 int kv_fast_ready(struct kv_dev *d);      /* INIT done */
 int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended) */
