@@ -19,9 +19,11 @@ BENCH = ROOT / "benchmarks"
 KVCPU_DEV = pathlib.Path(sys.executable).with_name("kvcpu-dev")
 
 
-def build_c(source: str, out_dir: pathlib.Path, fuse: bool = False) -> pathlib.Path:
-    out = out_dir / pathlib.Path(source).stem
+def build_c(source: str, out_dir: pathlib.Path, fuse: bool = False, defines: dict[str, int] | None = None,
+            name: str | None = None) -> pathlib.Path:
+    out = out_dir / (name or pathlib.Path(source).stem)
     cmd = ["gcc", "-O2", "-Wall", "-I", str(ROOT / "uapi"), "-o", str(out), str(BENCH / source)]
+    cmd += [f"-D{key}={value}" for key, value in (defines or {}).items()]
     if fuse:
         cmd += subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
                               capture_output=True, text=True).stdout.split()

@@ -5,6 +5,9 @@
  * single-threaded loop.  Everything kvcpu-dev adds shows up as the ratio.
  *
  * usage: noop_fuse MOUNTPOINT   (runs until unmounted or signalled)
+ *
+ * Built with -DWORK_NS=N, each ioctl first spins N ns: a server with some
+ * work per request, for bench_placement.py.
  */
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
@@ -12,6 +15,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#ifndef WORK_NS
+#define WORK_NS 0
+#endif
 
 static void fill(fuse_ino_t ino, struct stat *st)
 {
@@ -59,6 +67,14 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 	static const char zeros[4096];
 
 	(void)ino; (void)cmd; (void)arg; (void)fi; (void)flags; (void)in_buf; (void)in_bufsz;
+	if (WORK_NS) {
+		struct timespec a, b;
+
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		do
+			clock_gettime(CLOCK_MONOTONIC, &b);
+		while ((b.tv_sec - a.tv_sec) * 1000000000L + b.tv_nsec - a.tv_nsec < WORK_NS);
+	}
 	fuse_reply_ioctl(req, 0, out_bufsz ? zeros : NULL, out_bufsz);
 }
 
