@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import pathlib
 import struct
 import threading
 import time
@@ -31,9 +32,11 @@ def test_fastpath_attribute_reports_the_ring(dev):
     assert int(s["ring_capacity"]) >= 1024 and s["ring_depth"] == "0"
 
 
-def test_the_fast_path_is_its_own_thread(dev):
-    tasks = os.listdir(f"/proc/{dev.pid}/task")
-    assert len(tasks) >= 2
+def test_the_fast_path_is_its_own_named_thread(dev):
+    names = {int(t): pathlib.Path(f"/proc/{dev.pid}/task/{t}/comm").read_text().strip()
+             for t in os.listdir(f"/proc/{dev.pid}/task")}
+    fast = [tid for tid, name in names.items() if name == "kvcpu-fast"]
+    assert len(fast) == 1 and fast[0] != dev.pid  # not Python's main thread
 
 
 def test_a_whole_address_space_hint_does_not_stop_the_node(daemons):
