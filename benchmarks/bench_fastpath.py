@@ -99,13 +99,12 @@ class Bench:
         ABBA because where the scheduler puts a fresh client depends on what
         ran just before it.  Many placements a batch when nothing is pinned:
         the scheduler then decides per run whether client and server share a
-        CPU (8-12 us a round trip here) or not (25-60 us), for the C server
-        as for ours (in 60 random-order runs each: 31, 29 and 29 fast for
-        the no-op server, a copy of it and ours; means 24.1, 24.5, 25.1 us),
-        and a batch of one run a side measured that coin, not the server:
-        the no-op server against a copy of itself missed 1.5x in such
-        batches (4.95x in one).  The control rows, a second no-op server in
-        place of ours, show the resolution of the unpinned rows in this run."""
+        CPU (8-12 us a round trip here) or not (25-60 us), and a batch of
+        one run a side measured that coin, not the server: the no-op server
+        against a copy of itself missed 1.5x in such batches (4.95x in one).
+        The control rows, a second no-op server in place of ours, show the
+        resolution of the unpinned rows in this run; bench_placement.py
+        shows what tilts the coin (a server's time per request)."""
         self.place(pids, servers)
         ours, base, ratios = [], [], []
         runs: dict[str, list[float]] = {"ours": [], "base": []}
