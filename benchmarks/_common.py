@@ -31,6 +31,13 @@ def build_c(source: str, out_dir: pathlib.Path, fuse: bool = False, defines: dic
     return out
 
 
+def client_us(argv: list) -> list[float]:
+    """Run a C client (ioctl_rtt, ioctl_load) and take the nanoseconds it
+    prints, in microseconds: p25 p50 p75 p99 max."""
+    out = subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
+    return [int(v) / 1000.0 for v in out.split()]
+
+
 def set_affinity(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` (sched_setaffinity on a pid moves only its
     main thread; the fast path answers on another)."""

@@ -32,17 +32,11 @@ import subprocess
 import sys
 import time
 
-from _common import Report, build_c, daemon, noop_server, pinned, scratch, set_affinity
+from _common import Report, build_c, client_us, daemon, noop_server, pinned, scratch, set_affinity
 
 STEP = 0x40084B01
 TELEMETRY = 0x80604B07
 MARK_HOT = 0x40184B02
-
-
-def quantiles(argv: list) -> list[float]:
-    """A C client's p25 p50 p75 p99 max, in microseconds."""
-    out = subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
-    return [int(v) / 1000.0 for v in out.split()]
 
 
 def telemetry(node) -> dict[str, int]:
@@ -113,7 +107,7 @@ class Bench:
             for _ in range(placements):
                 for side, node in (("base", base_node), ("ours", ours_node), ("ours", ours_node),
                                    ("base", base_node)):
-                    got[side].append(quantiles(pinned(client, [self.rtt, node, count, "step", interval_us]))[1])
+                    got[side].append(client_us(pinned(client, [self.rtt, node, count, "step", interval_us]))[1])
             base.append(statistics.mean(got["base"]))
             ours.append(statistics.mean(got["ours"]))
             ratios.append(ours[-1] / base[-1])
@@ -241,12 +235,12 @@ def isolation(b: Bench, tmp, batches: int) -> None:
         live = int(dict(kv.split("=") for kv in (d["attr_dir"] / "model_stats").read_text().split())["live_entries"])
         quiet, loud = [], []
         for _ in range(batches):
-            quiet.append(quantiles([b.rtt, node, 1000, "step", 2000])[3])
+            quiet.append(client_us([b.rtt, node, 1000, "step", 2000])[3])
             reader = subprocess.Popen([sys.executable, "-c", (
                 "import sys\nwhile True:\n    open(sys.argv[1], 'rb').read()"), str(blocks)])
             try:
                 time.sleep(0.3)
-                loud.append(quantiles([b.rtt, node, 1000, "step", 2000])[3])
+                loud.append(client_us([b.rtt, node, 1000, "step", 2000])[3])
             finally:
                 reader.kill()
                 reader.wait()
@@ -268,9 +262,9 @@ def poll(b: Bench, tmp, base_node, base_pid: int) -> None:
             b.place([base_pid, d["pid"]], {b.last})
             base_t, ours_t, cpu = [], [], []
             for _ in range(3):
-                base_t.append(quantiles(pinned(0, [b.load, base_node, "burst", rounds, 1000, 1000]))[1])
+                base_t.append(client_us(pinned(0, [b.load, base_node, "burst", rounds, 1000, 1000]))[1])
                 c0, t0 = cpu_seconds(d["pid"]), time.monotonic()
-                ours_t.append(quantiles(pinned(0, [b.load, d["node"], "burst", rounds, 1000, 1000]))[1])
+                ours_t.append(client_us(pinned(0, [b.load, d["node"], "burst", rounds, 1000, 1000]))[1])
                 cpu.append((cpu_seconds(d["pid"]) - c0) / (time.monotonic() - t0))
             ratio = statistics.median(ours_t) / statistics.median(base_t)
             goal = poll_us > 0

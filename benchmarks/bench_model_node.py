@@ -10,10 +10,9 @@ Run as root:  .venv/bin/python benchmarks/bench_model_node.py [--count N]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
-from _common import Report, build_c, daemon, scratch
+from _common import Report, build_c, client_us, daemon, scratch
 
 from kvcpu_dev.client import KvCpu
 
@@ -24,9 +23,7 @@ INTERVAL_US = 2000
 
 def paced_steps(client, node, count: int) -> list[float]:
     """(p25, median, p75, p99, max) in microseconds."""
-    out = subprocess.run([str(client), str(node), str(count), "step", str(INTERVAL_US)],
-                         check=True, capture_output=True, text=True).stdout.split()
-    return [int(v) / 1000.0 for v in out]
+    return client_us([client, node, count, "step", INTERVAL_US])
 
 
 def live_entries(attr_dir) -> int:

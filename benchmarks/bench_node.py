@@ -24,13 +24,21 @@ import subprocess
 import sys
 import time
 
-from _common import Report, build_c, daemon, median, noop_server, pinned, scratch, set_affinity
+from _common import (
+    Report,
+    build_c,
+    client_us,
+    daemon,
+    median,
+    noop_server,
+    pinned,
+    scratch,
+    set_affinity,
+)
 
 
 def rtt(client, node, count: int, cpu) -> float:
-    out = subprocess.run(pinned(cpu, [client, node, count, "step"]), check=True,
-                         capture_output=True, text=True).stdout.split()
-    return int(out[1]) / 1000.0  # median, microseconds
+    return client_us(pinned(cpu, [client, node, count, "step"]))[1]  # the median
 
 
 def main() -> int:

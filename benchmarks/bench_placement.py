@@ -37,12 +37,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import build_c, daemon, noop_server, pinned, scratch, set_affinity
-
-
-def median_us(argv: list) -> float:
-    out = subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout.split()
-    return int(out[1]) / 1000.0
+from _common import build_c, client_us, daemon, noop_server, pinned, scratch, set_affinity
 
 
 def main() -> int:
@@ -62,7 +57,7 @@ def main() -> int:
                 cpus = os.sched_getaffinity(0)
                 last = max(cpus)
                 set_affinity(servers["C"].pid, {last})
-                shared = statistics.median(median_us(pinned(last, [rtt, nodes["C"], args.count, "step"]))
+                shared = statistics.median(client_us(pinned(last, [rtt, nodes["C"], args.count, "step"]))[1]
                                            for _ in range(5))
                 set_affinity(servers["C"].pid, cpus)
                 threshold = 2 * shared
@@ -70,7 +65,7 @@ def main() -> int:
                 before = "C"
                 for _ in range(args.runs):
                     now = random.choice("CWK")
-                    table[before + now].append(median_us([rtt, nodes[now], args.count, "step"]))
+                    table[before + now].append(client_us([rtt, nodes[now], args.count, "step"])[1])
                     before = now
         finally:
             for name, proc in servers.items():

@@ -22,15 +22,13 @@ import re
 import subprocess
 import sys
 
-from _common import Report, build_c, daemon, median, pinned, scratch, set_affinity
+from _common import Report, build_c, client_us, daemon, median, pinned, scratch, set_affinity
 
 KVCTL = os.path.join(os.path.dirname(sys.executable), "kvctl")
 
 
 def rtt(client, node, count: int, cpu) -> float:
-    out = subprocess.run(pinned(cpu, [client, node, count, "step"]), check=True,
-                         capture_output=True, text=True).stdout.split()
-    return int(out[1]) / 1000.0  # median, microseconds
+    return client_us(pinned(cpu, [client, node, count, "step"]))[1]  # the median
 
 
 def kvctl(node, *args) -> str:

@@ -16,13 +16,11 @@ import pathlib
 import subprocess
 import sys
 
-from _common import ROOT, Report, build_c, daemon, median, scratch
+from _common import ROOT, Report, build_c, client_us, daemon, median, scratch
 
 
 def rtt(client, node, count: int) -> float:
-    out = subprocess.run([str(client), str(node), str(count), "step"], check=True,
-                         capture_output=True, text=True).stdout.split()
-    return int(out[1]) / 1000.0
+    return client_us([client, node, count, "step"])[1]  # the median
 
 
 def measure(count: int, rounds: int) -> int:

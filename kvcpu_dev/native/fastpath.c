@@ -1076,7 +1076,7 @@ struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname)
     return se;
 }
 
-/* The thread's name (at most 15 characters), as ps -L and top -H show it. */
+/* The thread's name (at most 15 characters), as ps -L, top -H and perf show it. */
 #define KV_FAST_THREAD_NAME "kvcpu-fast"
 
 /* The stop signal only interrupts the thread's blocking read. */
@@ -1147,7 +1147,6 @@ int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, i
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err == 0) {
         d->have_thread = 1;
-        /* Named for top -H, perf and the benchmarks' placement check. */
         (void)pthread_setname_np(d->thread, KV_FAST_THREAD_NAME);
     }
     return err;
