@@ -1,7 +1,11 @@
 """The background start: like ``insmod kv_cpu.ko mock=1``, the command
 returns once the node answers ioctls.  The work happens in a forked child,
 which reports through a pipe when the node is published (or why it could
-not be); the parent then checks the node with a real GET_TELEMETRY."""
+not be); the parent then checks the node with a real GET_TELEMETRY.
+
+The parent loads neither trio nor numpy nor the model: the child imports
+what a daemon needs, and a parent that only waits and exits should not
+pay to load, and then to tear down, what it never uses."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import time
 
 import click
 
+from .client import answers
 from .lifecycle import STOP_TIMEOUT, RunDir, StartError, open_log
 from .paths import Options
 
@@ -26,8 +31,6 @@ def start_background(opts: Options) -> int:
     """Fork; the child becomes the daemon; return once the node answers.
     A child that neither reports nor answers in time is stopped, so a
     failed start never leaves a daemon behind."""
-    from .daemon import answers
-
     run_dir = RunDir.open(opts.run_dir, create=True)
     assert run_dir is not None
     with run_dir:

@@ -3,6 +3,7 @@ foreground daemon, a background start, or ``--stop``."""
 
 from __future__ import annotations
 
+import functools
 import grp
 import logging
 import math
@@ -129,8 +130,8 @@ def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, m
             raise StartError("must run as root (it mounts FUSE or creates a CUSE device)")
         if runas:
             resolve_user(runas)  # a bad name is refused before anything starts
-        if not no_model:
-            opts.model = build_model(config, clock, settings)
+        if not no_model:  # built by the daemon, after the fork: see build_model
+            opts.make_model = functools.partial(build_model, config, clock, _overrides(settings))
         if foreground:
             from .daemon import serve
 
@@ -143,24 +144,33 @@ def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, m
         sys.exit(1)
 
 
-def build_model(config: pathlib.Path | None, clock: str | None, settings: tuple[str, ...]) -> DeviceModel:
-    """The device model from --config, then --set, then --clock; a live
-    daemon runs on the wall clock unless told otherwise.  Every bad value
-    is one line naming its key (model/config.py)."""
-    from .model import DeviceModel, ModelConfig  # numpy: only when modelling
-
+def _overrides(settings: tuple[str, ...]) -> dict[str, str]:
+    """--set KEY=VALUE, each as written (the model's config checks values)."""
     overrides: dict[str, str] = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise StartError(f"--set wants KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def build_model(config: pathlib.Path | None, clock: str | None, overrides: dict[str, str]) -> DeviceModel:
+    """The device model from --config, then --set, then --clock; a live
+    daemon runs on the wall clock unless told otherwise.  Every bad value
+    is one line naming its key (model/config.py).
+
+    Called in the daemon's own process (serve()), not by the command that
+    starts it: numpy and the model are a third of the start-up's imports,
+    and a command that loads them only to exit pays for them twice."""
+    from .model import DeviceModel, ModelConfig  # numpy: only when modelling
+
     try:
         daemon_defaults = {"clock": "wall"}
         base = (ModelConfig.from_toml(config, daemon_defaults) if config
                 else ModelConfig.from_dict(daemon_defaults, "defaults"))
         if clock is not None:
-            overrides["clock"] = clock
+            overrides = {**overrides, "clock": clock}
         return DeviceModel(base.replace(**overrides))
     except (OSError, UnicodeDecodeError) as exc:
         raise StartError(f"model configuration: {config}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -1,5 +1,6 @@
 """``kvcpu-dev``: one device's life, in order.
 
+  build the device model (numpy: here, not in the command that forked us)
   lock the name          (lifecycle: RUN_DIR checked, RUN_DIR/N.lock 0600)
   clean what a killed predecessor left, and only what is provably its own
   fork the privileged helper      (helper: with --runas, --seccomp or
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 import trio
 
-from . import abi
+from . import client
 from .helper import Helper
 from .lifecycle import (
     RunDir,
@@ -62,26 +63,9 @@ def clean_stale(opts: Options, transport: str, run_dir: RunDir) -> None:
         raise StartError(f"{node} exists and is not a device node; remove it first")
     cuse_node = opts.cuse_node
     if transport == "cuse" and node_kind(cuse_node) != "missing":
-        if answers(cuse_node):
+        if client.answers(cuse_node):
             raise StartError(f"{cuse_node} already exists and answers ioctls")
         raise StartError(f"{cuse_node} already exists; remove it first")
-
-
-def answers(node: pathlib.Path) -> bool:
-    """Whether the node takes a GET_TELEMETRY, as a client would send it."""
-    import fcntl
-
-    try:
-        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.ioctl(fd, abi.KV_CPU_GET_TELEMETRY, bytearray(abi.TELEMETRY_INFO.size))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def find_hardware() -> str | None:
@@ -141,6 +125,8 @@ def _give_up_root(opts: Options) -> str:
 def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
     """Run the device in this process until signalled.  ``report(ok, msg)``
     is called once: when the node is published, or with why it was not."""
+    if opts.make_model is not None:
+        opts.model, opts.make_model = opts.make_model(), None
     transport = opts.resolved_transport()
     if transport == "cuse" and not opts.cuse_path.exists():
         raise StartError(f"{opts.cuse_path} does not exist (no CUSE in this kernel); use --transport fuse")

@@ -20,6 +20,7 @@ No cffi and no numpy here: the client imports this module.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,9 @@ class Options:
     poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
     ring_events: int = RING_EVENTS
     model: DeviceModel | None = None  # None: registers only (--no-model)
+    #: Builds ``model`` in the daemon's process, first thing in serve():
+    #: the command that only forks a daemon never loads numpy.
+    make_model: Callable[[], DeviceModel] | None = None
     # The bench (kvcpu_dev/bench):
     record: pathlib.Path | None = None  # --record FILE: record from the start
     metrics: str | None = None  # --metrics HOST:PORT: Prometheus text at /metrics

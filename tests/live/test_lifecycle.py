@@ -68,6 +68,21 @@ def test_start_returns_with_a_usable_node(daemons):
     assert elapsed < 10
 
 
+def test_the_starting_command_leaves_the_daemon_s_imports_to_the_daemon(daemons, monkeypatch):
+    """trio, numpy, cffi and the model are most of a start's time: the
+    command that forks the daemon and waits must not load them too (and
+    then tear them down); the daemon, after the fork, does."""
+    d = daemons(start=False)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # the parent's imports, on its stderr
+    result = d.start()
+    parent = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "click" in parent and "kvcpu_dev.background" in parent, "no import profile of the command"
+    assert not parent & {"numpy", "trio", "cffi", "kvcpu_dev.model", "kvcpu_dev.daemon"}
+    assert d.telemetry() == DEFAULTS
+    assert "steps=0" in d.attr("model_stats")  # the daemon built the model
+
+
 def test_stop_removes_everything_and_a_restart_is_fresh(dev):
     dev.step(9)
     pid = dev.pid
