@@ -46,21 +46,6 @@ def attr_dir(device: str | os.PathLike[str], run_dir: str | os.PathLike[str] = p
     return pathlib.Path(found) if found else pathlib.Path(run_dir) / name
 
 
-def answers(node: str | os.PathLike[str]) -> bool:
-    """Whether the node takes a GET_TELEMETRY, as a client would send it."""
-    try:
-        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.ioctl(fd, abi.KV_CPU_GET_TELEMETRY, bytearray(abi.TELEMETRY_INFO.size))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 class KvCpu:
     """An open KV-CPU device.  Methods raise OSError with the device's errno."""
 
@@ -124,3 +109,13 @@ class KvCpu:
     def weights(self) -> Weights:
         t = self.telemetry()
         return Weights(*(getattr(t, f) for f in abi.WEIGHT_FIELDS))
+
+
+def answers(node: str | os.PathLike[str]) -> bool:
+    """Whether the node takes a GET_TELEMETRY, as a client would send it."""
+    try:
+        with KvCpu(node) as dev:
+            dev.telemetry()
+    except OSError:
+        return False
+    return True
