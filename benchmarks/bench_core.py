@@ -12,8 +12,8 @@ import timeit
 
 from _common import Report, median
 
-from kvcpu_dev import abi
-from kvcpu_dev.core import Driver
+from kvcpu_dev.device import abi
+from kvcpu_dev.device.spec import Driver
 
 BATCH = 2000
 BATCHES = 30

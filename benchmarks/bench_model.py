@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvcpu_dev import regs as R  # noqa: E402
+from kvcpu_dev.device import regs as R  # noqa: E402
 from kvcpu_dev.model import DeviceModel, ModelConfig, hepc, reference  # noqa: E402
 
 ENTRIES = 65536

@@ -13,7 +13,8 @@ import os
 import pathlib
 from typing import Any
 
-from . import abi, mounts, paths
+from . import mounts, paths
+from .device import abi
 
 DEFAULT_DEVICE = str(paths.DEFAULT_DEV_DIR / "kvcpu0")
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kvcpu_dev import faults as fault_rules
+from kvcpu_dev.bench import faults as fault_rules
 from kvcpu_dev.client import attr_dir as find_attr_dir
 
 from .errors import Failure
 
 if TYPE_CHECKING:
-    from kvcpu_dev.bench.record import Recording
+    from kvcpu_dev.bench.kvrec import Recording
 
 
 def _attr_dir(ctx: click.Context) -> pathlib.Path:
@@ -92,7 +92,7 @@ def record_stop(ctx: click.Context) -> None:
 
 
 def _load(file: str) -> Recording:
-    from kvcpu_dev.bench import record as fmt
+    from kvcpu_dev.bench import kvrec as fmt
 
     try:
         rec = fmt.read(file)
@@ -112,7 +112,7 @@ def _load(file: str) -> Recording:
 @click.option("--kind", "only", default=None, help="Only this command (STEP, HOT, ...).")
 def log_cmd(file: str, as_json: bool, only: str | None) -> None:
     """Print a recording decoded, as tcpdump -r does (times from its start)."""
-    from kvcpu_dev.bench import record as fmt
+    from kvcpu_dev.bench import kvrec as fmt
 
     rec = _load(file)
     records = rec.records

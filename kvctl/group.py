@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from kvcpu_dev import abi
 from kvcpu_dev.client import attr_dir, default_device
-from kvcpu_dev.regs import U32
+from kvcpu_dev.device import abi
+from kvcpu_dev.device.regs import U32
 
 from . import device
 from .errors import Failure, Usage

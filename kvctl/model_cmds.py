@@ -14,8 +14,8 @@ from typing import NoReturn
 
 import click
 
-from kvcpu_dev import model_text
-from kvcpu_dev.model_text import TIER_NAMES, tier_index
+from kvcpu_dev.device import model_text
+from kvcpu_dev.device.model_text import TIER_NAMES, tier_index
 
 from .numbers import strtoull
 

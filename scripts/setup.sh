@@ -36,7 +36,7 @@ fi
 
 # Reinstall only when the package definition or the native binding changed.
 stamp=.venv/.kvcpu-installed
-want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/fastpath.[ch] kvcpu_dev/regs.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/*.[ch] kvcpu_dev/device/regs.py | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi

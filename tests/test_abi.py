@@ -1,4 +1,4 @@
-"""kvcpu_dev.abi against gcc's reading of uapi/linux/kv_cpu.h, and both
+"""kvcpu_dev.device.abi against gcc's reading of uapi/linux/kv_cpu.h, and both
 against the numbers the spec states literally."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kvcpu_dev import abi
+from kvcpu_dev.device import abi
 
 #: The spec's table, verbatim: name -> (number, payload struct, size).
 SPEC_COMMANDS = {
@@ -69,7 +69,7 @@ def c_abi(c_programs) -> CAbi:
     return CAbi(out.stdout)
 
 
-# -- Python (kvcpu_dev.abi) == C (gcc) ---------------------------------------
+# -- Python (kvcpu_dev.device.abi) == C (gcc) ---------------------------------------
 
 
 def test_magic(c_abi):
@@ -226,6 +226,6 @@ def test_a_member_it_cannot_read_is_an_error(tmp_path, member):
 
 def test_reading_the_header_needs_no_cffi():
     """kvctl imports this module on every run, and cffi's C parser cost ~25 ms."""
-    code = "import sys, kvcpu_dev.abi; print('cffi' in sys.modules, 'pycparser' in sys.modules)"
+    code = "import sys, kvcpu_dev.device.abi; print('cffi' in sys.modules, 'pycparser' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -12,9 +12,9 @@ import zlib
 
 import pytest
 
-from kvcpu_dev import abi
-from kvcpu_dev.bench import record as fmt
-from kvcpu_dev.lifecycle import StartError
+from kvcpu_dev.bench import kvrec as fmt
+from kvcpu_dev.device import abi
+from kvcpu_dev.errors import StartError
 
 
 def _records() -> list[bytes]:
@@ -152,7 +152,7 @@ def test_kvctl_bench_commands_do_not_load_numpy():
     code = ("import sys\n"
             "from kvctl import cli\n"
             "from kvctl import bench_cmds, top\n"
-            "import kvcpu_dev.bench.record, kvcpu_dev.bench.replay\n"
+            "import kvcpu_dev.bench.kvrec, kvcpu_dev.bench.replay\n"
             "bad = [m for m in sys.modules if m == 'numpy' or m.startswith('kvcpu_dev.model')]\n"
             "print(bad)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""kvcpu_dev.core.Driver in-process: the driver's semantics, its BAR0
+"""kvcpu_dev.device.spec.Driver in-process: the driver's semantics, its BAR0
 register writes (exact offsets, values and order) and its sysfs attributes.
 Numbers and offsets are the spec's, written out here, not taken from the
 code under test."""
@@ -32,7 +32,7 @@ from kvspec import (
     WEIGHTS_INFO,
 )
 
-from kvcpu_dev.core import Driver
+from kvcpu_dev.device.spec import Driver
 
 #: Block command -> (counter, register offsets written: addr, len[, step]).
 BLOCK = {cmd: (counter, BLOCK_REGS[cmd]) for cmd, counter in

@@ -22,9 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvcpu_dev import abi, fastpath, regs
-from kvcpu_dev.core import Driver
-from kvcpu_dev.fastpath import EV_IOCTL, EV_STORE, Event, FaultRule, NativeDriver
+from kvcpu_dev.device import abi, regs
+from kvcpu_dev.device.spec import Driver
+from kvcpu_dev.driver import handle as fastpath
+from kvcpu_dev.driver.handle import EV_IOCTL, EV_STORE, Event, FaultRule, NativeDriver
 from kvcpu_dev.model import DeviceModel, ModelConfig
 from kvcpu_dev.native._fuse import lib
 
@@ -200,7 +201,7 @@ def test_a_model_view_read_finishes_the_work_first() -> None:
 
 
 def test_attribute_snapshots_share_one_budget() -> None:
-    from kvcpu_dev.fs import Snapshots
+    from kvcpu_dev.transport.attrfs import Snapshots
 
     s = Snapshots(budget=100)
     for fh in range(1, 11):
@@ -596,7 +597,7 @@ def test_metrics_histogram_of_a_run_is_the_events_histogram(rows: list[tuple[int
     import numpy as np
 
     from kvcpu_dev.bench.stats import CommandStats
-    from kvcpu_dev.fastpath import _COLUMNS
+    from kvcpu_dev.driver.handle import _COLUMNS
 
     run_ = np.zeros(len(rows), dtype=_COLUMNS)
     run_["cmd"] = abi.KV_CPU_STEP_ADVANCE
@@ -690,8 +691,9 @@ def test_the_daemon_counts_commands_before_loading_prometheus() -> None:
     of ``metrics``; the counting starts with the first command anyway."""
     code = """
 import struct, sys, types
-from kvcpu_dev import abi, bench
-from kvcpu_dev.fastpath import NativeDriver
+from kvcpu_dev import bench
+from kvcpu_dev.device import abi
+from kvcpu_dev.driver.handle import NativeDriver
 driver = NativeDriver()
 opts = types.SimpleNamespace(name="kvx", mode=0o600, model=None, attr_dir="/nonexistent")
 attrs = {a.name: a for a in bench.attach(types.SimpleNamespace(opts=opts, driver=driver))}
@@ -748,7 +750,7 @@ def test_an_event_the_model_raises_on_is_consumed_and_the_drain_goes_on(in_runs:
 def test_the_daemon_keeps_serving_when_the_model_raises() -> None:
     """server.Server._drain: the failure is logged once, counted, and the
     model told it is out of sync; the next drain goes on."""
-    from kvcpu_dev.server import Server
+    from kvcpu_dev.daemon.server import Server
 
     model = FailsOnStep(bad=1)
     native = NativeDriver(model)
@@ -798,7 +800,7 @@ def test_a_backlog_defers_the_scan_to_once_per_poll() -> None:
     period has passed since the last scan; with the ring drained it runs."""
     import time
 
-    from kvcpu_dev.server import DRAIN_POLL_S, Server
+    from kvcpu_dev.daemon.server import DRAIN_POLL_S, Server
 
     model = DeviceModel(ModelConfig())
     server = Server.__new__(Server)  # only what _model_work uses

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from kvcpu_dev import privileges
+from kvcpu_dev.daemon import privileges
 
 HEADERS = {"x86_64": "#include <asm/unistd_64.h>\n",
            "aarch64": "#define __BITS_PER_LONG 64\n#include <asm-generic/unistd.h>\n"}

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcpu_dev.regs import U32 as U32_MAX
-from kvcpu_dev.regs import U64 as U64_MAX
-from kvcpu_dev.sysfs import Attribute, kstrtou32, kstrtoull
+from kvcpu_dev.device.regs import U32 as U32_MAX
+from kvcpu_dev.device.regs import U64 as U64_MAX
+from kvcpu_dev.device.sysfs import Attribute, kstrtou32, kstrtoull
 
 VALID = [
     (b"0", 0),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..sysfs import Attribute
+from ..device.sysfs import Attribute
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -75,7 +75,7 @@ def attach(server: Any) -> list[Attribute]:
     """Make the recorder and the metrics for ``server``, start what its
     options ask for (``record``: a path; ``metrics``: HOST:PORT), and
     return the attribute files to publish.  Raises StartError (one line)."""
-    from ..lifecycle import StartError
+    from ..errors import StartError
 
     bench = Bench(server)
     server._bench = bench

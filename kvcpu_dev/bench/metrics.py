@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
-from .. import model_text
+from ..device import model_text
 from .stats import BUCKETS, CommandStats, command_label
 
 log = logging.getLogger("kvcpu_dev")

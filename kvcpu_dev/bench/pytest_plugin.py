@@ -43,8 +43,8 @@ from typing import Any
 
 import pytest
 
-from .. import faults as fault_rules
-from . import record as fmt
+from . import faults as fault_rules
+from . import kvrec as fmt
 
 _names = itertools.count()
 
@@ -85,7 +85,7 @@ class KvCpuDevice:
 
     # -- life -----------------------------------------------------------------
     def _cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-c", "from kvcpu_dev.cli import main; main()", *args,
+        cmd = [sys.executable, "-c", "from kvcpu_dev.daemon.cli import main; main()", *args,
                "--name", self.name, "--run-dir", str(self.run_dir), "--dev-dir", str(self.dev_dir)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 

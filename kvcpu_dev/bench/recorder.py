@@ -5,7 +5,7 @@ Paths come from root's command line (``--record``) or from the ``record``
 attribute, which the node's owner (and, with ``--mode`` granting it, the
 node's group) may write.  A path is therefore treated as hostile:
 
-- it must be absolute, and its directory must pass lifecycle.secure_dir
+- it must be absolute, and its directory must pass safe_paths.secure_dir
   (no symlink on the way owned by someone else, no directory on the way
   writable by others unless sticky, the directory itself owned by root
   (or the daemon's user) and not group- or world-writable);
@@ -31,8 +31,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from ..lifecycle import StartError, secure_dir
-from . import record as fmt
+from ..errors import StartError
+from ..safe_paths import secure_dir
+from . import kvrec as fmt
 
 log = logging.getLogger("kvcpu_dev")
 

@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import abi
-from . import record as fmt
+from ..device import abi
+from . import kvrec as fmt
 
 #: model_stats keys measured on the wall clock: not reproducible.
 WALL_CLOCK_KEYS = ("scan_ns_total", "scan_ns_max", "scan_ns_avg", "last_scan_scan_ns")

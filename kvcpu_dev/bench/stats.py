@@ -14,8 +14,8 @@ import bisect
 import errno as errno_mod
 from typing import Any
 
-from .. import abi
-from . import record as fmt
+from ..device import abi
+from . import kvrec as fmt
 
 #: Latency histogram bounds, seconds: 100 ns .. 10 s (the fast path holds
 #: the device for well under a microsecond; an injected latency is longer).

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import recording, report, runner
+from . import from_recording, report, runner
 from .policies import POLICIES, Options
 from .result import EvalResult
 from .traces import read_trace
@@ -33,7 +33,7 @@ MiB = 2**20
                    "recorded model configuration's).")
 @click.option("--recording", "is_recording", is_flag=True,
               help="TRACE is a .kvrec recording of a device's ioctl stream (also detected by its magic).")
-@click.option("--access-hints", default=",".join(recording.DEFAULT_ACCESS_HINTS), show_default=True,
+@click.option("--access-hints", default=",".join(from_recording.DEFAULT_ACCESS_HINTS), show_default=True,
               help="With a recording: the hints whose blocks are accesses (from HOT, SHARE, PREFETCH, EVICT).")
 @click.option("--model-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With a recording: the model configuration (TOML) instead of the recorded one.")
@@ -53,7 +53,7 @@ def main(trace: Path, capacities: str, policies: str | None, limit: int | None, 
          is_recording: bool, access_hints: str, model_config: Path | None, hepc_set: tuple[str, ...],
          as_json: bool, plot: Path | None, report_path: Path | None, tune: bool, train_fraction: float,
          budget: int, jobs: int, progress: bool | None) -> None:
-    if is_recording or recording.is_recording(trace):
+    if is_recording or from_recording.is_recording(trace):
         _main_recording(trace, capacities, policies, limit, block_mib, access_hints, model_config, hepc_set,
                         tune, as_json, plot, report_path, progress)
         return
@@ -79,19 +79,19 @@ def main(trace: Path, capacities: str, policies: str | None, limit: int | None, 
 def _main_recording(path: Path, capacities: str, policies: str | None, limit: int | None, block_mib: float | None,
                     access_hints: str, model_config: Path | None, hepc_set: tuple[str, ...], tune: bool,
                     as_json: bool, plot: Path | None, report_path: Path | None, progress: bool | None) -> None:
-    """kvcpu-eval on a recording: see recording.py and docs/evaluation.md."""
+    """kvcpu-eval on a recording: see from_recording.py and docs/evaluation.md."""
     for flag, given in (("--tune", tune), ("--requests", limit is not None), ("--hepc-set", bool(hepc_set))):
         if given:
             raise click.ClickException(f"{flag} does not apply to a recording")
     try:
-        hints = recording.parse_access_hints(access_hints)
+        hints = from_recording.parse_access_hints(access_hints)
         block = None if block_mib is None else round(block_mib * MiB)
-        seq = recording.read_recording(path, hints, block, model_config)
+        seq = from_recording.read_recording(path, hints, block, model_config)
         if not seq.accesses:
             raise ValueError(f"{path.name}: no accepted {'/'.join(hints)} hint in the recording: nothing to evaluate")
-        caps = recording.parse_capacities(capacities, seq)
-        names = runner.parse_policies(policies or ",".join(recording.POLICIES))
-        result = recording.evaluate(seq, caps, names, show_progress=progress)
+        caps = from_recording.parse_capacities(capacities, seq)
+        names = runner.parse_policies(policies or ",".join(from_recording.POLICIES))
+        result = from_recording.evaluate(seq, caps, names, show_progress=progress)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     result["parameters"] = {"block_bytes": seq.block_size, "access_hints": list(hints),

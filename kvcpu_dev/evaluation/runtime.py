@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .. import regs
+from ..device import regs
 from ..model import DeviceModel, ModelConfig
 from ..model.config import HBM, T1
 from ..model.hepc import Weights

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..model_text import TIER_KEYS, tier_by_name
-from ..model_text import TIER_NAMES as TIER_NAMES  # the model's modules take it from here
+from ..device.model_text import TIER_KEYS, tier_by_name
+from ..device.model_text import TIER_NAMES as TIER_NAMES  # the model's modules take it from here
 
 HBM, T1, T2, T3 = range(4)
 

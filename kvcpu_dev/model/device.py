@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import regs
-from ..model_text import COUNTERS, LAST_SCAN
-from ..sysfs import Attribute
+from ..device import regs
+from ..device.model_text import COUNTERS, LAST_SCAN
+from ..device.sysfs import Attribute
 from . import hepc, views
 from .config import HBM, T1, T3, TIER_NAMES, ModelConfig
 from .dma import DEMOTE, PROMOTE, DmaEngine

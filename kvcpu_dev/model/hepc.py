@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .. import regs
+from ..device import regs
 from .config import T1, T3
 from .rtbd import Directory
 

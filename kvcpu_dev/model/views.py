@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import model_text as text
-from ..model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
-from ..regs import U32
+from ..device import model_text as text
+from ..device.model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
+from ..device.regs import U32
 from .rtbd import NO_MOVE, REQUEST_UNKNOWN
 
 if TYPE_CHECKING:

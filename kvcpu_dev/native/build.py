@@ -241,7 +241,7 @@ def register_defines() -> list[tuple[str, str]]:
     table for the core, the model and the C code.  regs.py is read as a
     file (it imports only the standard library), not as a package import,
     so the build needs no installed kvcpu_dev."""
-    regs = runpy.run_path(str(PACKAGE / "regs.py"))
+    regs = runpy.run_path(str(PACKAGE / "device" / "regs.py"))
     defines = [(f"KV_REG_{name}", hex(offset)) for offset, name in regs["NAMES"].items()]
     defines += [(f"KV_DEFAULT_{field.upper()}", hex(value))
                 for field, value in regs["DEFAULT_WEIGHTS"].items()]

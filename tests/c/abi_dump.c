@@ -1,6 +1,6 @@
 /*
  * abi_dump: what a C compiler makes of <linux/kv_cpu.h>, one fact a line,
- * for tests/test_abi.py to compare with kvcpu_dev.abi:
+ * for tests/test_abi.py to compare with kvcpu_dev.device.abi:
  *
  *   magic 75
  *   ioctl KV_CPU_STEP_ADVANCE 1074285313

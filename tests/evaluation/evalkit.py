@@ -46,7 +46,7 @@ def write_jsonl(path: Path, trace: Trace) -> Path:
 
 def write_recording(path: Path, commands: list, model_config=None, pid: int = 4242) -> Path:
     """A .kvrec as the daemon writes it, made in-process: each command runs
-    on a kvcpu_dev.core.Driver (the driver's state and register writes, no
+    on a kvcpu_dev.device.spec.Driver (the driver's state and register writes, no
     model, no daemon) and the recorder writes it.  ``commands``: tuples
     ("HOT"|"SHARE"|"PREFETCH"|"EVICT", va, len[, target]), ("STEP", n),
     ("WEIGHTS", w_r, w_f, w_s, w_d, evict, prefetch), ("RESET",), or
@@ -55,10 +55,10 @@ def write_recording(path: Path, commands: list, model_config=None, pid: int = 42
     import os
     from types import SimpleNamespace
 
-    from kvcpu_dev import abi
-    from kvcpu_dev.bench import record as fmt
+    from kvcpu_dev.bench import kvrec as fmt
     from kvcpu_dev.bench.recorder import Recorder
-    from kvcpu_dev.core import Driver
+    from kvcpu_dev.device import abi
+    from kvcpu_dev.device.spec import Driver
     from kvcpu_dev.model import ModelConfig
 
     names = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX, "PREFETCH": abi.KV_CPU_PREFETCH,

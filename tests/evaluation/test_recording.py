@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from evalkit import write_recording
 
-from kvcpu_dev.bench import record as fmt
+from kvcpu_dev.bench import kvrec as fmt
 from kvcpu_dev.bench import replay
-from kvcpu_dev.evaluation import lru, recording
+from kvcpu_dev.evaluation import from_recording as recording
+from kvcpu_dev.evaluation import lru
 from kvcpu_dev.evaluation.cli import main
 
 MiB = 2**20

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 from kvspec import DEFAULTS, STEP
 
-from kvcpu_dev.bench import record as fmt
+from kvcpu_dev.bench import kvrec as fmt
 
 pytestmark = pytest.mark.live
 

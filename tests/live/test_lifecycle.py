@@ -77,8 +77,8 @@ def test_the_starting_command_leaves_the_daemon_s_imports_to_the_daemon(daemons,
     result = d.start()
     parent = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()
               if line.startswith("import time:")}
-    assert "click" in parent and "kvcpu_dev.background" in parent, "no import profile of the command"
-    assert not parent & {"numpy", "trio", "cffi", "kvcpu_dev.model", "kvcpu_dev.daemon"}
+    assert "click" in parent and "kvcpu_dev.daemon.background" in parent, "no import profile of the command"
+    assert not parent & {"numpy", "trio", "cffi", "kvcpu_dev.model", "kvcpu_dev.daemon.serve"}
     assert d.telemetry() == DEFAULTS
     assert "steps=0" in d.attr("model_stats")  # the daemon built the model
 

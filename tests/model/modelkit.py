@@ -3,7 +3,7 @@ every operation, and hints written in the driver's register order."""
 
 from __future__ import annotations
 
-from kvcpu_dev import regs
+from kvcpu_dev.device import regs
 from kvcpu_dev.model import DeviceModel, ModelConfig
 
 MiB = 2**20

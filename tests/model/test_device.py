@@ -9,7 +9,7 @@ import tomllib
 import pytest
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
-from kvcpu_dev import model_text, regs
+from kvcpu_dev.device import model_text, regs
 from kvcpu_dev.model import DeviceModel, ModelConfig, views
 
 FAST = dict(t2_bandwidth=2**40, t3_bandwidth=2**40)  # every move well inside a step

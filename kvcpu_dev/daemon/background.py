@@ -18,9 +18,11 @@ import time
 
 import click
 
-from .client import answers
-from .lifecycle import STOP_TIMEOUT, RunDir, StartError, open_log
-from .paths import Options
+from ..client import answers
+from ..errors import StartError
+from .options import Options
+from .rundir import RunDir, open_log
+from .stop import STOP_TIMEOUT
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -96,8 +98,8 @@ def _reap(pid: int) -> None:
 
 
 def _child(opts: Options, wfd: int) -> int:
-    from .daemon import serve
     from .privileges import PrivilegeError
+    from .serve import serve
 
     def report(ok: bool, msg: str) -> None:
         nonlocal wfd

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import trio
 
-from .native._fuse import ffi, lib
+from ..native._fuse import ffi, lib
 
 log = logging.getLogger("kvcpu_dev")
 

@@ -41,8 +41,9 @@ import sys
 import time
 from typing import Any
 
-from . import mounts
-from .paths import FUSECTL_DIR, Options
+from .. import mounts
+from ..paths import FUSECTL_DIR
+from .options import Options
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -284,7 +285,7 @@ class _Watch:
 
     def _final(self) -> None:
         """The daemon is gone: its pid file (if it names it) and the mount point."""
-        from .lifecycle import RunDir  # noqa: PLC0415 - no cycle at import
+        from .rundir import RunDir  # noqa: PLC0415 - no cycle at import
 
         run_dir_fd = self.keep[1] if len(self.keep) > 1 else -1
         if run_dir_fd >= 0:

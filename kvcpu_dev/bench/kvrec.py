@@ -64,7 +64,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from .. import abi
+from ..device import abi
 
 MAGIC = b"KVCPUREC"
 VERSION = 1

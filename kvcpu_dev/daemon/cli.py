@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import __version__, paths
-from .lifecycle import StartError, stop
-from .paths import Options
+from .. import __version__, paths
+from ..errors import StartError
+from .options import Options
+from .stop import stop
 
 if TYPE_CHECKING:
-    from .model import DeviceModel
+    from ..model import DeviceModel
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -119,7 +120,7 @@ def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, m
             click.echo(stop(opts))
             sys.exit(0)
         if not mock:
-            from .daemon import find_hardware
+            from .serve import find_hardware
 
             found = find_hardware()
             if found:
@@ -133,7 +134,7 @@ def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, m
         if not no_model:  # built by the daemon, after the fork: see build_model
             opts.make_model = functools.partial(build_model, config, clock, _overrides(settings))
         if foreground:
-            from .daemon import serve
+            from .serve import serve
 
             sys.exit(serve(opts))
         from .background import start_background
@@ -163,7 +164,7 @@ def build_model(config: pathlib.Path | None, clock: str | None, overrides: dict[
     Called in the daemon's own process (serve()), not by the command that
     starts it: numpy and the model are a third of the start-up's imports,
     and a command that loads them only to exit pays for them twice."""
-    from .model import DeviceModel, ModelConfig  # numpy: only when modelling
+    from ..model import DeviceModel, ModelConfig  # numpy: only when modelling
 
     try:
         daemon_defaults = {"clock": "wall"}

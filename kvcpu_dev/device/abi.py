@@ -18,7 +18,7 @@ import struct
 from typing import NamedTuple
 
 # kvcpu_dev/uapi links to the repository's uapi/ (and is copied on install).
-HEADER = pathlib.Path(__file__).with_name("uapi") / "linux" / "kv_cpu.h"
+HEADER = pathlib.Path(__file__).parent.parent / "uapi" / "linux" / "kv_cpu.h"
 
 # Linux generic _IOC encoding (include/uapi/asm-generic/ioctl.h).
 IOC_NRBITS, IOC_TYPEBITS, IOC_SIZEBITS = 8, 8, 14

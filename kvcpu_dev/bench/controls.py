@@ -13,10 +13,10 @@ from __future__ import annotations
 import errno
 import logging
 
+from ..device.sysfs import Attribute
+from ..driver.handle import FaultRule, NativeDriver
+from ..native._fuse import lib
 from . import faults
-from .fastpath import FaultRule, NativeDriver
-from .native._fuse import lib
-from .sysfs import Attribute
 
 log = logging.getLogger("kvcpu_dev")
 

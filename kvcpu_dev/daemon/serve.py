@@ -1,7 +1,7 @@
 """``kvcpu-dev``: one device's life, in order.
 
   build the device model (numpy: here, not in the command that forked us)
-  lock the name          (lifecycle: RUN_DIR checked, RUN_DIR/N.lock 0600)
+  lock the name          (lock.py: RUN_DIR checked, RUN_DIR/N.lock 0600)
   clean what a killed predecessor left, and only what is provably its own
   fork the privileged helper      (helper: with --runas, --seccomp or
                                     --request-timeout)
@@ -25,17 +25,13 @@ from collections.abc import Callable
 
 import trio
 
-from . import client
+from .. import client
+from ..errors import StartError
+from .cleanup import prepare_attr_dir, remove_leftovers
 from .helper import Helper
-from .lifecycle import (
-    RunDir,
-    StartError,
-    check_dev_dir,
-    prepare_attr_dir,
-    remove_leftovers,
-    take_lock,
-)
-from .paths import Options
+from .lock import take_lock
+from .options import Options
+from .rundir import RunDir, check_dev_dir
 from .server import Server, node_kind
 
 #: ``report(ok, message)``: how serve() tells a waiting parent the outcome.

@@ -25,11 +25,11 @@ import stat
 
 import trio
 
-from . import mounts
-from .lowlevel import Attr, DirEntry
-from .native._fuse import lib
-from .paths import DEVICE_FILE
-from .sysfs import Attribute
+from .. import mounts
+from ..device.sysfs import Attribute
+from ..native._fuse import lib
+from ..paths import DEVICE_FILE
+from .libfuse import Attr, DirEntry
 
 log = logging.getLogger("kvcpu_dev")
 

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import abi
-from ..bench import record as fmt
-from ..regs import U64
+from ..bench import kvrec as fmt
+from ..device import abi
+from ..device.regs import U64
 from . import arc, belady, lru, priolru, progress
 from .result import Counts, EvalResult, add_bytes
 

@@ -19,7 +19,7 @@ import math
 import re
 from typing import NamedTuple
 
-from . import abi
+from ..device import abi
 
 MODES = ("count", "every", "probability", "always")
 
