@@ -1,4 +1,5 @@
-"""The C fast path against the executable specification, core.Driver.
+"""The C fast path against the executable specification, device/spec.py's
+Driver.
 
 Random command sequences (every command number the driver knows, some it
 does not, payloads of the right and wrong sizes, sysfs weight stores) run
@@ -9,7 +10,6 @@ what it carries per command, and what overflow does.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import struct
@@ -24,8 +24,11 @@ from hypothesis import strategies as st
 
 from kvcpu_dev.device import abi, regs
 from kvcpu_dev.device.spec import Driver
-from kvcpu_dev.driver import handle as fastpath
-from kvcpu_dev.driver.handle import EV_IOCTL, EV_STORE, Event, FaultRule, NativeDriver
+from kvcpu_dev.device.tables import EventKind, FaultMode
+from kvcpu_dev.driver.events import Event
+from kvcpu_dev.driver.handle import FaultRule, NativeDriver
+from kvcpu_dev.driver.priority import PythonPriority
+from kvcpu_dev.driver.sinks import NoModel
 from kvcpu_dev.model import DeviceModel, ModelConfig
 from kvcpu_dev.native._fuse import lib
 
@@ -76,6 +79,25 @@ def writes(dev: Driver | NativeDriver) -> list[tuple[int, int, int]]:
     return [(w.seq, w.offset, w.value) for w in dev.bar0.trace]
 
 
+class Events:
+    """A listener keeping every command whole, as a recorder does."""
+
+    whole_commands = True
+    run_bounds_ns: tuple[int, ...] = ()
+
+    def __init__(self, on_command=None) -> None:
+        self.seen: list[Event] = []
+        self._on_command = on_command
+
+    def command(self, ev: Event) -> None:
+        self.seen.append(ev)
+        if self._on_command is not None:
+            self._on_command(ev)
+
+    def step_run(self, count: int, service_ns: int, per_bucket) -> None:
+        raise AssertionError("no run while a listener takes whole commands")
+
+
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_same_as_the_specification(sequence: list[tuple]) -> None:
@@ -100,8 +122,9 @@ def test_defaults_are_the_drivers() -> None:
 
 def test_each_event_carries_time_pid_payload_result_and_writes() -> None:
     native = NativeDriver()
-    seen: list[Event] = []
-    native.listeners.append(seen.append)
+    events = Events()
+    native.add_listener(events)
+    seen = events.seen
     native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0x1000, 0x2000, 9), pid=4242)
     with pytest.raises(OSError):
         native.ioctl(abi.KV_CPU_EVICT, struct.pack("<3Q", 1, 0, 0), pid=7)
@@ -111,19 +134,19 @@ def test_each_event_carries_time_pid_payload_result_and_writes() -> None:
     prefetch, evict, telemetry, store = seen
     assert [e.seq for e in seen] == [1, 2, 3, 4]
     assert prefetch.t_ns <= evict.t_ns <= telemetry.t_ns <= store.t_ns
-    assert (prefetch.kind, prefetch.cmd, prefetch.pid, prefetch.errno) == (EV_IOCTL, abi.KV_CPU_PREFETCH, 4242, 0)
+    assert (prefetch.kind, prefetch.cmd, prefetch.pid, prefetch.errno) == (EventKind.IOCTL, abi.KV_CPU_PREFETCH, 4242, 0)
     assert prefetch.data == struct.pack("<3Q", 0x1000, 0x2000, 9)
     assert [(w.offset, w.value) for w in prefetch.writes] == [
         (regs.PREFETCH_ADDR, 0x1000), (regs.PREFETCH_LEN, 0x2000), (regs.PREFETCH_STEP, 9)]
     assert [w.seq for w in prefetch.writes] == [1, 2, 3]
     assert (evict.errno, evict.writes) == (errno.EINVAL, ())
     assert telemetry.data == reply and telemetry.writes == ()
-    assert (store.kind, store.cmd, store.data) == (EV_STORE, 2, struct.pack("<I", 5))
+    assert (store.kind, store.cmd, store.data) == (EventKind.STORE, 2, struct.pack("<I", 5))
     assert [w.seq for w in store.writes] == list(range(4, 10))
     native.close()
 
 
-class Listener:
+class ModelDouble(NoModel):
     """A stand-in for the model: what the ring tells it."""
 
     def __init__(self) -> None:
@@ -138,9 +161,9 @@ class Listener:
 
 
 def test_overflow_drops_newest_counts_them_and_desyncs_the_model() -> None:
-    model = Listener()
-    native = NativeDriver(model, ring_events=4)
-    for step in range(10):  # the fast path never waits for the consumer
+    model = ModelDouble()
+    native = NativeDriver(model, ring_events=4, lossless=False)
+    for step in range(10):  # a lossy fast path never waits for the consumer
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
     assert native.telemetry()["step_count"] == 10  # the driver state is exact
     assert native.ring_stats()["ring_dropped"] == 6
@@ -148,7 +171,7 @@ def test_overflow_drops_newest_counts_them_and_desyncs_the_model() -> None:
     assert model.writes == [(regs.STEP_ADVANCE, s) for s in range(4)]
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 99))
     native.drain()  # the gap shows at the next kept event
-    assert model.lost == native.lost == 6
+    assert model.lost == native.reader.lost == 6
     assert model.writes[-1] == (regs.STEP_ADVANCE, 99)
     native.close()
 
@@ -157,13 +180,13 @@ def test_arm_reports_waiting_events_and_the_eventfd_fires_once() -> None:
     import os
 
     native = NativeDriver()
-    assert native.arm() is False
+    assert native.reader.arm() is False
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
     native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 2))
     assert os.eventfd_read(native.wake_fd) == 1  # one wake-up for the burst
-    assert native.arm() is True
+    assert native.reader.arm() is True
     native.drain()
-    assert native.arm() is False
+    assert native.reader.arm() is False
     native.close()
 
 
@@ -214,13 +237,7 @@ def test_attribute_snapshots_share_one_budget() -> None:
     assert s.total == 0
 
 
-# -- runs of STEPs: drain() hands them to the model as one call -------------------
-
-
-def runs_from_two() -> contextlib.AbstractContextManager[object]:
-    """Look for runs in every batch, not only in large ones (fastpath._RUN_MIN),
-    so that short random sequences exercise them."""
-    return unittest.mock.patch.object(fastpath, "_RUN_MIN", 2)
+# -- runs of STEPs: the fast path coalesces them, the reader hands them on as one call --
 
 
 BLOCK = 4096
@@ -247,15 +264,15 @@ def model_state(model) -> dict:
             "pending": model._pending, "due": list(model._due), "last_scan": untimed(model.last_scan)}
 
 
-@pytest.mark.parametrize("coalesce", [False, True], ids=["runs", "coalesced"])
+@pytest.mark.parametrize("coalesce", [False, True], ids=["events", "coalesced"])
 @settings(max_examples=300, deadline=None)
 @given(sequence=model_ops, trace_len=st.integers(1, 12))
 def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple], trace_len: int,
                                                           coalesce: bool) -> None:
-    """core.Driver hands the model one write at a time; the daemon's drain
-    hands it runs of plain STEPs (Bar0.replay_run, DeviceModel.mmio_write_run),
-    or the fast path coalesces them after a drain granted it (KV_EV_STEPS,
-    Bar0.replay_steps, DeviceModel.mmio_write_steps).  Prefetch deadlines
+    """spec.Driver hands the model one write at a time; the ring reader
+    hands it each command's writes, or runs of plain STEPs the fast path
+    coalesced after a drain granted it (KV_EV_STEPS, Bar0.replay_run,
+    DeviceModel.mmio_write_steps).  Prefetch deadlines
     met inside a run, steps past 32 bits, weights changed between runs,
     partial drains and scans between them: the model's state and the
     register trace must come out the same."""
@@ -263,55 +280,52 @@ def test_step_runs_reach_the_model_as_single_writes_would(sequence: list[tuple],
         return DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
 
     spec = Driver(model=model(), trace_len=trace_len)
-    native = NativeDriver(model(), trace_len=trace_len, coalesce=coalesce)
-    with runs_from_two():
-        try:
-            for op in sequence:
-                if op[0] == "step":
-                    cmds = [("ioctl", abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", op[1]))]
-                elif op[0] == "prefetch":
-                    cmds = [("ioctl", abi.KV_CPU_PREFETCH, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, op[3]))]
-                elif op[0] == "hot":
-                    cmds = [("ioctl", abi.KV_CPU_MARK_HOT, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, 0))]
-                elif op[0] == "store":
-                    cmds = [op]
-                elif op[0] == "drain":
-                    native.drain(op[1])
-                    continue
-                else:  # the daemon's scan between batches
-                    native.drain()
-                    spec.bar0.model.run_pending()  # type: ignore[union-attr]
-                    native.model.run_pending()  # type: ignore[union-attr]
-                    continue
-                for cmd in cmds:
-                    assert run(native, cmd) == run(spec, cmd)
-            native.drain()
-            assert model_state(native.model) == model_state(spec.bar0.model)
-            assert writes(native) == writes(spec)
-            assert untimed(native.model.stats()) == untimed(spec.bar0.model.stats())  # type: ignore[union-attr]
-        finally:
-            native.close()
+    native_model = model()
+    native = NativeDriver(native_model, trace_len=trace_len, coalesce=coalesce)
+    try:
+        for op in sequence:
+            if op[0] == "step":
+                cmds = [("ioctl", abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", op[1]))]
+            elif op[0] == "prefetch":
+                cmds = [("ioctl", abi.KV_CPU_PREFETCH, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, op[3]))]
+            elif op[0] == "hot":
+                cmds = [("ioctl", abi.KV_CPU_MARK_HOT, struct.pack("<3Q", op[1] * BLOCK, op[2] * BLOCK, 0))]
+            elif op[0] == "store":
+                cmds = [op]
+            elif op[0] == "drain":
+                native.drain(op[1])
+                continue
+            else:  # the daemon's scan between batches
+                native.drain()
+                spec.model.run_pending()  # type: ignore[union-attr]
+                native_model.run_pending()
+                continue
+            for cmd in cmds:
+                assert run(native, cmd) == run(spec, cmd)
+        native.drain()
+        assert model_state(native_model) == model_state(spec.model)
+        assert writes(native) == writes(spec)
+        assert untimed(native_model.stats()) == untimed(spec.model.stats())  # type: ignore[union-attr]
+    finally:
+        native.close()
 
 
 def test_a_run_of_steps_is_one_model_call() -> None:
     """The point of the runs: a decode loop's STEPs cost the model one call
-    per drained batch, not one per command."""
+    per run, not one per command."""
     calls = []
 
-    class Counting(Listener):
-        def mmio_write_run(self, offset: int, values, t_ns=None) -> bool:
-            calls.append(len(values))
-            for v in values.tolist():
-                self.mmio_write(offset, v)
+    class Counting(ModelDouble):
+        def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns=None) -> bool:
+            calls.append((offset, count, last, top))
             return True
 
     model = Counting()
-    native = NativeDriver(model)
+    native = coalescing_driver(model)
     for step in range(500):
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
     native.drain()
-    assert calls == [500]
-    assert model.writes == [(regs.STEP_ADVANCE, s) for s in range(500)]
+    assert calls == [(regs.STEP_ADVANCE, 500, 499, 499)] and model.writes == []
     native.close()
 
 
@@ -325,7 +339,7 @@ def step(dev: Driver | NativeDriver, value: int) -> None:
 def coalescing_driver(model=None, **kw) -> NativeDriver:
     native = NativeDriver(model, coalesce=True, **kw)
     native.drain()  # the grant comes at the end of a drain
-    assert native.coalescing()
+    assert native.reader.coalescing()
     return native
 
 
@@ -347,7 +361,7 @@ def test_coalesced_steps_write_no_event_and_arrive_as_one_run() -> None:
     assert native.drain() <= 2  # events, for thousands of commands
     assert writes(native) == writes(spec)
     assert bytes(native.bar0.mem) == bytes(spec.bar0.mem) == native.bar0_bytes()
-    assert model_state(native.model) == model_state(spec.bar0.model)
+    assert model_state(native.reader.model) == model_state(spec.model)
     assert stats.commands == {("STEP", "none"): len(values)} and sum(stats.hist["STEP"]) == len(values)
     native.close()
 
@@ -362,13 +376,13 @@ def test_anything_but_a_plain_step_ends_the_run_and_the_grant() -> None:
         dev.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, BLOCK, 0))
         step(dev, 10)
         step(dev, 2**32)  # past 32 bits: the model truncates it, so never coalesced
-    assert not native.coalescing()
+    assert not native.reader.coalescing()
     assert native.ring_stats()["ring_depth"] == 4  # the run, HOT, two STEPs
     native.drain()
     assert writes(native) == writes(spec)
-    assert native.coalescing()
+    assert native.reader.coalescing()
     native.ioctl(abi.KV_CPU_GET_TELEMETRY)  # even a read: the grant is for STEPs only
-    assert not native.coalescing()
+    assert not native.reader.coalescing()
     native.close()
 
 
@@ -388,10 +402,10 @@ def test_a_floods_run_slows_the_look_and_a_decode_loops_does_not() -> None:
     for v in range(lib.KV_RUN_FLOOD):
         step(native, v)
     native.drain()
-    assert native.flooded()
+    assert native.reader.flooded()
     step(native, 1)
     native.drain()
-    assert not native.flooded()
+    assert not native.reader.flooded()
     native.close()
 
 
@@ -404,7 +418,7 @@ def test_a_run_waits_for_a_free_slot_while_two_are_unread() -> None:
             step(spec, batch * 10 + v)
             step(native, batch * 10 + v)
         lib.kv_ring_seal(native.handle, 0)  # what a drain does first
-    assert native.coalescing()
+    assert native.reader.coalescing()
     # Two runs, then events (more runs and fewer events only if an age
     # publish, KV_RUN_NS, came between two of these calls).
     assert native.ring_stats()["ring_depth"] >= 2 + 5
@@ -417,26 +431,35 @@ def test_a_run_waits_for_a_free_slot_while_two_are_unread() -> None:
     native.close()
 
 
+def native_model_judged(model: DeviceModel) -> int:
+    model.run_pending()
+    return model.counts["prefetch_on_time"] + model.counts["prefetch_late"]
+
+
 def test_no_grant_while_something_needs_each_step() -> None:
     def refused(native: NativeDriver) -> bool:
         native.drain()
-        return not native.coalescing()
+        return not native.reader.coalescing()
 
     model = DeviceModel(ModelConfig(entries=16, block_size=BLOCK, clock="sim"))
     native = coalescing_driver(model)
     native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0, BLOCK, 5))
-    assert refused(native)  # a prefetch deadline: STEP 5 must be seen as such
-    for v in range(6):
+    assert not refused(native)  # a prefetch deadline: STEPs before it are still arithmetic...
+    for v in range(5):
         step(native, v)
+    assert native.ring_stats()["ring_depth"] == 0 and native.reader.coalescing()
+    step(native, 5)  # ... and STEP 5 must be seen as such: the run, then the STEP, no grant
+    assert native.ring_stats()["ring_depth"] == 2 and not native.reader.coalescing()
     assert not refused(native)  # met: the model is plain arithmetic again
+    assert native_model_judged(model) == 1
     native.tracing = True
     assert refused(native)  # --trace logs every command
     native.tracing = False
-    native.add_listener(lambda ev: None)  # a recorder wants every command whole
+    native.add_listener(Events())  # a recorder wants every command whole
     assert refused(native)
-    native.listeners.clear()
+    native.reader.listeners.clear()
     assert not refused(native)
-    native.add_fault(FaultRule(cmd=0, errno=0, mode=lib.KV_FAULT_COUNT, n=1))
+    native.add_fault(FaultRule(cmd=0, errno=0, mode=FaultMode.COUNT, n=1))
     native.drain()
     step(native, 1)  # a rule sees every command: the STEP is an event
     assert native.ring_stats()["ring_depth"] == 1
@@ -450,17 +473,17 @@ def test_the_grant_waits_for_the_consumer_to_see_every_other_command() -> None:
     bounds = [100, 1000]
     native.ioctl(abi.KV_CPU_PREFETCH, struct.pack("<3Q", 0, BLOCK, 5))  # seq 1
     step(native, 1)  # seq 2, a plain STEP
-    assert lib.kv_ring_coalesce(native.handle, 0, bounds, 2) == 0
-    assert lib.kv_ring_coalesce(native.handle, 1, bounds, 2) == 1  # only plain STEPs after seq 1
+    assert lib.kv_ring_coalesce(native.handle, 0, bounds, 2, 2**32) == 0
+    assert lib.kv_ring_coalesce(native.handle, 1, bounds, 2, 2**32) == 1  # only plain STEPs after seq 1
     native.close()
 
 
 def test_a_run_the_full_ring_drops_is_lost_as_its_commands() -> None:
-    model = Listener()
-    native = NativeDriver(model, ring_events=4, coalesce=True)
+    model = ModelDouble()
+    native = NativeDriver(model, ring_events=4, coalesce=True, lossless=False)
     for v in range(4):
         step(native, v)  # plain STEP events fill the ring
-    assert lib.kv_ring_coalesce(native.handle, 0, [], 0) == 1  # nothing but plain STEPs since
+    assert lib.kv_ring_coalesce(native.handle, 0, [], 0, 2**32) == 1  # nothing but plain STEPs since
     for v in range(10):
         step(native, 100 + v)
     lib.kv_ring_seal(native.handle, 0)  # no room: the run is dropped
@@ -468,7 +491,7 @@ def test_a_run_the_full_ring_drops_is_lost_as_its_commands() -> None:
     assert native.drain() == 4
     native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, BLOCK, 0))
     native.drain()  # the gap shows at the next kept event
-    assert model.lost == native.lost == 10
+    assert model.lost == native.reader.lost == 10
     assert native.telemetry()["step_count"] == 14
     native.close()
 
@@ -479,12 +502,12 @@ def test_arming_the_eventfd_seals_the_run_and_ends_the_grant() -> None:
     from the same thread)."""
     native = coalescing_driver()
     step(native, 1)
-    assert native.arm() is True  # the sealed run is waiting
-    assert not native.coalescing()
+    assert native.reader.arm() is True  # the sealed run is waiting
+    assert not native.reader.coalescing()
     native.drain()
-    assert native.arm() is False  # asleep from here
+    assert native.reader.arm() is False  # asleep from here
     native.drain()  # an attribute read
-    assert not native.coalescing()
+    assert not native.reader.coalescing()
     step(native, 2)
     assert os.eventfd_read(native.wake_fd) == 1  # the STEP is an event, and wakes it
     native.close()
@@ -494,47 +517,13 @@ def test_a_watched_flood_wakes_python_when_the_grant_ends() -> None:
     """During a flood Python sleeps 100 ms; the command that ends the grant
     (STEPs fill the ring one event each after it) must wake it."""
     native = coalescing_driver()
-    native.watch(True)
+    native.reader.watch(True)
     step(native, 1)
     with pytest.raises(BlockingIOError):
         os.eventfd_read(native.wake_fd)  # a coalesced STEP wakes nobody
     native.ioctl(abi.KV_CPU_MARK_HOT, struct.pack("<3Q", 0, BLOCK, 0))
     assert os.eventfd_read(native.wake_fd) == 1
     native.close()
-
-
-def metrics_of(sequence: list[tuple], by_runs: bool) -> dict:
-    """The bench's command counters after ``sequence``, with a fault rule
-    that adds latency to every third STEP (so fault ids and latencies vary
-    inside a run)."""
-    from kvcpu_dev.bench.stats import CommandStats
-
-    stats = CommandStats()
-    native = NativeDriver()
-    native.listeners.append(stats if by_runs else (lambda ev: stats(ev)))
-    native.add_fault(FaultRule(cmd=abi.KV_CPU_STEP_ADVANCE, errno=0, mode=lib.KV_FAULT_EVERY, n=3,
-                               latency_ns=1000))
-    with runs_from_two():
-        try:
-            for op in sequence:
-                run(native, op)
-            native.drain()
-        finally:
-            native.close()
-    return {"commands": stats.commands, "hist": stats.hist, "faults": stats.faults,
-            "stores": stats.stores}
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.one_of(ioctl_op(), store_op, st.tuples(st.just("ioctl"), st.just(abi.KV_CPU_STEP_ADVANCE),
-                                                          st.binary(min_size=8, max_size=8))), max_size=40))
-def test_metrics_count_runs_as_single_events(sequence: list[tuple]) -> None:
-    """CommandStats.steps (a run of STEPs at once) against its __call__
-    (one event at a time).  Service times are the machine's, so only
-    their histogram's shape is compared through the bucket counts' sum."""
-    a, b = metrics_of(sequence, by_runs=True), metrics_of(sequence, by_runs=False)
-    assert a["commands"] == b["commands"] and a["faults"] == b["faults"] and a["stores"] == b["stores"]
-    assert {k: sum(v) for k, v in a["hist"].items()} == {k: sum(v) for k, v in b["hist"].items()}
 
 
 @settings(max_examples=200, deadline=None)
@@ -554,6 +543,23 @@ def test_a_run_buckets_service_times_as_the_bench_does(times: list[int]) -> None
         native.close()
 
 
+class WholeCommands:
+    """A listener's commands, each whole: the fast path coalesces nothing
+    while it listens."""
+
+    whole_commands = True
+    run_bounds_ns: tuple[int, ...] = ()
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def command(self, ev: Event) -> None:
+        self.inner.command(ev)
+
+    def step_run(self, count: int, service_ns: int, per_bucket) -> None:
+        raise AssertionError("no run while a listener takes whole commands")
+
+
 def counted(sequence: list[tuple], coalesce: bool) -> dict:
     """The bench's command counters after ``sequence`` (with drains in
     between), one event at a time or through coalesced runs."""
@@ -561,7 +567,7 @@ def counted(sequence: list[tuple], coalesce: bool) -> dict:
 
     stats = CommandStats()
     native = NativeDriver(coalesce=coalesce)
-    native.add_listener(stats if coalesce else (lambda ev: stats(ev)))
+    native.add_listener(stats if coalesce else WholeCommands(stats))
     try:
         for op in sequence:
             if op[0] == "drain":
@@ -584,28 +590,25 @@ plain_step_op = st.tuples(st.just("ioctl"), st.just(abi.KV_CPU_STEP_ADVANCE),
                           st.tuples(st.just("drain"))), max_size=60))
 def test_metrics_count_coalesced_runs_as_single_events(sequence: list[tuple]) -> None:
     """CommandStats.step_run (a run the fast path coalesced, its histogram
-    bucketed in C) against __call__ (one event at a time)."""
+    bucketed in C) against CommandStats.command (one event at a time)."""
     assert counted(sequence, coalesce=True) == counted(sequence, coalesce=False)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 10**6), st.integers(0, 3)),
-                min_size=1, max_size=50))
-def test_metrics_histogram_of_a_run_is_the_events_histogram(rows: list[tuple[int, int, int]]) -> None:
-    """The same STEPs (service time, injected latency, fault id) counted
-    as one run and as single events: every bucket equal."""
-    import numpy as np
+@given(st.lists(st.integers(0, 11 * 10**9), min_size=1, max_size=50))
+def test_metrics_histogram_of_a_run_is_the_events_histogram(times: list[int]) -> None:
+    """The same STEPs counted as one run (bucketed as the fast path does,
+    tied to bisect above) and as single events: every bucket equal."""
+    import bisect
 
     from kvcpu_dev.bench.stats import CommandStats
-    from kvcpu_dev.driver.handle import _COLUMNS
 
-    run_ = np.zeros(len(rows), dtype=_COLUMNS)
-    run_["cmd"] = abi.KV_CPU_STEP_ADVANCE
-    run_["service_ns"], run_["latency_us"], run_["fault"] = zip(*rows)
     by_run, by_event = CommandStats(), CommandStats()
-    by_run.steps(run_)
-    for service_ns, latency_us, fault in rows:
-        by_event(Event(0, 0, EV_IOCTL, abi.KV_CPU_STEP_ADVANCE, 0, 0, b"", (), fault, latency_us, service_ns))
+    per_bucket = [0] * (len(CommandStats.run_bounds_ns) + 1)
+    for ns in times:
+        per_bucket[bisect.bisect_left(CommandStats.run_bounds_ns, ns)] += 1
+        by_event.command(Event(0, 0, EventKind.IOCTL, abi.KV_CPU_STEP_ADVANCE, 0, 0, b"", (), 0, 0, ns))
+    by_run.step_run(len(times), sum(times), per_bucket)
     assert (by_run.commands, by_run.hist, by_run.hist_sum_ns, by_run.faults) == \
         (by_event.commands, by_event.hist, by_event.hist_sum_ns, by_event.faults)
 
@@ -616,6 +619,7 @@ def test_a_filling_ring_raises_the_idle_drainer_once_until_it_lowers_itself() ->
     of 64) makes the fast path set it to SCHED_OTHER, once, until it says
     it has lowered itself again."""
     native = NativeDriver(ring_events=64)
+    priority = PythonPriority(native)
     ready, done = threading.Event(), threading.Event()
     tid = 0
 
@@ -630,24 +634,24 @@ def test_a_filling_ring_raises_the_idle_drainer_once_until_it_lowers_itself() ->
     thread.start()
     try:
         ready.wait(10)
-        native.raise_when_behind(tid)
+        priority.raise_when_behind(tid)
 
         def step() -> None:
             native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 1))
 
         for _ in range(15):
             step()
-        assert os.sched_getscheduler(tid) == os.SCHED_IDLE and native.raises() == 0
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE and priority.stats()["python_raised"] == 0
         step()  # the 16th
-        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 1
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and priority.stats()["python_raised"] == 1
         step()
-        assert native.raises() == 1  # once
+        assert priority.stats()["python_raised"] == 1  # once
         native.drain()
         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        native.raise_when_behind(tid)  # "lowered again"
+        priority.raise_when_behind(tid)  # "lowered again"
         for _ in range(16):
             step()
-        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and native.raises() == 2
+        assert os.sched_getscheduler(tid) == os.SCHED_OTHER and priority.stats()["python_raised"] == 2
     finally:
         done.set()
         thread.join()
@@ -666,7 +670,7 @@ def test_a_drain_is_one_pass_over_what_was_there() -> None:
         if len(seen) <= 3:
             native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", 100 + len(seen)))
 
-    native.listeners.append(listener)
+    native.add_listener(Events(listener))
     for step in range(3):
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
     assert native.drain() == 3 and native.ring_stats()["ring_depth"] == 3
@@ -679,10 +683,11 @@ def test_a_raise_the_kernel_refuses_is_counted_once() -> None:
     raise; the fast path counts it and does not retry on every command
     (here the refusal is ESRCH: no such thread)."""
     native = NativeDriver(ring_events=64)
-    native.raise_when_behind(2**31 - 1)
+    priority = PythonPriority(native)
+    priority.raise_when_behind(2**31 - 1)
     for step in range(40):
         native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
-    assert native.raises() == 0 and native.raise_refusals() == 1
+    assert priority.stats()["python_raised"] == 0 and priority.stats()["python_raise_refused"] == 1
     native.close()
 
 
@@ -695,8 +700,8 @@ from kvcpu_dev import bench
 from kvcpu_dev.device import abi
 from kvcpu_dev.driver.handle import NativeDriver
 driver = NativeDriver()
-opts = types.SimpleNamespace(name="kvx", mode=0o600, model=None, attr_dir="/nonexistent")
-attrs = {a.name: a for a in bench.attach(types.SimpleNamespace(opts=opts, driver=driver))}
+b = bench.Bench(driver, "kvx", group_writable=False, model_config=lambda: None, model_view=lambda: None)
+attrs = {a.name: a for a in b.attributes()}
 for step in range(3):
     driver.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
 driver.drain()
@@ -711,7 +716,7 @@ driver.close()
     assert 'kvcpu_commands_total{command="STEP",errno="none"} 3.0' in lines
 
 
-class FailsOnStep:
+class FailsOnStep(NoModel):
     """A model with a bug: STEP_ADVANCE to ``bad`` raises."""
 
     def __init__(self, bad: int):
@@ -728,35 +733,30 @@ class FailsOnStep:
         self.lost += count
 
 
-@pytest.mark.parametrize("in_runs", [False, True])
-def test_an_event_the_model_raises_on_is_consumed_and_the_drain_goes_on(in_runs: bool) -> None:
+def test_an_event_the_model_raises_on_is_consumed_and_the_drain_goes_on() -> None:
     model = FailsOnStep(bad=3)
     native = NativeDriver(model)
-    with runs_from_two() if in_runs else contextlib.nullcontext():
-        try:
-            for step in range(6):
-                native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
-            with pytest.raises(RuntimeError):
-                native.drain()
-            assert native.drain() == (0 if in_runs else 2)  # not delivered again
-        finally:
-            native.close()
-    # One at a time only the bad STEP is skipped.  A run of STEPs is
-    # consumed whole (this model has no mmio_write_run, so Bar0 writes it
-    # one STEP at a time and the bad one ends it).
-    assert model.seen == ([0, 1, 2] if in_runs else [0, 1, 2, 4, 5])
+    try:
+        for step in range(6):
+            native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
+        with pytest.raises(RuntimeError):
+            native.drain()
+        assert native.drain() == 2  # not delivered again
+    finally:
+        native.close()
+    assert model.seen == [0, 1, 2, 4, 5]  # only the bad STEP is skipped
 
 
 def test_the_daemon_keeps_serving_when_the_model_raises() -> None:
-    """server.Server._drain: the failure is logged once, counted, and the
+    """Server._drain: the failure is logged once, counted, and the
     model told it is out of sync; the next drain goes on."""
     from kvcpu_dev.daemon.server import Server
 
     model = FailsOnStep(bad=1)
     native = NativeDriver(model)
     server = Server.__new__(Server)  # only what _drain uses
-    server.driver, server.delivery_failures = native, 0
-    server.opts = unittest.mock.Mock(model=model)
+    server.driver, server.ring, server.model, server.delivery_failures = native, native.reader, model, 0
+    server.opts = unittest.mock.Mock()
     server.opts.name = "kvtest"
     try:
         for step in range(3):
@@ -785,8 +785,7 @@ def test_the_model_applies_each_command_at_the_time_it_came(steps: list[int]) ->
         for step in steps:
             native.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))
         time.sleep(0.01)  # drained 10 ms later, as the daemon's poll does
-        with runs_from_two():
-            native.drain(finish=True)
+        native.drain(finish=True)
         stats = model.stats()
     finally:
         native.close()
@@ -804,7 +803,7 @@ def test_a_backlog_defers_the_scan_to_once_per_poll() -> None:
 
     model = DeviceModel(ModelConfig())
     server = Server.__new__(Server)  # only what _model_work uses
-    server.opts = unittest.mock.Mock(model=model)
+    server.model = model
     server._scanned = time.monotonic()
     model.mmio_write(regs.STEP_ADVANCE, 1)
     server._model_work(backlog=True)

@@ -2,14 +2,17 @@
 it, break the device on purpose (faults, reset, unplug: controls.py and
 the fast path), and watch it live (metrics, ``kvctl top``).
 
-The daemon calls ``attach(server)`` once its attributes are built and
-``detach(server)`` first thing when it closes; everything else here is
-used by kvctl and the pytest plugin.  Modules:
+The daemon makes one ``Bench`` for its device, ``start``s what its command
+line asks for, publishes its ``attributes`` and ``close``s it first thing
+when it stops; everything else here is used by kvctl and the pytest
+plugin.  Modules:
 
-``record``         the file format (no cffi, no numpy: kvctl reads it)
+``kvrec``          the recording format (no cffi, no numpy: kvctl reads it)
 ``recorder``       the daemon's recorder and how it opens paths
 ``replay``         re-issuing a recording against a node, or the model
 ``stats``          the ring listener counting commands (no prometheus-client)
+``faults``         fault rules as text (kvctl checks a rule before sending it)
+``controls``       the ``faults`` and ``control`` attribute files
 ``metrics``        Prometheus collector and the ``--metrics`` server
 ``pytest_plugin``  the ``kvcpu_device`` fixture
 """
@@ -17,31 +20,34 @@ used by kvctl and the pytest plugin.  Modules:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import pathlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..device.sysfs import Attribute
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..driver.handle import NativeDriver
+    from .metrics import Metrics, ModelView
 
 log = logging.getLogger("kvcpu_dev")
 
 
 class Bench:
-    """What attach() made for one server."""
+    """The bench of one running device: its recorder, the listener counting
+    its commands, and its metrics (made when first read or served)."""
 
-    def __init__(self, server: Any):
+    def __init__(self, driver: NativeDriver, name: str, *, group_writable: bool,
+                 model_config: Callable[[], str | None], model_view: ModelView):
         from . import stats
         from .recorder import RecordControl
 
-        opts = server.opts
-        model = opts.model
-        self.control = RecordControl(
-            server.driver, opts.name, group_writable=bool(opts.mode & 0o020),
-            model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None))
+        self.name = name
+        self.control = RecordControl(driver, name, group_writable=group_writable, model_config=model_config)
         self.stats = stats.CommandStats()
-        server.driver.add_listener(self.stats)
-        self._server = server
+        driver.add_listener(self.stats)
+        self._driver = driver
+        self._model_view = model_view
         self._metrics: Metrics | None = None
 
     @property
@@ -55,9 +61,26 @@ class Bench:
                 rec = self.control.recorder
                 return (rec is not None, rec.events if rec is not None else 0)
 
-            self._metrics = metrics.Metrics(metrics.Collector(
-                self._server.driver, self.stats, metrics.model_view_for(self._server), recording))
+            self._metrics = metrics.Metrics(metrics.Collector(self._driver, self.stats, self._model_view, recording))
         return self._metrics
+
+    def start(self, record: pathlib.Path | None, metrics_address: str | None) -> None:
+        """Start what the command line asked for: a recording, the metrics
+        server.  Raises StartError (one line)."""
+        from ..errors import StartError
+
+        if record:
+            self.control.start(record)
+        if metrics_address:
+            from .metrics import parse_address
+
+            try:
+                host, port = parse_address(metrics_address)
+                self.metrics.serve(host, port)
+            except (OSError, ValueError) as exc:
+                raise StartError(f"--metrics {metrics_address}: {getattr(exc, 'strerror', None) or exc}") from None
+            host, port = self.metrics.address or (host, port)
+            log.info("%s: metrics at http://%s:%d/metrics", self.name, host, port)
 
     def attributes(self) -> list[Attribute]:
         return [
@@ -66,43 +89,8 @@ class Bench:
         ]
 
     def close(self) -> None:
+        """Stop the metrics server and close the recording (its stop mark
+        written after a last drain); safe to call twice."""
         if self._metrics is not None:
             self._metrics.close()
         self.control.stop()
-
-
-def attach(server: Any) -> list[Attribute]:
-    """Make the recorder and the metrics for ``server``, start what its
-    options ask for (``record``: a path; ``metrics``: HOST:PORT), and
-    return the attribute files to publish.  Raises StartError (one line)."""
-    from ..errors import StartError
-
-    bench = Bench(server)
-    server._bench = bench
-    opts = server.opts
-    try:
-        if getattr(opts, "record", None):
-            bench.control.start(opts.record)
-        if getattr(opts, "metrics", None):
-            from .metrics import parse_address
-
-            try:
-                host, port = parse_address(opts.metrics)
-                bench.metrics.serve(host, port)
-            except (OSError, ValueError) as exc:
-                raise StartError(f"--metrics {opts.metrics}: {getattr(exc, 'strerror', None) or exc}") from None
-            host, port = bench.metrics.address or (host, port)
-            log.info("%s: metrics at http://%s:%d/metrics", opts.name, host, port)
-    except BaseException:
-        bench.close()
-        raise
-    return bench.attributes()
-
-
-def detach(server: Any) -> None:
-    """Stop the metrics server and close the recording (its stop mark
-    written after a last drain); safe to call twice."""
-    bench = getattr(server, "_bench", None)
-    if bench is not None:
-        bench.close()
-        server._bench = None

@@ -14,14 +14,13 @@ import errno
 import logging
 
 from ..device.sysfs import Attribute
+from ..device.tables import FaultMode
 from ..driver.handle import FaultRule, NativeDriver
-from ..native._fuse import lib
 from . import faults
 
 log = logging.getLogger("kvcpu_dev")
 
-_MODES = {"count": lib.KV_FAULT_COUNT, "every": lib.KV_FAULT_EVERY,
-          "probability": lib.KV_FAULT_PROB, "always": lib.KV_FAULT_ALWAYS}
+_MODES = {mode.name.lower(): int(mode) for mode in FaultMode}
 _MODE_NAMES = {v: k for k, v in _MODES.items()}
 
 

@@ -20,8 +20,9 @@ import re
 from typing import NamedTuple
 
 from ..device import abi
+from ..device.tables import FaultMode
 
-MODES = ("count", "every", "probability", "always")
+MODES = tuple(mode.name.lower() for mode in FaultMode)
 
 #: kvctl's command names and the header's, to ioctl numbers (0: any).
 COMMANDS: dict[str, int] = {"any": 0}

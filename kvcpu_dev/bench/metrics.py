@@ -12,31 +12,30 @@ loads this module, and prometheus-client with it, on the first read of
 The same text is served at ``/metrics`` by ``--metrics HOST:PORT``
 (prometheus-client's HTTP server, in its own thread) and in the ``metrics``
 attribute file, which ``kvctl top`` reads.  The model is not thread-safe:
-from the HTTP thread its counters are read through the daemon's own
-attribute files (``model_stats``, ``tiers``, ``dma``), which the Python
-thread serves after draining the ring; from the Python thread itself (the
-attribute) they are read directly.
+the daemon hands the collector a view that reads it on the daemon's own
+thread, after draining the ring (daemon/server.py, Server.model_view),
+whichever thread scrapes.
 """
 
 from __future__ import annotations
 
 import logging
-import pathlib
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
-from ..device import model_text
 from .stats import BUCKETS, CommandStats, command_label
+
+if TYPE_CHECKING:
+    from ..driver.handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
 
 #: The model's counters as the collector reads them: its stats, tiers and
-#: DMA records (model/views.py, or their attribute files parsed back).
+#: DMA records (model/views.py); None without a model.
 ModelSnapshot: TypeAlias = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
 ModelView: TypeAlias = Callable[[], ModelSnapshot | None]
 
@@ -44,7 +43,7 @@ ModelView: TypeAlias = Callable[[], ModelSnapshot | None]
 class Collector(_CollectorBase):
     """Builds every metric family at scrape time."""
 
-    def __init__(self, driver: Any, stats: CommandStats, model_view: ModelView,
+    def __init__(self, driver: NativeDriver, stats: CommandStats, model_view: ModelView,
                  recording: Callable[[], tuple[bool, int]] | None = None):
         self.driver = driver
         self.stats = stats
@@ -96,7 +95,7 @@ class Collector(_CollectorBase):
 
     def _device(self) -> Iterator[Any]:
         d = self.driver
-        if getattr(d, "handle", None) is None:
+        if d.handle is None:  # closed
             return
         ring = d.ring_stats()
         yield CounterMetricFamily("kvcpu_fastpath_requests", "Requests the fast path answered",
@@ -159,31 +158,6 @@ def _model_families(stats: dict[str, Any], tiers: list[dict[str, Any]], dma: lis
     yield GaugeMetricFamily("kvcpu_model_live_blocks", "Live directory entries", value=num("live_entries"))
     yield GaugeMetricFamily("kvcpu_model_in_sync", "0 once the ring dropped commands the model never saw",
                             value=num("in_sync"))
-
-
-def model_view_for(server: Any) -> ModelView:
-    """How the collector reads the model: directly from the daemon's
-    Python thread (which owns it), through the attribute files from any
-    other thread (the HTTP server's)."""
-    model = server.opts.model
-    attr_dir = pathlib.Path(server.opts.attr_dir)
-    if model is None:
-        return lambda: None
-
-    def read(name: str) -> str:
-        return (attr_dir / name).read_text()
-
-    def view() -> ModelSnapshot:
-        from ..model import views  # the daemon has numpy loaded already
-
-        if threading.current_thread() is threading.main_thread():
-            server.driver.drain(finish=True)
-            model.observe()
-            return views.stats(model), views.tiers(model), views.dma_state(model)
-        return (model_text.parse_stats(read("model_stats")), model_text.parse_records(read("tiers")),
-                model_text.parse_records(read("dma")))
-
-    return view
 
 
 class Metrics:

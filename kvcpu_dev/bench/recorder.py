@@ -28,12 +28,16 @@ import logging
 import os
 import pathlib
 import stat
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StartError
 from ..safe_paths import secure_dir
 from . import kvrec as fmt
+
+if TYPE_CHECKING:
+    from ..driver.events import Event
+    from ..driver.handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -115,6 +119,11 @@ def _write_all(fd: int, data: bytes) -> None:
 class Recorder:
     """A listener: every drained Event, one record, one write(2)."""
 
+    #: A recording holds every command as its own record: while one is
+    #: attached, the fast path does not coalesce STEPs.
+    whole_commands = True
+    run_bounds_ns: tuple[int, ...] = ()
+
     def __init__(self, fd: int, path: pathlib.Path, device_name: str):
         self.fd = fd
         self.path = path
@@ -138,7 +147,7 @@ class Recorder:
             self._comms[pid] = comm
         return comm
 
-    def __call__(self, ev: Any) -> None:
+    def command(self, ev: Event) -> None:
         if self.fd < 0:
             return
         if self._next_seq and ev.seq != self._next_seq:
@@ -155,6 +164,9 @@ class Recorder:
             self.close()
             return
         self.events += 1
+
+    def step_run(self, count: int, service_ns: int, per_bucket: Sequence[int]) -> None:
+        raise AssertionError("a recorder takes whole commands: no run is coalesced while it listens")
 
     def write_mark(self, kind: str, **meta: Any) -> None:
         if self.fd >= 0:
@@ -173,7 +185,7 @@ class RecordControl:
     """Starting and stopping the recorder on a running device; the
     ``record`` attribute's two halves."""
 
-    def __init__(self, device: Any, name: str, group_writable: bool,
+    def __init__(self, device: NativeDriver, name: str, group_writable: bool,
                  model_config: Callable[[], str | None]):
         self.device = device
         self.name = name
@@ -204,10 +216,7 @@ class RecordControl:
         if rec is None:
             return
         if self.device.handle is not None:
-            self.device.drain()
-        with_listeners = self.device.listeners
-        if rec in with_listeners:
-            with_listeners.remove(rec)
+            self.device.reader.remove_listener(rec)
         rec.write_mark("stop", events=rec.events, lost=rec.lost)
         rec.close()
         self.recorder = None
@@ -219,8 +228,7 @@ class RecordControl:
         rec = self.recorder
         if rec is not None and rec.fd < 0:  # it failed while writing
             self.recorder, self.last = None, rec
-            if rec in self.device.listeners:
-                self.device.listeners.remove(rec)
+            self.device.reader.remove_listener(rec)
             rec = None
         if rec is None:
             lines = ["state=off"]

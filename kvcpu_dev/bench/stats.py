@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import bisect
 import errno as errno_mod
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..device import abi
 from . import kvrec as fmt
+
+if TYPE_CHECKING:
+    from ..driver.events import Event
 
 #: Latency histogram bounds, seconds: 100 ns .. 10 s (the fast path holds
 #: the device for well under a microsecond; an injected latency is longer).
@@ -48,7 +52,10 @@ class CommandStats:
         self.controls: dict[str, int] = {}
         self.stores = 0
 
-    def __call__(self, ev: Any) -> None:
+    #: Runs of coalesced STEPs are counted as they come (step_run).
+    whole_commands = False
+
+    def command(self, ev: Event) -> None:
         kind = ev.kind
         if kind == fmt.KIND_IOCTL:
             ns = ev.service_ns + ev.latency_us * 1000
@@ -60,27 +67,16 @@ class CommandStats:
             name = _CONTROLS[kind]
             self.controls[name] = self.controls.get(name, 0) + 1
 
-    def steps(self, run: Any) -> None:
-        """A run of successful STEP_ADVANCEs (the drain's numpy columns,
-        fastpath._COLUMNS): what __call__ counts one event at a time,
-        counted for the whole run."""
-        import numpy as np  # the daemon has it loaded; kvctl never calls this
-
-        ns = run["service_ns"].astype(np.int64) + run["latency_us"].astype(np.int64) * 1000
-        per_bucket = np.bincount(np.searchsorted(_BUCKETS_NS, ns, side="left"), minlength=len(BUCKETS) + 1)
-        self._add_run(command_label(int(run["cmd"][0])), len(run), int(ns.sum()),
-                      int(np.count_nonzero(run["fault"])), per_bucket.tolist())
-
     #: The histogram bounds a coalesced run comes bucketed by (step_run).
     run_bounds_ns = _BUCKETS_NS
 
-    def step_run(self, count: int, service_ns: int, per_bucket: list[int]) -> None:
+    def step_run(self, count: int, service_ns: int, per_bucket: Sequence[int]) -> None:
         """``count`` successful STEPs the fast path coalesced, their service
         times summed and bucketed by run_bounds_ns: counted as __call__
         counts them one by one (no faults: a rule stops coalescing)."""
         self._add_run(_STEP, count, service_ns, 0, per_bucket)
 
-    def _add_run(self, name: str, count: int, ns_total: int, fired: int, per_bucket: list[int]) -> None:
+    def _add_run(self, name: str, count: int, ns_total: int, fired: int, per_bucket: Sequence[int]) -> None:
         buckets = self._count(name, 0, count, ns_total, fired)
         for i, n in enumerate(per_bucket):
             buckets[i] += n

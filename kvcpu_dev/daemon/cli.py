@@ -94,6 +94,9 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
 @click.option("--poll-us", type=click.IntRange(0, 100_000), default=0, show_default=True,
               help="After each reply, spin up to this many microseconds for the next request "
                    "before blocking (a burst is served without wake-ups; costs CPU).")
+@click.option("--lossy", is_flag=True,
+              help="When the event ring is full, drop events (counted; the model and a recording then "
+                   "miss them) instead of making the request wait for room.")
 @click.option("--record", "record", type=click.Path(path_type=pathlib.Path, dir_okay=False), default=None,
               help="Record every command to FILE (created 0600, or appended to if it is a recording).")
 @click.option("--metrics", "metrics", metavar="HOST:PORT", default=None,
@@ -103,13 +106,13 @@ def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, m
          run_dir: pathlib.Path, dev_dir: pathlib.Path, trace: bool, log_file: pathlib.Path | None,
          runas: str | None, seccomp: bool, request_timeout: float | None, config: pathlib.Path | None,
          clock: str | None, settings: tuple[str, ...], no_model: bool, poll_us: int,
-         record: pathlib.Path | None, metrics: str | None) -> None:
+         lossy: bool, record: pathlib.Path | None, metrics: str | None) -> None:
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
                    dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace, poll_us=poll_us, runas=runas,
                    seccomp=seccomp, request_timeout=request_timeout,
                    log_path=log_file.absolute() if log_file else None,
-                   record=record.absolute() if record else None, metrics=metrics)
+                   lossy=lossy, record=record.absolute() if record else None, metrics=metrics)
     _setup_logging(trace)
     from .privileges import PrivilegeError, resolve_user
 

@@ -36,9 +36,12 @@ class Options:
     trace: bool = False
     poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
     ring_events: int = RING_EVENTS
-    model: DeviceModel | None = None  # None: registers only (--no-model)
-    #: Builds ``model`` in the daemon's process, first thing in serve():
-    #: the command that only forks a daemon never loads numpy.
+    #: --lossy: a full ring drops events (counted) instead of making the
+    #: request wait for room.
+    lossy: bool = False
+    #: Builds the device model in the daemon's process, first thing in
+    #: serve(): the command that only forks a daemon never loads numpy.
+    #: None: registers only (--no-model).
     make_model: Callable[[], DeviceModel] | None = None
     # The bench (kvcpu_dev/bench):
     record: pathlib.Path | None = None  # --record FILE: record from the start

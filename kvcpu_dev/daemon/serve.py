@@ -22,6 +22,7 @@ import os
 import pathlib
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,6 +34,9 @@ from .lock import take_lock
 from .options import Options
 from .rundir import RunDir, check_dev_dir
 from .server import Server, node_kind
+
+if TYPE_CHECKING:
+    from ..model import DeviceModel
 
 #: ``report(ok, message)``: how serve() tells a waiting parent the outcome.
 Report = Callable[[bool, str], None]
@@ -121,8 +125,7 @@ def _give_up_root(opts: Options) -> str:
 def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
     """Run the device in this process until signalled.  ``report(ok, msg)``
     is called once: when the node is published, or with why it was not."""
-    if opts.make_model is not None:
-        opts.model, opts.make_model = opts.make_model(), None
+    model = opts.make_model() if opts.make_model is not None else None
     transport = opts.resolved_transport()
     if transport == "cuse" and not opts.cuse_path.exists():
         raise StartError(f"{opts.cuse_path} does not exist (no CUSE in this kernel); use --transport fuse")
@@ -132,16 +135,17 @@ def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
         check_dev_dir(opts)
         lock = take_lock(opts, run_dir)
         try:
-            return _serve_locked(opts, transport, run_dir, lock, report)
+            return _serve_locked(opts, model, transport, run_dir, lock, report)
         finally:
             os.close(lock)
 
 
-def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report: Report) -> int:
+def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_dir: RunDir, lock: int,
+                  report: Report) -> int:
     clean_stale(opts, transport, run_dir)
     prepare_attr_dir(opts, run_dir)
     helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None
-    server = Server(opts)
+    server = Server(opts, model)
     try:
         try:
             server.open()
@@ -179,7 +183,7 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
         else:
             helper.close()  # its end of the pair sees EOF when we exit
     served = server.driver.telemetry()
-    log.info("%s stopped (%d steps, %d register writes)", opts.name, served["step_count"], server.driver.bar0.seq)
+    log.info("%s stopped (%d steps, %d register writes)", opts.name, served["step_count"], server.ring.bar0.seq)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""One running device: the core, its FUSE mount, its node, and the trio
-loop serving them until told to stop.
+"""One running device: its driver state and model, its mounts, its node,
+and the trio loop serving them until told to stop.
 
 Layout for a device named N (paths configurable for tests):
   <run_dir>/N/            FUSE mount: the driver's attribute files (and the
@@ -17,38 +17,46 @@ import os
 import pathlib
 import signal
 import stat
+import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
-from .. import bench, mounts
-from ..bench import controls
+from .. import mounts
+from ..bench import Bench, controls
+from ..device import tables
 from ..device.sysfs import Attribute
 from ..driver.handle import NativeDriver
 from ..driver.priority import PythonPriority
+from ..driver.sinks import ModelSink, NoModel
 from ..transport import libfuse
 from ..transport.attrfs import NodeFS, device_mount_options, mount_options
 from ..transport.cuse_node import CuseNode
 from ..transport.device_session import FastSession
 from .options import Options  # names every path a device uses
 
+if TYPE_CHECKING:
+    from ..bench.metrics import ModelSnapshot
+    from ..model import DeviceModel
+
 log = logging.getLogger("kvcpu_dev")
 
-#: How often Python looks at the ring while commands come.  Each look costs
-#: Python 25-80 us whatever it finds, and every microsecond Python runs is
-#: one a client on a shared CPU waits: at 10 ms, a decode loop's cadence
-#: costs Python ~0.3% of a CPU, and the ring (16,384 events) still holds
-#: 10 ms of the fastest flood with room to spare.
-DRAIN_POLL_S = 0.010
+#: How often Python looks at the ring while commands come (the age at
+#: which the fast path publishes a decode loop's run of STEPs).  Each look
+#: costs Python 25-80 us whatever it finds, and every microsecond Python
+#: runs is one a client on a shared CPU waits: at 10 ms, a decode loop's
+#: cadence costs Python ~0.3% of a CPU, and the ring (16,384 events) still
+#: holds 10 ms of the fastest flood with room to spare.
+DRAIN_POLL_S = tables.RUN_PUBLISH_NS / 1e9
 #: Empty looks before Python sleeps on the eventfd instead (0.1 s).
 QUIET_POLLS = 10
 #: The look while the fast path coalesces a flood of plain STEPs: it
-#: publishes a flood's run this old (fastpath.c, KV_RUN_FLOOD_NS), and
-#: anything else it sees ends the run at once, so Python only needs to look
-#: this often.  A wake-up of Python every 10 ms alone cost a flood of 8
-#: processes ~8%.
-COALESCED_POLL_S = 0.100
+#: publishes a flood's run only this old, and anything else it sees ends
+#: the run at once, so Python only needs to look this often.  A wake-up of
+#: Python every 10 ms alone cost a flood of 8 processes ~8%.
+COALESCED_POLL_S = tables.FLOOD_RUN_PUBLISH_NS / 1e9
 #: Events per drain step between trio checkpoints.
 DRAIN_BATCH = 1024
 #: Model work per step between trio checkpoints.
@@ -60,26 +68,40 @@ class Server:
 
     Three parties: the C fast path answers the node (its own session, its
     own thread); the trio loop serves the attribute mount and drains the
-    event ring into the trace, the log and the model; neither waits for
-    the other on a request."""
+    event ring into the trace, the model and the listeners; neither waits
+    for the other on a request, unless the ring is full (lossless)."""
 
-    def __init__(self, opts: Options):
+    def __init__(self, opts: Options, model: DeviceModel | None = None):
         self.opts = opts
         self.transport = opts.resolved_transport()
-        self.driver = NativeDriver(model=opts.model, ring_events=opts.ring_events, coalesce=True)
-        self.driver.tracing = opts.trace
+        #: The device model, or NoModel (--no-model): only the reader and
+        #: this loop call it.
+        self.model: ModelSink = model if model is not None else NoModel()
+        self.driver = NativeDriver(self.model, ring_events=opts.ring_events, coalesce=True,
+                                   lossless=not opts.lossy)
+        self.ring = self.driver.reader
+        self.ring.tracing = opts.trace
         self.delivery_failures = 0  # commands the model or a listener raised on (_drain)
         self._scanned = 0.0  # when _model_work last ran a scan (monotonic)
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self._trio_thread: threading.Thread | None = None
         attributes = self.driver.attributes()
-        if opts.model is not None:
-            opts.model.incremental = True
-            attributes += [_synced(a, lambda: self.driver.drain(finish=True))
-                           for a in opts.model.attributes()]
+        if model is not None:
+            model.incremental = True
+            attributes += [_synced(a, self._catch_up) for a in model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.driver)
-        # -- the bench (issue 9): recorder, metrics; their attribute files --
-        attributes += bench.attach(self)
-        # -- end of the bench's hook --
+        self.bench = Bench(
+            self.driver, opts.name, group_writable=bool(opts.mode & 0o020),
+            model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None),
+            model_view=self.model_view)
+        try:
+            self.bench.start(opts.record, opts.metrics)
+        except BaseException:
+            self.bench.close()
+            self.driver.close()
+            raise
+        attributes += self.bench.attributes()
         self.fs = NodeFS(
             attributes,
             device_file=self.transport == "fuse",
@@ -134,7 +156,7 @@ class Server:
         """The node as a link to ``target``, made under a temporary name and
         renamed into place: it is never half made."""
         node = self.opts.node
-        tmp = node.with_name(f".{node.name}.{os.getpid()}")
+        tmp = self.opts.temp_link(os.getpid())
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         tmp.symlink_to(target)
@@ -155,18 +177,23 @@ class Server:
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT or the kernel ends a session."""
         assert self.attr_session is not None and self.fast is not None
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._serve_attributes, self.attr_session, nursery.cancel_scope)
-                await self.publish()
-                nursery.start_soon(self._watch_fast_path, self.fast, nursery.cancel_scope)
-                nursery.start_soon(self._drain_loop)
-                if on_ready is not None:
-                    on_ready()
-                async for signum in signals:
-                    log.info("%s: %s received, stopping", self.opts.name, signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._trio_thread = threading.current_thread()
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._serve_attributes, self.attr_session, nursery.cancel_scope)
+                    await self.publish()
+                    nursery.start_soon(self._watch_fast_path, self.fast, nursery.cancel_scope)
+                    nursery.start_soon(self._drain_loop)
+                    if on_ready is not None:
+                        on_ready()
+                    async for signum in signals:
+                        log.info("%s: %s received, stopping", self.opts.name, signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        break
+        finally:
+            self._trio_token = None
 
     async def _serve_attributes(self, session: libfuse.Session, scope: trio.CancelScope) -> None:
         await session.serve()
@@ -179,72 +206,70 @@ class Server:
         scope.cancel()
 
     async def _drain_loop(self) -> None:
-        """Feed the ring to the trace, the log and the model in batches.
+        """Feed the ring to the trace, the model and the listeners in
+        batches.
 
         While commands come, Python looks at the ring every DRAIN_POLL_S on
-        a timer: the fast path then never makes a system call for Python
-        (an eventfd write per decode step cost the client a wake-up of
-        another CPU).  After QUIET_POLLS empty looks it arms the eventfd and
-        sleeps until the fast path signals the next command, so an idle
-        daemon does not wake at all.  While the fast path coalesces a flood
-        of STEPs, it looks every COALESCED_POLL_S.  Model work runs in slices between
-        batches: the scan a STEP rang for happens off the ioctl's path, as
-        on silicon, and a hint over the whole address space never holds the
-        attribute mount for long."""
-        driver = self.driver
+        a timer: the fast path then makes no system call for Python (an
+        eventfd write per decode step cost the client a wake-up of another
+        CPU), except when a request finds the ring full and waits: it
+        writes the eventfd, which ends the wait at once.  After QUIET_POLLS
+        empty looks Python arms the eventfd and sleeps until the fast path
+        signals the next command, so an idle daemon does not wake at all.
+        While the fast path coalesces a flood of STEPs, it looks every
+        COALESCED_POLL_S.  Model work runs in slices between batches: the
+        scan a STEP rang for happens off the ioctl's path, as on silicon,
+        and a hint over the whole address space never holds the attribute
+        mount for long."""
+        ring = self.ring
         quiet = 0
-        coalesced = driver.steps_coalesced()
+        coalesced = ring.steps_coalesced()
         while True:
             drained = self._drain()
             self._model_work(backlog=drained == DRAIN_BATCH)
-            if drained == DRAIN_BATCH or self._model_busy():
+            if drained == DRAIN_BATCH or self.model.busy():
                 await trio.lowlevel.checkpoint()  # more is waiting
                 continue
             # STEPs going into a run that is not published yet are commands
             # coming: arming now would end the grant in a flood's first 100 ms.
-            before, coalesced = coalesced, driver.steps_coalesced()
+            before, coalesced = coalesced, ring.steps_coalesced()
             quiet = 0 if drained or coalesced != before else quiet + 1
-            if quiet >= QUIET_POLLS and not driver.arm():
+            if quiet >= QUIET_POLLS and not ring.arm():
                 self.priority.quiet()
                 await self._wait_for_event()
                 quiet = 0
-            if drained <= 1 and driver.flooded():
+            elif drained <= 1 and ring.flooded():
                 # While the fast path coalesces a flood, look less often,
                 # unless an event comes first: the next run, or the command
                 # that ended the grant (STEPs fill the ring again after it).
-                driver.watch(True)
+                ring.watch(True)
                 await self._wait_for_event(COALESCED_POLL_S)
-                driver.watch(False)
+                ring.watch(False)
             else:
-                await trio.sleep(DRAIN_POLL_S)
+                await self._wait_for_event(DRAIN_POLL_S)
 
     async def _wait_for_event(self, timeout: float = math.inf) -> None:
-        """Until the fast path writes the eventfd (the driver is armed or
-        watching), or ``timeout``."""
+        """Until the fast path writes the eventfd (the ring is armed or
+        watched, or a request waits for room), or ``timeout``."""
         with trio.move_on_after(timeout):
             await trio.lowlevel.wait_readable(self.driver.wake_fd)
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self.driver.wake_fd)
 
-    def _drain(self) -> int:
+    def _drain(self, limit: int | None = DRAIN_BATCH, finish: bool = False) -> int:
         """One drain step.  A bug the model or a listener raises must not
         take the node down: the event that raised is skipped, the model
         says it is out of sync (it did not see that command whole), and the
         first such failure is logged with its traceback."""
         try:
-            return self.driver.drain(DRAIN_BATCH)
+            return self.ring.drain(limit, finish)
         except Exception:
             self.delivery_failures += 1
             if self.delivery_failures == 1:
                 log.exception("%s: delivering a command to the model failed; the node keeps serving, "
                               "the model is out of sync", self.opts.name)
-            note = getattr(self.opts.model, "events_lost", None)
-            if note is not None:
-                note(self.driver.delivering)  # one command, or a run's
+            self.model.events_lost(self.ring.delivering)  # one command, or a run's
             return 1
-
-    def _model_busy(self) -> bool:
-        return self.opts.model is not None and self.opts.model.busy()
 
     def _model_work(self, backlog: bool = False) -> None:
         """One slice of a large hint, or else the pending scan.
@@ -252,12 +277,8 @@ class Server:
         With a backlog in the ring the scan waits until DRAIN_POLL_S has
         passed since the last one: the STEPs still queued would supersede
         it, so a flood gets a scan per poll, as a decode loop does, rather
-        than one per DRAIN_BATCH events, and Python keeps up more often
-        (3 x 16 floods of 8 processes: 99k events lost in all, against 222k;
-        any one run lost 0-120k either way)."""
-        model = self.opts.model
-        if model is None:
-            return
+        than one per DRAIN_BATCH events."""
+        model = self.model
         try:
             if model.busy():
                 model.work(MODEL_SLICE_S)
@@ -267,18 +288,49 @@ class Server:
         except Exception:  # a model bug must not take the node down
             log.exception("%s: device model failed; the node keeps serving", self.opts.name)
 
+    def _catch_up(self) -> None:
+        """Before a view of the model: every command taken before this
+        moment, and the work they left, delivered (not every command that
+        keeps coming under a flood)."""
+        self._drain(None, finish=True)
+
+    def model_view(self) -> ModelSnapshot | None:
+        """The model's counters for the metrics: read on the daemon's own
+        thread (the model is not thread-safe), after catching up; from the
+        metrics server's thread, by a call into that thread, never through
+        the daemon's own files."""
+        from ..model import DeviceModel, views  # the daemon has them loaded already
+
+        model = self.model
+        if not isinstance(model, DeviceModel):
+            return None
+
+        def read() -> ModelSnapshot:
+            self._catch_up()
+            model.observe()
+            return views.stats(model), views.tiers(model), views.dma_state(model)
+
+        if self._trio_thread is None or threading.current_thread() is self._trio_thread:
+            return read()
+        token = self._trio_token
+        if token is None:  # not serving (any more)
+            return None
+        try:
+            return trio.from_thread.run_sync(read, trio_token=token)
+        except trio.RunFinishedError:  # stopping
+            return None
+
     def _show_fastpath(self) -> str:
-        self.driver.drain()
-        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.driver.ring_stats(),
-                 "python_raised": self.driver.raises(), "python_raise_refused": self.driver.raise_refusals(),
-                 "delivery_failures": self.delivery_failures}
+        self._drain(None)
+        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.ring.stats(),
+                 **self.priority.stats(), "delivery_failures": self.delivery_failures}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
     # -- teardown ------------------------------------------------------
 
     def close(self) -> None:
         """Unlink the node, release the device, unmount; safe to call twice."""
-        bench.detach(self)  # the bench (issue 9): metrics server, recording's last events
+        self.bench.close()  # metrics server, the recording's last events
         if self._symlink is not None:
             with contextlib.suppress(FileNotFoundError):
                 if self._symlink.is_symlink():

@@ -1,9 +1,9 @@
 """The mock BAR0 register window: what the device sees of each ioctl.
 
 The reference driver, in mock mode, writes 64-bit registers into a zeroed
-4 KiB region in place of BAR0.  This module is that region plus a bounded
-trace of the writes, and the seam where a device model listens: every write
-is forwarded, in order, to ``model.mmio_write(offset, value)``.
+4 KiB region in place of BAR0.  This module is the register table (the
+C fast path's offsets are generated from it), that region and a bounded
+trace of the writes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,16 +85,14 @@ class RegWrite(NamedTuple):
         return f"#{self.seq} {name}@{self.offset:#06x} <- {self.value:#x}"
 
 
-class MmioListener(Protocol):
-    """What sits behind BAR0 (the device model)."""
-
-    def mmio_write(self, offset: int, value: int) -> None: ...
-
-
 class Bar0:
-    """A 4 KiB little-endian register window with a bounded write trace."""
+    """A 4 KiB little-endian register window with a bounded write trace.
 
-    def __init__(self, trace_len: int = 4096, model: MmioListener | None = None):
+    What the device sees of each ioctl, as the reference driver's mock
+    keeps it; the device model is told the same writes by whoever drives
+    the window (spec.Driver at once, the ring reader after the fact)."""
+
+    def __init__(self, trace_len: int = 4096):
         self.mem = bytearray(BAR0_SIZE)
         self.trace_len = trace_len
         #: The trace as written: (first seq, offset, values), one value for
@@ -105,9 +103,8 @@ class Bar0:
         self._logged = 0  # writes in _log
         self._spelled: collections.deque[RegWrite] | None = None
         self.seq = 0
-        self.model = model
-        #: Called with each write before the device sees it (--trace), so a
-        #: log shows the write first and then what the device made of it.
+        #: Called with each write (--trace), so a log shows the command
+        #: and then its writes.
         self.observer: Callable[[RegWrite], None] | None = None
 
     def write64(self, offset: int, value: int) -> None:
@@ -121,44 +118,12 @@ class Bar0:
         self._note(seq, offset, (value,))
         if self.observer is not None:
             self.observer(RegWrite(seq, offset, value))
-        if self.model is not None:
-            self.model.mmio_write(offset, value)
 
-    def replay_run(self, first_seq: int, offset: int, values: np.ndarray,
-                   t_ns: np.ndarray | None = None) -> None:
-        """``replay(first_seq + i, offset, values[i])`` for each i: one
-        register written back to back (a decode loop's STEPs).  A model's
-        ``mmio_write_run(offset, values, t_ns)`` may take the run in one
-        call (it returns True); otherwise each write goes on its own, at
-        its own time (``t_ns``: when it reached the device, for a model
-        that keeps time through ``at``)."""
-        run = getattr(self.model, "mmio_write_run", None)
-        if self.observer is None and (self.model is None or (run is not None and run(offset, values, t_ns))):
-            self._wrote_run(first_seq, offset, len(values), values)
-            return
-        at = getattr(self.model, "at", None) if t_ns is not None else None
-        for i, value in enumerate(values.tolist()):
-            if at is not None:
-                at(int(t_ns[i]))  # type: ignore[index]
-            self.replay(first_seq + i, offset, value)
-
-    def replay_steps(self, first_seq: int, offset: int, count: int, tail: np.ndarray,
-                     top: int, t_ns: int) -> bool:
-        """``count`` writes of one register that the fast path coalesced,
-        numbered from ``first_seq``, of which only the last ``len(tail)``
-        values are known (the trace keeps no more than those) and the
-        largest, ``top``.  A model takes them in one call,
-        ``mmio_write_steps(offset, count, last, top, t_ns)``, or not at
-        all: returns False, and the window and the trace are still
-        written."""
-        steps = getattr(self.model, "mmio_write_steps", None)
-        took = self.model is None or (steps is not None and bool(steps(offset, count, int(tail[-1]), top, t_ns)))
-        self._wrote_run(first_seq, offset, count, tail)
-        return took
-
-    def _wrote_run(self, first_seq: int, offset: int, count: int, tail: np.ndarray) -> None:
-        """The window and the trace after ``count`` writes of ``offset``
-        from ``first_seq``, the last ``len(tail)`` of them ``tail``."""
+    def replay_run(self, first_seq: int, offset: int, count: int, tail: Sequence[int] | np.ndarray) -> None:
+        """``count`` writes of one register from ``first_seq`` (a run of
+        STEPs the fast path coalesced), of which only the last
+        ``len(tail)`` values are known: the window and the trace after
+        them.  The trace keeps no more than those."""
         _U64.pack_into(self.mem, offset, int(tail[-1]))
         self.seq = first_seq + count - 1
         self._note(first_seq + count - len(tail), offset, tail)

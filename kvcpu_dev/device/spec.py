@@ -62,9 +62,11 @@ class Traced:
 class Driver(Traced):
     """One KV-CPU device's driver-visible state and its BAR0 window."""
 
-    def __init__(self, model: regs.MmioListener | None = None, trace_len: int = 4096):
+    def __init__(self, model: RegisterListener | None = None, trace_len: int = 4096):
         self.lock = threading.Lock()
-        self.bar0 = regs.Bar0(trace_len=trace_len, model=model)
+        self.bar0 = regs.Bar0(trace_len=trace_len)
+        #: What sits behind BAR0 (the device model): told every write at once.
+        self.model = model
         self.current_step = 0
         self.step_count = 0
         self.counters = dict.fromkeys(
@@ -106,7 +108,7 @@ class Driver(Traced):
         self.current_step = step
         self.step_count += 1
         self.last_target_step = step
-        self.bar0.write64(regs.STEP_ADVANCE, step)
+        self._write64(regs.STEP_ADVANCE, step)
         return b""
 
     def _block(self, cmd: int, payload: bytes) -> bytes:
@@ -117,7 +119,7 @@ class Driver(Traced):
         self.counters[counter] += 1
         self.last_va, self.last_len, self.last_target_step = va, length, target_step
         for offset, value in zip(sequence, (va, length, target_step)):
-            self.bar0.write64(offset, value)
+            self._write64(offset, value)
         return b""
 
     def _set_weights(self, cmd: int, payload: bytes) -> bytes:
@@ -127,6 +129,11 @@ class Driver(Traced):
 
     def _get_telemetry(self, cmd: int, payload: bytes) -> bytes:
         return _TELEMETRY.pack(*self._telemetry_values())
+
+    def _write64(self, offset: int, value: int) -> None:
+        self.bar0.write64(offset, value)
+        if self.model is not None:
+            self.model.mmio_write(offset, value)
 
     # -- state ---------------------------------------------------------
 
@@ -147,7 +154,7 @@ class Driver(Traced):
 
     def _write_weights(self) -> None:
         for offset, field in zip(regs.WEIGHT_REGS, abi.WEIGHT_FIELDS):
-            self.bar0.write64(offset, self.weights[field])
+            self._write64(offset, self.weights[field])
 
     def _trace_command(self, command: abi.Command, payload: bytes) -> None:
         fields = command.layout.codec.unpack(payload) if payload else ()
@@ -167,6 +174,12 @@ class Driver(Traced):
     def attributes(self) -> list[Attribute]:
         """The driver's sysfs attributes, in its order."""
         return driver_attributes(self)
+
+
+class RegisterListener(Protocol):
+    """What sits behind BAR0 in the specification: the device model."""
+
+    def mmio_write(self, offset: int, value: int) -> None: ...
 
 
 class DriverState(Protocol):

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 
+from ..native._fuse import lib
 from .handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
@@ -30,8 +31,9 @@ class PythonPriority:
     the events lost to the model).  A starved thread cannot notice that
     itself, so the fast path does: once the ring is a quarter full (a 10
     ms look never finds that much of one client's back-to-back commands)
-    it sets this thread to SCHED_OTHER (fastpath.c, wake()), and the thread lowers
-    itself again when commands stop (quiet()).  Draining then costs it
+    it sets this thread to SCHED_OTHER (native/ring.c, kv_wake()), and the
+    thread lowers itself again when commands stop (quiet()).  In a lossless
+    ring a request that finds it full raises it too, before it waits.  Draining then costs it
     5-9% of a CPU under a flood of Python clients.  Not always in time:
     the scheduler may still run it late, and 2 of 4 floods on this 2-CPU
     machine lost events at their start (counted; the model says
@@ -49,7 +51,20 @@ class PythonPriority:
         except OSError as exc:  # a seccomp or container policy may refuse it
             log.info("cannot lower the Python thread's priority: %s", exc.strerror)
             return
-        self.driver.raise_when_behind(threading.get_native_id())
+        self.raise_when_behind(threading.get_native_id())
+
+    def raise_when_behind(self, tid: int) -> None:
+        """Let the fast path set thread ``tid`` (the drainer, under
+        SCHED_IDLE) to SCHED_OTHER once the ring is a quarter full; this
+        call also says the thread has lowered itself again."""
+        lib.kv_ring_raise_when_behind(self.driver.handle, tid)
+        lib.kv_ring_lowered(self.driver.handle)
+
+    def stats(self) -> dict[str, int]:
+        """How often the fast path raised the drainer, and how often the
+        kernel refused (no CAP_SYS_NICE: a container, --runas)."""
+        h = self.driver.handle
+        return {"python_raised": lib.kv_ring_raises(h), "python_raise_refused": lib.kv_ring_raise_refusals(h)}
 
     def quiet(self) -> None:
         """The load is over: yield again if the fast path raised us.  Not

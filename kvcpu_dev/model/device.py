@@ -119,28 +119,13 @@ class DeviceModel:
         else:
             self.counts["unknown_reg_writes"] += 1
 
-    def mmio_write_run(self, offset: int, values: np.ndarray, t_ns: np.ndarray | None = None) -> bool:
-        """The same register written once per value, in order, with the
-        effect of ``mmio_write(offset, v)`` for each v, when that is
-        arithmetic on the run; returns False, untouched, otherwise, and the
-        caller (Bar0.replay_run) writes them one at a time.
-
-        A decode loop's STEPs arrive this way, one per command, and the
-        daemon drains them by the thousand; a run of STEP doorbells that
-        arms no prefetch deadline, truncates no step and meets no hint in
-        progress only moves the clock and supersedes scans."""
-        if len(values) == 0:
-            return False
-        return self.mmio_write_steps(offset, len(values), int(values[-1]), int(values.max()),
-                                     None if t_ns is None else int(t_ns[-1]))
-
     def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None = None) -> bool:
         """``count`` STEP doorbells, the last one ``last``, the largest
         ``top``, the last at ``t_ns``: what a run of plain STEPs comes to
         (the values between matter to nothing here), when it is arithmetic;
         returns False, untouched, otherwise.  The fast path's coalesced runs
-        arrive this way (coalescible())."""
-        if offset != regs.STEP_ADVANCE or not self._steps_are_plain(top):
+        arrive this way, below coalesce_limit()."""
+        if offset != regs.STEP_ADVANCE or top >= self.coalesce_limit():
             return False
         if t_ns is not None:
             self.at(t_ns)  # a plain STEP reads no time but the last one's
@@ -152,19 +137,15 @@ class DeviceModel:
         self._pending = (self.step32, self.regs.weights)
         return True
 
-    def coalescible(self) -> bool:
-        """Any run of STEPs that fit 32 bits is arithmetic now: no prefetch
-        deadline to meet, no hint in progress.  Until a command other than
-        a STEP comes, that stays true."""
-        return self._work is None and not self._targets
-
-    def _steps_are_plain(self, top: int) -> bool:
-        """True when no STEP of a run, the largest ``top``, does more than
-        _step's arithmetic: none truncated, no target reached, no hint
-        pending."""
+    def coalesce_limit(self) -> int:
+        """Any run of STEPs below this step is arithmetic now: it fits the
+        32-bit field and reaches no prefetch deadline (0 while a hint is in
+        progress: each write must wait for it).  Until a command other than
+        a STEP comes, that stays true (a scan only disarms targets)."""
         if self._work is not None:
-            return False
-        return top <= U32 and not (self._targets and self._targets[0][0] <= top)
+            return 0
+        limit = U32 + 1
+        return min(limit, self._targets[0][0]) if self._targets else limit
 
     def _to_step32(self, value: int, what: str) -> int:
         step32 = value & U32

@@ -53,12 +53,12 @@ def write_recording(path: Path, commands: list, model_config=None, pid: int = 42
     ("REFUSED", name, va, len): a hint the device refused (EIO, a fault)."""
     import errno
     import os
-    from types import SimpleNamespace
 
     from kvcpu_dev.bench import kvrec as fmt
     from kvcpu_dev.bench.recorder import Recorder
     from kvcpu_dev.device import abi
     from kvcpu_dev.device.spec import Driver
+    from kvcpu_dev.driver.events import Event
     from kvcpu_dev.model import ModelConfig
 
     names = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX, "PREFETCH": abi.KV_CPU_PREFETCH,
@@ -87,8 +87,8 @@ def write_recording(path: Path, commands: list, model_config=None, pid: int = 42
         if kind == fmt.KIND_IOCTL and not err:
             dev.ioctl(cmd, data)
         writes = tuple(w for w in dev.bar0.trace if w.seq > before)
-        rec(SimpleNamespace(seq=seq, t_ns=t, kind=kind, cmd=cmd, pid=pid, errno=err, data=data,
-                            writes=writes, fault=fault, latency_us=0, service_ns=1000))
+        rec.command(Event(seq=seq, t_ns=t, kind=kind, cmd=cmd, pid=pid, errno=err, data=data,
+                          writes=writes, fault=fault, latency_us=0, service_ns=1000))
     rec.write_mark("stop", events=rec.events, lost=rec.lost)
     rec.close()
     return path

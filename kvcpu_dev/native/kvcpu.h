@@ -1,28 +1,25 @@
-/* The native fast path: the driver's state and ioctl semantics in C, the
- * event ring that hands every command to Python, and the thread that
- * answers the device's FUSE or CUSE session without ever taking the GIL.
+/* The native fast path as Python sees it: the driver's state and ioctl
+ * semantics in C (driver.c), the event ring that hands every command to
+ * Python (ring.c), replies held back by an injected latency (delayed.c),
+ * and the sessions a C thread answers without ever taking the GIL
+ * (sessions.c).  The private state is in internal.h.
  *
  * This header is also the cffi declaration (build.py feeds it to cdef), so
- * it holds only what Python sees and uses plain C types cffi can parse.
+ * it holds only what Python uses, in plain C types cffi can parse.  The
+ * KV_EV_* event kinds, KV_FAULT_* modes, KV_RUN_* timings, KV_REG_*
+ * registers and KV_DEFAULT_* weights are not defined here: build.py
+ * generates them from kvcpu_dev/device/tables.py and regs.py.
  */
-
-/* Event kinds. */
-#define KV_EV_IOCTL 1   /* a command through the node or kv_dev_ioctl() */
-#define KV_EV_STORE 2   /* a sysfs weight store: cmd is the weight index */
-#define KV_EV_RESET 3   /* a function-level reset: power-on state */
-#define KV_EV_UNPLUG 4  /* surprise removal: every command fails ENODEV */
-#define KV_EV_REPLUG 5  /* the device is back */
-#define KV_EV_STEPS 6   /* a run of plain STEPs, coalesced (kv_ring_coalesce) */
 
 #define KV_EV_DATA 96   /* the largest payload: the telemetry reply */
 #define KV_EV_REGS 6    /* the most register writes of one command */
 
-/* One command as the device saw it.  `seq` numbers every event the
- * producer made, so a gap in what the consumer reads is a lost event. */
+/* One command as the device saw it.  `seq` numbers every command the
+ * producer took, so a gap in what the consumer reads is a lost event. */
 struct kv_event {
     uint64_t seq;
     uint64_t t_ns;       /* CLOCK_MONOTONIC when the command ran */
-    uint32_t kind;
+    uint32_t kind;       /* KV_EV_* */
     uint32_t cmd;        /* the ioctl number as the client passed it */
     int32_t pid;         /* the requester (0: in-process) */
     int32_t err;         /* 0, or the errno the client got */
@@ -31,7 +28,7 @@ struct kv_event {
     uint32_t fault;      /* the id of the injected fault that fired, or 0 */
     uint32_t latency_us; /* injected latency, microseconds */
     uint32_t service_ns; /* time the command held the device */
-    uint32_t reserved;
+    uint32_t slot;       /* KV_EV_STEPS: where the run's detail is */
     uint64_t reg_seq;    /* BAR0 write number of regs[0] (1-based) */
     uint8_t data[96];    /* the payload copied in; GET_TELEMETRY: the reply */
     uint32_t reg_off[6];
@@ -51,18 +48,14 @@ struct kv_steps_head {
 
 #define KV_STEPS_TAIL 4096  /* a run's last steps kept, for the register trace */
 #define KV_STEPS_BOUNDS 32  /* the most service-time histogram bounds */
-#define KV_RUN_FLOOD 256    /* a run this long in 10 ms is a flood's */
 
 struct kv_dev;
 
 /* Injected faults: a rule matches a command (0: any) and fires by count,
- * period or seeded probability; it answers `err` (0: none, the command
- * runs) after `latency_ns`.  Up to KV_FAULT_MAX rules. */
+ * period or seeded probability (mode: KV_FAULT_*); it answers `err` (0:
+ * none, the command runs) after `latency_ns`, which holds back that
+ * request's reply and nothing else.  Up to KV_FAULT_MAX rules. */
 #define KV_FAULT_MAX 16
-#define KV_FAULT_COUNT 1    /* the next n matching commands */
-#define KV_FAULT_EVERY 2    /* every n-th matching command */
-#define KV_FAULT_PROB 3     /* each with probability prob / 2^32 */
-#define KV_FAULT_ALWAYS 4   /* every matching command */
 
 struct kv_fault {
     uint32_t id;            /* given by kv_fault_add */
@@ -77,9 +70,20 @@ struct kv_fault {
     uint64_t hits;          /* times it fired */
 };
 
-/* Device state. */
-struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd);
+/* What a watcher in another process (the privileged helper's request
+ * timeout) may read of a running device without asking it anything: a
+ * MAP_SHARED page the daemon made before forking the helper. */
+struct kv_shared {
+    uint64_t served;        /* requests the sessions answered */
+    uint64_t delayed;       /* replies held back by an injected latency now */
+    uint64_t delayed_due_ns;/* CLOCK_MONOTONIC when the last of them is due */
+};
+
+/* Device state.  `lossless`: when the ring is full, a request waits for
+ * room (as a stalled MMIO write would) instead of its event being dropped. */
+struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd, int lossless);
 void kv_dev_free(struct kv_dev *d);
+void kv_dev_share(struct kv_dev *d, struct kv_shared *shared);
 int kv_dev_ioctl(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz,
                  uint8_t *out, size_t outsz, int32_t pid);
 int kv_dev_store_weight(struct kv_dev *d, uint32_t index, uint32_t value);
@@ -107,6 +111,11 @@ void kv_ring_watch(struct kv_dev *d, int on);
 uint64_t kv_ring_dropped(struct kv_dev *d);
 uint64_t kv_ring_depth(struct kv_dev *d);
 uint32_t kv_ring_capacity(struct kv_dev *d);
+uint64_t kv_ring_head_seq(struct kv_dev *d);   /* the last command taken */
+int kv_ring_lossless(struct kv_dev *d);
+/* Requests that waited for room in a full ring, and for how long in all. */
+uint64_t kv_ring_stalls(struct kv_dev *d);
+uint64_t kv_ring_stall_ns(struct kv_dev *d);
 /* The consumer thread (tid) runs under SCHED_IDLE; once the ring is a
  * quarter full the producer sets it to SCHED_OTHER, and counts it, until the
  * consumer says it lowered itself again. */
@@ -117,15 +126,15 @@ uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
 uint64_t kv_dev_served(struct kv_dev *d);
 
 /* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is
- * installed, the step fits 32 bits) writes no event; it joins the open run,
- * which becomes one KV_EV_STEPS event (its `reserved` field: the slot of its
- * detail) when anything else happens or at kv_ring_seal().  Any other
+ * installed, the step is below `step_limit`) writes no event; it joins the
+ * open run, which becomes one KV_EV_STEPS event (its `slot`: where its
+ * detail is) when anything else happens or at kv_ring_seal().  Any other
  * command ends the grant.  kv_ring_coalesce grants it (returns 1) only if
  * every event after `seen_seq` is a plain STEP: the consumer's view up to
  * there is what it decided on.  `bounds_ns` (ascending, at most
  * KV_STEPS_BOUNDS) bucket the runs' service times. */
 int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds_ns,
-                     size_t nbounds);
+                     size_t nbounds, uint64_t step_limit);
 /* Publish the open run, if any; `stop`: and end the grant. */
 void kv_ring_seal(struct kv_dev *d, int stop);
 int kv_ring_coalescing(struct kv_dev *d);
@@ -146,4 +155,6 @@ struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname);
 int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd);
 int kv_fast_ready(struct kv_dev *d);      /* INIT done */
 int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended) */
-void kv_fast_stop(struct kv_dev *d);      /* stop and join the thread */
+/* Stop and join the thread; replies still held by an injected latency go
+ * out at once. */
+void kv_fast_stop(struct kv_dev *d);

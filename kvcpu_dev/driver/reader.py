@@ -1,0 +1,270 @@
+"""The one ring reader: every command the fast path answered, in order,
+turned into calls of the declared interfaces (sinks.py).
+
+For each event the reader writes the register trace (Python's copy of
+BAR0, and the ``--trace`` log), tells the model the command's register
+writes at the time the command came, and hands the command whole to every
+listener.  A run of plain STEPs that the fast path coalesced (one
+KV_EV_STEPS event: its count, largest and last step, service-time
+histogram and last steps) becomes one call of each instead.  That is the
+only other shape an event has: coalescing lives in the fast path
+(native/ring.c) and here, nowhere else.
+
+The reader also decides when the fast path may coalesce (``_grant``):
+when no one needs each STEP whole (no --trace, no recorder, a trace no
+longer than a run's kept tail) and below the step the model names
+(``ModelSink.coalesce_limit``).  Any other command ends the grant in C,
+until Python has seen it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ..device import regs
+from ..device.spec import Traced
+from ..device.tables import EventKind
+from ..native._fuse import ffi, lib
+from .events import AT, EVENT, RUN_HEAD, decode, log_command
+from .sinks import NO_COALESCING, Listener, ModelSink
+
+log = logging.getLogger("kvcpu_dev.trace")
+
+#: Events read from the ring at a time.
+BATCH = 1024
+
+_SEQ, _T_NS, _KIND, _NREGS = AT["seq"], AT["t_ns"], AT["kind"], AT["nregs"]
+_REG_SEQ, _REG_OFF, _REG_VAL = AT["reg_seq"], AT["reg_off"], AT["reg_val"]
+_SLOT, _DATA = AT["slot"], AT["data"]
+_IOCTL, _STORE, _RESET, _STEPS = EventKind.IOCTL, EventKind.STORE, EventKind.RESET, EventKind.STEPS
+
+
+class RingReader(Traced):
+    """The consumer of one device's event ring (the daemon's Python thread).
+    ``tracing`` (Traced): --trace, every command and register write logged."""
+
+    def __init__(self, handle: Any, model: ModelSink, *, trace_len: int = 4096, coalesce: bool = False):
+        self._h = handle
+        self.model = model
+        #: Python's copy of BAR0 and its write trace, rebuilt from the ring.
+        self.bar0 = regs.Bar0(trace_len=trace_len)
+        self.listeners: list[Listener] = []
+        self.lost = 0  # commands the ring dropped, as the sequence numbers show
+        #: Let the fast path coalesce plain STEPs when nothing needs them whole.
+        self.coalesce = coalesce
+        #: Commands in the last event or run delivered (or delivering, if
+        #: it raised): those a failure leaves the model unsure of.
+        self.delivering = 0
+        self._next_seq = 1
+        self._batch = ffi.new("struct kv_event[]", BATCH)
+        self._raw = ffi.buffer(self._batch)
+        self._count = 0  # events in the batch read
+        self._pos = 0  # how many of them are delivered
+        self._holding = False  # no grant: a listener is being attached
+        self._granted_bounds: list[int] | None = None
+        self._flood_run = False  # the last drain delivered a flood's run
+        self._run_hist = ffi.new("uint64_t[]", lib.KV_STEPS_BOUNDS + 1)
+        self._run_tail = ffi.new("uint64_t[]", lib.KV_STEPS_TAIL)
+
+    # -- draining ------------------------------------------------------------
+
+    def drain(self, limit: int | None = None, finish: bool = False) -> int:
+        """Deliver waiting events, at most ``limit`` (None: every command
+        taken before this call began, and no more: under a flood a full
+        drain still ends).  Returns how many events.
+
+        A model still applying a large hint takes no further write:
+        draining stops there, so its writes stay in order, unless
+        ``finish``, which completes such work inline (a read of the model's
+        views wants everything the commands before it did).
+
+        An exception from the model or a listener propagates, with the
+        event that raised it consumed: the next call starts after it.
+
+        With coalescing on, a full drain first seals the open run of STEPs
+        into the ring (it came after everything there), which takes the
+        fast path's lock; a bounded one, the daemon's periodic look, does
+        not: the fast path publishes a run itself once it is old enough.
+        Either way the fast path may coalesce again once the drain ends."""
+        h = self._h
+        target = None
+        if limit is None:
+            if self.coalesce:
+                lib.kv_ring_seal(h, 0)
+            target = lib.kv_ring_head_seq(h)
+        done = 0
+        self._flood_run = False
+        model = self.model
+        while limit is None or done < limit:
+            if target is not None and self._next_seq > target:
+                break
+            if self._pos == self._count and not self._read_batch():
+                break
+            if model.busy():
+                if not finish:
+                    break
+                model.work()
+            raw = EVENT.unpack_from(self._raw, self._pos * EVENT.size)
+            self._pos += 1  # a delivery that raises is not retried: the next call goes on
+            self._deliver(raw)
+            done += 1
+        if finish and model.busy():
+            model.work()
+        if self.coalesce:
+            self._grant()
+        return done
+
+    def _read_batch(self) -> bool:
+        self._count = lib.kv_ring_read(self._h, self._batch, BATCH)
+        self._pos = 0
+        return self._count > 0
+
+    def _deliver(self, raw: tuple[Any, ...]) -> None:
+        seq = raw[_SEQ]
+        if seq != self._next_seq:
+            self._lose(seq - self._next_seq)
+        kind = raw[_KIND]
+        if kind == _STEPS:
+            self._deliver_run(raw)
+            return
+        self._next_seq = seq + 1
+        self.delivering = 1
+        ev = decode(raw) if self.listeners or self.tracing else None
+        if ev is not None and self.tracing:
+            log_command(ev)
+        model = self.model
+        if kind == _RESET:  # the window and the device behind it start over
+            self.bar0.mem[:] = bytes(regs.BAR0_SIZE)
+            model.reset()
+        nregs = raw[_NREGS]
+        if nregs:
+            model.at(raw[_T_NS])  # the model's time: when the command came, not now
+            replay, write, reg_seq = self.bar0.replay, model.mmio_write, raw[_REG_SEQ]
+            for j in range(nregs):
+                offset, value = raw[_REG_OFF + j], raw[_REG_VAL + j]
+                replay(reg_seq + j, offset, value)
+                write(offset, value)
+        if ev is not None:
+            for listener in self.listeners:
+                listener.command(ev)
+
+    def _deliver_run(self, raw: tuple[Any, ...]) -> None:
+        """``count`` plain STEPs the fast path coalesced: the register trace
+        gets their last steps, the model one call (it named the limit the
+        run stayed below), each listener the count and histogram."""
+        count, top, last, last_t_ns, service_ns = RUN_HEAD.unpack_from(raw[_DATA])
+        self._next_seq = raw[_SEQ] + count
+        self.delivering = count
+        self._flood_run = count >= lib.KV_RUN_FLOOD
+        kept = lib.kv_steps_detail(self._h, raw[_SLOT], self._run_hist, lib.KV_STEPS_BOUNDS + 1,
+                                   self._run_tail, self.bar0.trace_len)  # what the trace keeps
+        tail = np.frombuffer(ffi.buffer(self._run_tail, kept * 8), dtype="<u8").copy()
+        assert kept and int(tail[-1]) == last, "a run's detail was read twice"
+        self.bar0.replay_run(raw[_REG_SEQ], regs.STEP_ADVANCE, count, tail)
+        if not self.model.mmio_write_steps(regs.STEP_ADVANCE, count, last, top, last_t_ns):
+            log.warning("the model could not take a run of %d coalesced STEPs; it is out of sync", count)
+            self.model.events_lost(count)
+        for listener in self.listeners:
+            listener.step_run(count, service_ns, list(self._run_hist[0:len(listener.run_bounds_ns) + 1]))
+
+    def _lose(self, count: int) -> None:
+        self.lost += count
+        log.warning("event ring overflowed: %d command(s) lost; the model is out of sync", count)
+        self.model.events_lost(count)
+
+    # -- listeners -----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Attach ``listener`` from the next command on: what came before
+        goes to the listeners before it.  While it is attached, a listener
+        that takes every command whole (a recorder) keeps the fast path
+        from coalescing."""
+        if self.coalesce:  # seal and deliver the open run: it is not this listener's
+            lib.kv_ring_seal(self._h, 1)
+            self._holding = True
+            try:
+                self.drain()
+            finally:
+                self._holding = False
+        self.listeners.append(listener)
+        if self.coalesce:
+            self._grant()
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Detach ``listener`` once it has every command taken so far."""
+        self.drain()
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    # -- coalescing ----------------------------------------------------------------
+
+    def _grant(self) -> None:
+        """Let the fast path coalesce plain STEPs below the model's limit if
+        nothing downstream needs them one by one, or stop it.  The fast
+        path grants only if nothing but plain STEPs came after what Python
+        has seen, so this decision holds for the run."""
+        h = self._h
+        bounds = self._run_bounds()
+        step_limit = self.model.coalesce_limit() if bounds is not None else NO_COALESCING
+        on = lib.kv_ring_coalescing(h)  # lock-free, as is a refusal
+        if on and bounds != self._granted_bounds:
+            lib.kv_ring_seal(h, 1)  # a listener came or went, --trace, ...
+            on = False
+        if bounds is not None and step_limit != NO_COALESCING and not on and \
+                lib.kv_ring_coalesce(h, self._next_seq - 1, bounds, len(bounds), step_limit):
+            self._granted_bounds = bounds
+
+    def _run_bounds(self) -> list[int] | None:
+        """The listeners' histogram bounds if runs may be coalesced now,
+        else None."""
+        if self._holding or self.tracing or self.bar0.trace_len > lib.KV_STEPS_TAIL:
+            return None
+        if any(listener.whole_commands for listener in self.listeners):
+            return None
+        bounds: set[tuple[int, ...]] = {tuple(listener.run_bounds_ns) for listener in self.listeners}
+        if len(bounds) > 1:
+            return None
+        return list(bounds.pop()) if bounds else []
+
+    def coalescing(self) -> bool:
+        """The fast path is coalescing plain STEPs now."""
+        return bool(lib.kv_ring_coalescing(self._h))
+
+    def steps_coalesced(self) -> int:
+        """STEPs that went into runs so far (lock-free)."""
+        return int(lib.kv_ring_coalesced(self._h))
+
+    def flooded(self) -> bool:
+        """The last drain found a flood's run of STEPs and the fast path is
+        still coalescing: it publishes the next one only when that is
+        FLOOD_RUN_PUBLISH_NS old."""
+        return self._flood_run and self.coalescing()
+
+    # -- waking ---------------------------------------------------------------------
+
+    def arm(self) -> bool:
+        """Ask to be woken (the eventfd) by the next event; True if events
+        are already waiting, so the caller should drain instead of sleep."""
+        return bool(lib.kv_ring_arm(self._h)) or self._pos < self._count
+
+    def watch(self, on: bool) -> None:
+        """While a flood is coalesced: have the next event (a run, or what
+        ended the grant) write the eventfd; off again after a timed wait."""
+        lib.kv_ring_watch(self._h, on)
+
+    def stats(self) -> dict[str, int]:
+        h = self._h
+        return {
+            "served": lib.kv_dev_served(h),
+            "lossless": lib.kv_ring_lossless(h),
+            "ring_capacity": lib.kv_ring_capacity(h),
+            "ring_depth": lib.kv_ring_depth(h),
+            "ring_dropped": lib.kv_ring_dropped(h),
+            "ring_stalls": lib.kv_ring_stalls(h),
+            "ring_stall_ns": lib.kv_ring_stall_ns(h),
+            "steps_coalesced": self.steps_coalesced(),
+            "events_lost_seen": self.lost,
+        }
