@@ -49,7 +49,10 @@ def temp_link_name(name: str, pid: int) -> str:
     return f".{name}.{pid}"
 
 
-#: The fast path's event ring: events held between drains; at 224 bytes
-#: each, 16384 is 3.5 MiB.  (Here, not in fastpath.py, so that the options
-#: need no cffi.)
-RING_EVENTS = 16384
+#: The fast path's event ring: events held between drains (240 bytes
+#: each: 4096 is 960 KiB).  Python looks every 10 ms, when one client's
+#: mixed flood brings ~600 events; a full ring is what a model view must
+#: catch up on before it answers (~6 us an event: ~25 ms), and when the
+#: ring is full a request waits for room (lossless).  (Here, not in
+#: driver/, so that the options need no cffi.)
+RING_EVENTS = 4096

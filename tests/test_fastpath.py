@@ -89,10 +89,11 @@ class Events:
         self.seen: list[Event] = []
         self._on_command = on_command
 
-    def command(self, ev: Event) -> None:
-        self.seen.append(ev)
-        if self._on_command is not None:
-            self._on_command(ev)
+    def take(self, batch) -> None:
+        for ev in batch.events():
+            self.seen.append(ev)
+            if self._on_command is not None:
+                self._on_command(ev)
 
     def step_run(self, count: int, service_ns: int, per_bucket) -> None:
         raise AssertionError("no run while a listener takes whole commands")
@@ -553,8 +554,9 @@ class WholeCommands:
     def __init__(self, inner) -> None:
         self.inner = inner
 
-    def command(self, ev: Event) -> None:
-        self.inner.command(ev)
+    def take(self, batch) -> None:
+        for ev in batch.events():
+            self.inner.command(ev)
 
     def step_run(self, count: int, service_ns: int, per_bucket) -> None:
         raise AssertionError("no run while a listener takes whole commands")
@@ -814,3 +816,28 @@ def test_a_backlog_defers_the_scan_to_once_per_poll() -> None:
     server._scanned -= DRAIN_POLL_S
     server._model_work(backlog=True)
     assert not model.has_pending() and model.counts["scans"] == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 1, 1, 2, 3, 4, 5]), st.sampled_from([*KNOWN, 0x1234]),
+                          st.sampled_from([0, 0, errno.EINVAL, errno.EIO]), st.integers(0, 3),
+                          st.integers(0, 10**7), st.integers(0, 2**32 - 1)), max_size=120))
+def test_the_counters_count_a_large_batch_in_numpy_as_one_event_at_a_time(rows: list[tuple]) -> None:
+    """CommandStats.take counts a large batch with numpy; its command()
+    (one event at a time) is what the counters mean.  Same counts, same
+    histograms, same sums."""
+    import numpy as np
+
+    from kvcpu_dev.bench.stats import CommandStats
+    from kvcpu_dev.driver.events import COLUMNS
+
+    cols = np.zeros(len(rows), dtype=COLUMNS)
+    for name, values in zip(("kind", "cmd", "err", "fault", "latency_us", "service_ns"), zip(*rows)):
+        cols[name] = values
+    by_numpy, by_event = CommandStats(), CommandStats()
+    by_numpy._count_columns(cols)
+    for kind, cmd, err, fault, latency_us, service_ns in rows:
+        by_event.command(Event(0, 0, kind, cmd, 0, err, b"", (), fault, latency_us, service_ns))
+    assert (by_numpy.commands, by_numpy.hist, by_numpy.hist_sum_ns, by_numpy.faults, by_numpy.stores,
+            by_numpy.controls) == (by_event.commands, by_event.hist, by_event.hist_sum_ns, by_event.faults,
+                                   by_event.stores, by_event.controls)

@@ -36,7 +36,7 @@ from ..safe_paths import secure_dir
 from . import kvrec as fmt
 
 if TYPE_CHECKING:
-    from ..driver.events import Event
+    from ..driver.events import CommandBatch, Event
     from ..driver.handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
@@ -146,6 +146,10 @@ class Recorder:
                 comm = b""
             self._comms[pid] = comm
         return comm
+
+    def take(self, batch: CommandBatch) -> None:
+        for ev in batch.events():
+            self.command(ev)
 
     def command(self, ev: Event) -> None:
         if self.fd < 0:

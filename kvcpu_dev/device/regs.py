@@ -95,11 +95,12 @@ class Bar0:
     def __init__(self, trace_len: int = 4096):
         self.mem = bytearray(BAR0_SIZE)
         self.trace_len = trace_len
-        #: The trace as written: (first seq, offset, values), one value for
-        #: a single write, an array for a run; spelled out as RegWrites only
-        #: when someone reads ``trace`` (rarely: tests, tools), never on
-        #: the drain's path.
-        self._log: collections.deque[tuple[int, int, Sequence[int] | np.ndarray]] = collections.deque()
+        #: The trace as written: (first seq, offset or offsets, values), a
+        #: value for a single write, arrays for a batch or a run; spelled
+        #: out as RegWrites only when someone reads ``trace`` (rarely:
+        #: tests, tools), never on the drain's path.
+        self._log: collections.deque[tuple[int, int | Sequence[int] | np.ndarray,
+                                           Sequence[int] | np.ndarray]] = collections.deque()
         self._logged = 0  # writes in _log
         self._spelled: collections.deque[RegWrite] | None = None
         self.seq = 0
@@ -128,9 +129,20 @@ class Bar0:
         self.seq = first_seq + count - 1
         self._note(first_seq + count - len(tail), offset, tail)
 
-    def _note(self, first_seq: int, offset: int, values: Sequence[int] | np.ndarray) -> None:
+    def replay_writes(self, first_seq: int, offsets: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray,
+                      last: dict[int, int]) -> None:
+        """Writes numbered from ``first_seq`` on, back to back (a batch of
+        commands' writes from the ring), and each register's ``last``
+        value among them: the window and the trace after them."""
+        for offset, value in last.items():
+            _U64.pack_into(self.mem, offset, value)
+        self.seq = first_seq + len(values) - 1
+        self._note(first_seq, offsets, values)
+
+    def _note(self, first_seq: int, offsets: int | Sequence[int] | np.ndarray,
+              values: Sequence[int] | np.ndarray) -> None:
         log = self._log
-        log.append((first_seq, offset, values))
+        log.append((first_seq, offsets, values))
         self._logged += len(values)
         self._spelled = None
         while len(log) > 1 and self._logged - len(log[0][2]) >= self.trace_len:
@@ -147,11 +159,12 @@ class Bar0:
         if self._spelled is None:
             self._spelled = collections.deque(maxlen=self.trace_len)
             skip = max(0, self._logged - self.trace_len)
-            for first_seq, offset, values in self._log:
+            for first_seq, offsets, values in self._log:
                 start = min(skip, len(values))
                 skip -= start
-                self._spelled.extend(RegWrite(first_seq + i, offset, int(v))
-                                     for i, v in enumerate(values[start:], start))
+                for i in range(start, len(values)):
+                    offset = offsets if isinstance(offsets, int) else int(offsets[i])
+                    self._spelled.append(RegWrite(first_seq + i, offset, int(values[i])))
         return self._spelled
 
     def read64(self, offset: int) -> int:

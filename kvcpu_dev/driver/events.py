@@ -9,6 +9,8 @@ import logging
 import struct
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ..device import abi, regs
 from ..device.tables import EventKind
 from ..native._fuse import ffi
@@ -49,6 +51,28 @@ EVENT, AT = _codec("struct kv_event")
 RUN_HEAD, _ = _codec("struct kv_steps_head")
 _REG_OFF, _REG_VAL = AT["reg_off"], AT["reg_val"]
 MAX_REGS = _REG_VAL - _REG_OFF
+
+
+def _dtype(ctype: str) -> np.dtype[Any]:
+    """A numpy structured dtype laid over the C struct in place (fixed-width
+    fields, arrays of them as sub-arrays, ``uint8_t[N]`` as bytes)."""
+    names, formats, offsets = [], [], []
+    for name, field in ffi.typeof(ctype).fields:
+        t = field.type
+        if t.kind == "array":
+            code = _CODES[t.item.cname]
+            fmt: Any = f"S{t.length}" if code == "B" else (f"<{code}", (t.length,))
+        else:
+            fmt = "<" + _CODES[t.cname]
+        names.append(name)
+        formats.append(fmt)
+        offsets.append(field.offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": ffi.sizeof(ctype)})
+
+
+#: The same layout as numpy columns, for a batch's counts without a Python
+#: loop (CommandStats) and the register trace.
+COLUMNS = _dtype("struct kv_event")
 
 
 class Event(NamedTuple):
@@ -101,3 +125,23 @@ def log_command(ev: Event) -> None:
         injected = f", fault {ev.fault}" if ev.fault else ""
         log.info("  -> %s (pid %d%s)", errno.errorcode.get(ev.errno, ev.errno) if ev.errno else "ok",
                  ev.pid, injected)
+
+
+class CommandBatch:
+    """Commands delivered together, in order: a slice of the ring's batch.
+    A listener reads it during its ``commands`` call only (the buffer is
+    reused by the next read): as numpy ``columns`` to count, or as decoded
+    ``events()`` to look at each."""
+
+    def __init__(self, raw: Any, columns: np.ndarray, start: int, end: int):
+        self._raw, self.columns, self._start, self._end = raw, columns[start:end], start, end
+        self._events: list[Event] | None = None
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def events(self) -> list[Event]:
+        if self._events is None:
+            size, raw = EVENT.size, self._raw
+            self._events = [decode(EVENT.unpack_from(raw, i * size)) for i in range(self._start, self._end)]
+        return self._events

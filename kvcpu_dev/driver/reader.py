@@ -19,6 +19,7 @@ until Python has seen it.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..device import regs
 from ..device.spec import Traced
 from ..device.tables import EventKind
 from ..native._fuse import ffi, lib
-from .events import AT, EVENT, RUN_HEAD, decode, log_command
+from .events import AT, COLUMNS, EVENT, RUN_HEAD, CommandBatch, decode, log_command
 from .sinks import NO_COALESCING, Listener, ModelSink
 
 log = logging.getLogger("kvcpu_dev.trace")
@@ -36,10 +37,9 @@ log = logging.getLogger("kvcpu_dev.trace")
 #: Events read from the ring at a time.
 BATCH = 1024
 
-_SEQ, _T_NS, _KIND, _NREGS = AT["seq"], AT["t_ns"], AT["kind"], AT["nregs"]
-_REG_SEQ, _REG_OFF, _REG_VAL = AT["reg_seq"], AT["reg_off"], AT["reg_val"]
-_SLOT, _DATA = AT["slot"], AT["data"]
-_IOCTL, _STORE, _RESET, _STEPS = EventKind.IOCTL, EventKind.STORE, EventKind.RESET, EventKind.STEPS
+_SEQ, _REG_SEQ, _SLOT, _DATA = AT["seq"], AT["reg_seq"], AT["slot"], AT["data"]
+_RESET, _STEPS = EventKind.RESET, EventKind.STEPS
+_WRITE_INDEX = np.arange(lib.KV_EV_REGS)
 
 
 class RingReader(Traced):
@@ -63,6 +63,10 @@ class RingReader(Traced):
         self._raw = ffi.buffer(self._batch)
         self._count = 0  # events in the batch read
         self._pos = 0  # how many of them are delivered
+        self._cols = np.zeros(0, dtype=COLUMNS)  # the batch as numpy columns
+        self._seq: list[int] = []
+        self._kind: list[int] = []
+        self._breaks: list[int] = []
         self._holding = False  # no grant: a listener is being attached
         self._granted_bounds: list[int] | None = None
         self._flood_run = False  # the last drain delivered a flood's run
@@ -103,14 +107,22 @@ class RingReader(Traced):
                 break
             if self._pos == self._count and not self._read_batch():
                 break
+            pos = self._pos
+            if target is not None and self._seq[pos] > target:
+                break
             if model.busy():
                 if not finish:
                     break
                 model.work()
-            raw = EVENT.unpack_from(self._raw, self._pos * EVENT.size)
-            self._pos += 1  # a delivery that raises is not retried: the next call goes on
-            self._deliver(raw)
-            done += 1
+            if self._seq[pos] != self._next_seq:
+                self._lose(self._seq[pos] - self._next_seq)
+            if self._kind[pos] == _STEPS:
+                self._pos = pos + 1
+                self._deliver_run(EVENT.unpack_from(self._raw, pos * EVENT.size))
+                done += 1
+                continue
+            end = self._segment_end(pos, None if limit is None else limit - done, target)
+            done += self._deliver(pos, end)
         if finish and model.busy():
             model.work()
         if self.coalesce:
@@ -118,38 +130,110 @@ class RingReader(Traced):
         return done
 
     def _read_batch(self) -> bool:
-        self._count = lib.kv_ring_read(self._h, self._batch, BATCH)
+        n = self._count = lib.kv_ring_read(self._h, self._batch, BATCH)
         self._pos = 0
-        return self._count > 0
+        if not n:
+            return False
+        cols = self._cols = np.frombuffer(self._raw, dtype=COLUMNS, count=n)
+        self._seq = cols["seq"].tolist()
+        self._kind = cols["kind"].tolist()
+        # Where a segment of whole commands must end: a run, a reset (the
+        # window starts over), a gap in the sequence (lost events).
+        seq = cols["seq"]
+        special = np.flatnonzero((cols["kind"] == _STEPS) | (cols["kind"] == _RESET))
+        gaps = np.flatnonzero(seq[1:] != seq[:-1] + 1) + 1
+        self._breaks = np.union1d(np.union1d(special, special + 1), gaps).tolist()
+        return True
 
-    def _deliver(self, raw: tuple[Any, ...]) -> None:
-        seq = raw[_SEQ]
-        if seq != self._next_seq:
-            self._lose(seq - self._next_seq)
-        kind = raw[_KIND]
-        if kind == _STEPS:
-            self._deliver_run(raw)
-            return
-        self._next_seq = seq + 1
-        self.delivering = 1
-        ev = decode(raw) if self.listeners or self.tracing else None
-        if ev is not None and self.tracing:
-            log_command(ev)
+    def _segment_end(self, pos: int, room: int | None, target: int | None) -> int:
+        """The end of the commands from ``pos`` that go together: up to the
+        next break, at most ``room`` of them, none taken after ``target``."""
+        i = bisect.bisect_right(self._breaks, pos)
+        end = self._breaks[i] if i < len(self._breaks) else self._count
+        if room is not None:
+            end = min(end, pos + room)
+        if target is not None:
+            end = min(end, bisect.bisect_right(self._seq, target, pos, end))
+        return end
+
+    def _deliver(self, start: int, end: int) -> int:
+        """Commands start..end (no run, no gap among them; a reset alone):
+        the model each one's writes at its time, until it is busy with a
+        large hint; then the register trace and the listeners those it
+        took.  Returns how many were delivered."""
+        cols = self._cols
         model = self.model
-        if kind == _RESET:  # the window and the device behind it start over
+        stop = start
+        self.delivering = 1
+        try:
+            if self.tracing:  # each command logged before its writes
+                stop = self._deliver_traced(start, end)
+            elif self._kind[start] == _RESET:
+                stop = start + 1
+                model.reset()
+            else:
+                times = cols["t_ns"][start:end].tolist()
+                counts = cols["nregs"][start:end].tolist()
+                offsets = cols["reg_off"][start:end].tolist()
+                values = cols["reg_val"][start:end].tolist()
+                at, write, busy = model.at, model.mmio_write, model.busy
+                for i, n in enumerate(counts):
+                    stop = start + i + 1  # consumed, even if the model raises on it
+                    if n:
+                        at(times[i])  # the model's time: when the command came, not now
+                        offs, vals = offsets[i], values[i]
+                        for j in range(n):
+                            write(offs[j], vals[j])
+                        if busy():
+                            break
+        finally:
+            if stop > start:
+                self._pos = stop
+                self._next_seq = self._seq[stop - 1] + 1
+                if not self.tracing:
+                    self._trace(start, stop)
+                if self.listeners:
+                    batch = CommandBatch(self._raw, cols, start, stop)
+                    for listener in self.listeners:
+                        listener.take(batch)
+        return stop - start
+
+    def _deliver_traced(self, start: int, end: int) -> int:
+        """--trace: one command at a time, its line, then its writes."""
+        model = self.model
+        for pos in range(start, end):
+            raw = EVENT.unpack_from(self._raw, pos * EVENT.size)
+            ev = decode(raw)
+            log_command(ev)
+            if ev.kind == _RESET:
+                self.bar0.mem[:] = bytes(regs.BAR0_SIZE)
+                model.reset()
+            if ev.writes:
+                model.at(ev.t_ns)
+            for w in ev.writes:
+                self.bar0.replay(w.seq, w.offset, w.value)
+                model.mmio_write(w.offset, w.value)
+            if model.busy():
+                return pos + 1
+        return end
+
+    def _trace(self, start: int, stop: int) -> None:
+        """The register trace and Python's copy of BAR0 after commands
+        start..stop, in one step."""
+        cols = self._cols[start:stop]
+        if self._kind[start] == _RESET:
             self.bar0.mem[:] = bytes(regs.BAR0_SIZE)
-            model.reset()
-        nregs = raw[_NREGS]
-        if nregs:
-            model.at(raw[_T_NS])  # the model's time: when the command came, not now
-            replay, write, reg_seq = self.bar0.replay, model.mmio_write, raw[_REG_SEQ]
-            for j in range(nregs):
-                offset, value = raw[_REG_OFF + j], raw[_REG_VAL + j]
-                replay(reg_seq + j, offset, value)
-                write(offset, value)
-        if ev is not None:
-            for listener in self.listeners:
-                listener.command(ev)
+            return
+        counts = cols["nregs"]
+        written = counts > 0
+        if not written.any():
+            return
+        mask = _WRITE_INDEX < counts[:, None]
+        offsets, values = cols["reg_off"][mask], cols["reg_val"][mask]
+        last_first = offsets[::-1]
+        registers, index = np.unique(last_first, return_index=True)
+        last = dict(zip(registers.tolist(), values[::-1][index].tolist()))
+        self.bar0.replay_writes(int(cols["reg_seq"][written][0]), offsets, values, last)
 
     def _deliver_run(self, raw: tuple[Any, ...]) -> None:
         """``count`` plain STEPs the fast path coalesced: the register trace

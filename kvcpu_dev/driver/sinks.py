@@ -7,8 +7,8 @@ reader (reader.py):
   model sees only BAR0, as the hardware would), runs of coalesced STEPs,
   resets and lost events; and the model's background work, which the
   reader and the daemon's loop drive;
-- ``Listener``s: the recorder and the metrics' counters, which take each
-  command whole or, for coalesced runs, their counts.
+- ``Listener``s: the recorder and the metrics' counters, which take the
+  commands whole, a batch at a time, or, for coalesced runs, their counts.
 
 The reader calls exactly these methods and nothing else; nothing is probed
 for.  The model steers the fast path in one way only: ``coalesce_limit``,
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from .events import Event
+from .events import CommandBatch
 
 #: No STEP may be coalesced (a hint is still being applied).
 NO_COALESCING = 0
@@ -83,8 +83,8 @@ class Listener(Protocol):
         """The histogram bounds (ns, ascending) a coalesced run's service
         times come bucketed by (its step_run's per_bucket)."""
 
-    def command(self, ev: Event) -> None:
-        """One command, whole."""
+    def take(self, batch: CommandBatch) -> None:
+        """Commands, whole, in order (read them during the call only)."""
 
     def step_run(self, count: int, service_ns: int, per_bucket: Sequence[int]) -> None:
         """``count`` successful STEPs the fast path coalesced: their

@@ -4,23 +4,11 @@ options) returning Counts, so the runner treats every policy alike."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from . import arc, belady, lru, priolru
+from .options import Options as Options  # the runs' shared options, named here too
 from .result import Counts, add_bytes
 from .traces import Trace
-
-MiB = 2**20
-
-
-@dataclass
-class Options:
-    """What every run shares: the size of one trace block, and the
-    adapter's parameters for the hepc policies (see runtime.py)."""
-
-    block_bytes: int = 64 * MiB  # one 512-token block of Llama-3-8B fp16
-    hepc: dict[str, Any] = field(default_factory=dict)  # overrides of runtime.AdapterConfig's fields
 
 
 class Cache:

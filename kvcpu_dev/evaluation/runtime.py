@@ -54,7 +54,7 @@ from .result import Counts
 from .traces import Trace
 
 if TYPE_CHECKING:
-    from .policies import Options
+    from .options import Options
 
 WEIGHT_FIELDS = tuple(regs.DEFAULT_WEIGHTS)
 WEIGHT_OFFSETS = regs.WEIGHT_REGS

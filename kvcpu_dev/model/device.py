@@ -31,6 +31,8 @@ log = logging.getLogger("kvcpu_dev.model")
 U32, U64 = regs.U32, regs.U64
 #: How long one slice of a large hint may run in incremental mode.
 HINT_SLICE_S = 0.002
+#: A hint over fewer blocks is applied whole at once (it takes microseconds).
+_SMALL_HINT = 64
 
 
 class InvariantError(AssertionError):
@@ -108,7 +110,8 @@ class DeviceModel:
     # -- BAR0 -------------------------------------------------------------------------
     def mmio_write(self, offset: int, value: int) -> None:
         """One 64-bit register write from the driver, in the driver's order."""
-        self.work()  # a hint still being applied goes first
+        if self._work is not None:
+            self.work()  # a hint still being applied goes first
         value &= U64
         if offset in self._latch:
             self._latch[offset] = value
@@ -186,7 +189,12 @@ class DeviceModel:
         self._hint_va, self._hint_len = va, length
         first = va // self.block_size
         last = (min(va + length, U64 + 1) - 1) // self.block_size
-        self._work = (apply(i) for i in self._entries(first, last, allocate=kind != "evict"))
+        entries = self._entries(first, last, allocate=kind != "evict")
+        if last - first < _SMALL_HINT:  # most hints: applied at once, no slicing to arrange
+            for i in entries:
+                apply(i)
+            return
+        self._work = (apply(i) for i in entries)
         self.work(HINT_SLICE_S if self.incremental else None)
 
     def busy(self) -> bool:

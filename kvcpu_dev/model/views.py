@@ -1,24 +1,41 @@
 """What users see of the model: stats, tiers, DMA state and the block dump
 as Python values, and the attribute files' text of them.  The formats, their
-rendering and their parsers are numpy-free, in kvcpu_dev/model_text.py."""
+rendering and their parsers are numpy-free, in kvcpu_dev/device/model_text.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..device import model_text as text
 from ..device.model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
 from ..device.regs import U32
-from .rtbd import NO_MOVE, REQUEST_UNKNOWN
+from .config import ModelConfig
+from .dma import DmaEngine
+from .hepc import Registers
+from .rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
 
-if TYPE_CHECKING:
-    from .device import DeviceModel
+
+class ModelState(Protocol):
+    """What the views read of the model (device.ModelState): its parts and
+    counters, never its behaviour, so the views need not import it."""
+
+    config: ModelConfig
+    dir: Directory
+    dma: DmaEngine
+    regs: Registers
+    counts: dict[str, int]
+    last_scan: dict[str, int]
+    step32: int
+    block_size: int
+
+    def now_ns(self) -> int: ...
+    def has_pending(self) -> bool: ...
 
 
 # -- Python-side views ---------------------------------------------------------------
-def stats(m: DeviceModel) -> dict[str, Any]:
+def stats(m: ModelState) -> dict[str, Any]:
     d, dma = m.dir, m.dma
     demoted, promoted = dma.completed_by_direction()
     down = int(np.triu(dma.bytes_moved, 1).sum())
@@ -54,7 +71,7 @@ def stats(m: DeviceModel) -> dict[str, Any]:
     return out
 
 
-def tiers(m: DeviceModel) -> list[dict[str, Any]]:
+def tiers(m: ModelState) -> list[dict[str, Any]]:
     dma, bs = m.dma, m.block_size
     rows = []
     for t, (name, tc) in enumerate(zip(TIER_NAMES, m.config.tiers)):
@@ -74,7 +91,7 @@ def tiers(m: DeviceModel) -> list[dict[str, Any]]:
     return rows
 
 
-def dma_state(m: DeviceModel) -> list[dict[str, Any]]:
+def dma_state(m: ModelState) -> list[dict[str, Any]]:
     now = m.now_ns()
     rows = [m.dma.channel_state(c, now) for c in range(2)]
     for src in range(4):
@@ -88,7 +105,7 @@ def dma_state(m: DeviceModel) -> list[dict[str, Any]]:
     return rows
 
 
-def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
@@ -123,17 +140,17 @@ def blocks(m: DeviceModel, tier: int | str | None = None, va_range: tuple[int, i
 
 
 # -- attribute text ---------------------------------------------------------------------
-def render_stats(m: DeviceModel) -> str:
+def render_stats(m: ModelState) -> str:
     return text.render_stats(stats(m))
 
 
-def render_tiers(m: DeviceModel) -> str:
+def render_tiers(m: ModelState) -> str:
     return text.render_records(tiers(m))
 
 
-def render_dma(m: DeviceModel) -> str:
+def render_dma(m: ModelState) -> str:
     return text.render_records(dma_state(m))
 
 
-def render_blocks(m: DeviceModel) -> str:
+def render_blocks(m: ModelState) -> str:
     return text.render_block_rows(blocks(m))

@@ -6,12 +6,13 @@ API mode rather than ABI mode because ``struct stat``, ``fuse_file_info``
 (bitfields) and the ops tables must match the C compiler's layout exactly;
 cffi checks that at build time instead of trusting a hand-written copy.
 
-The sources, one concern each: ring.c (the event ring and coalesced runs),
-driver.c (the driver's semantics and the bench's controls), delayed.c
-(replies held by an injected latency), sessions.c (the device's FUSE and
-CUSE sessions and their thread), attrs_shim.c (the attribute mount's
-helpers); internal.h is their private header, kvcpu.h and attrs_shim.h
-what Python sees.  Facts Python also states (registers, default weights,
+The sources, one concern each, each calling only those before it:
+ring.c (the event ring and coalesced runs), driver.c (the driver's
+semantics and the bench's controls), delayed.c (replies held by an
+injected latency), sessions.c (the device's FUSE and CUSE sessions and
+their thread), device.c (one device's life: made, shared, freed), and
+apart, attrs_shim.c (the attribute mount's helpers); internal.h is their
+private header, kvcpu.h and attrs_shim.h what Python sees.  Facts Python also states (registers, default weights,
 event kinds, fault modes, run timings) are generated here as ``KV_*``
 defines from kvcpu_dev/device/regs.py and tables.py, never typed twice.
 """
@@ -29,7 +30,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 #: <linux/kv_cpu.h>: the command numbers and structs, as C clients see them.
 UAPI_INCLUDE = PACKAGE / "uapi"
-SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "attrs_shim.c")
+SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "device.c", "attrs_shim.c")
 #: What Python sees: also the cffi declaration.
 PUBLIC_HEADERS = ("kvcpu.h", "attrs_shim.h")
 #: attrs_shim.h's marker before the callbacks Python defines.

@@ -83,6 +83,24 @@ static void *send_when_due(void *arg)
     return NULL;
 }
 
+void kv_delayed_init(struct kv_dev *d)
+{
+    pthread_condattr_t attr;
+
+    pthread_mutex_init(&d->delay_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->delay_cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+void kv_delayed_free(struct kv_dev *d)
+{
+    kv_delayed_stop(d);
+    pthread_mutex_destroy(&d->delay_lock);
+    pthread_cond_destroy(&d->delay_cond);
+}
+
 int kv_delayed_start(struct kv_dev *d)
 {
     sigset_t all, old;

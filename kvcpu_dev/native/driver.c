@@ -18,7 +18,7 @@
 
 /* -- BAR0 and the state ----------------------------------------------------- */
 
-void kv_bar0_store(struct kv_dev *d, uint32_t off, uint64_t value)
+static void bar0_store(struct kv_dev *d, uint32_t off, uint64_t value)
 {
     memcpy(d->bar0 + off, &value, 8);   /* little-endian hosts only, as BAR0 */
     d->reg_seq++;
@@ -26,7 +26,7 @@ void kv_bar0_store(struct kv_dev *d, uint32_t off, uint64_t value)
 
 static void write64(struct kv_dev *d, struct kv_pending *p, uint32_t off, uint64_t value)
 {
-    kv_bar0_store(d, off, value);
+    bar0_store(d, off, value);
     p->ev->reg_off[p->ev->nregs] = off;
     p->ev->reg_val[p->ev->nregs] = value;
     p->ev->nregs++;
@@ -62,7 +62,7 @@ static void telemetry(struct kv_dev *d, struct kv_cpu_telemetry_info *t)
     t->prefetch_thresh = d->w[5];
 }
 
-void kv_set_step(struct kv_dev *d, uint64_t step)
+static void set_step(struct kv_dev *d, uint64_t step)
 {
     d->current_step = step;
     d->step_count++;
@@ -133,7 +133,7 @@ static int run_command(struct kv_dev *d, struct kv_pending *p, uint32_t cmd,
     switch (cmd) {
     case KV_CPU_STEP_ADVANCE:
         memcpy(&u.step, in, sizeof(u.step));
-        kv_set_step(d, u.step.step);
+        set_step(d, u.step.step);
         write64(d, p, KV_REG_STEP_ADVANCE, u.step.step);
         return 0;
     case KV_CPU_SET_WEIGHTS:
@@ -211,7 +211,11 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
     *delay_ns = 0;
     pthread_mutex_lock(&d->lock);
     plain = kv_plain_step(d, cmd, in, insz, &step);
-    if (plain && kv_coalesce_step(d, step, pid, wakep)) {
+    if (plain && kv_run_take(d, t0 = kv_now_ns(), wakep)) {
+        /* The driver's work, and no event: the run accounts for the STEP. */
+        set_step(d, step);
+        bar0_store(d, KV_REG_STEP_ADVANCE, step);
+        kv_run_add(d, step, pid, t0);
         pthread_mutex_unlock(&d->lock);
         return 0;
     }
@@ -320,7 +324,7 @@ size_t kv_fault_list(struct kv_dev *d, struct kv_fault *out, size_t max)
 }
 
 /* The driver's state at load (and after a function-level reset). */
-static void power_on_state(struct kv_dev *d)
+void kv_dev_power_on(struct kv_dev *d)
 {
     d->current_step = d->step_count = d->hot_count = d->evict_count = 0;
     d->prefetch_count = d->share_count = d->last_va = d->last_len = 0;
@@ -350,7 +354,7 @@ static void control_event(struct kv_dev *d, uint32_t kind)
 void kv_dev_reset(struct kv_dev *d)
 {
     pthread_mutex_lock(&d->lock);
-    power_on_state(d);
+    kv_dev_power_on(d);
     d->resets++;
     control_event(d, KV_EV_RESET);
     pthread_mutex_unlock(&d->lock);
@@ -402,59 +406,4 @@ void kv_dev_bar0(struct kv_dev *d, uint8_t *out4096)
     pthread_mutex_lock(&d->lock);
     memcpy(out4096, d->bar0, sizeof(d->bar0));
     pthread_mutex_unlock(&d->lock);
-}
-
-/* -- life ------------------------------------------------------------------------- */
-
-struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd, int lossless)
-{
-    struct kv_dev *d = calloc(1, sizeof(*d));
-    pthread_condattr_t attr;
-    uint32_t cap = 1;
-
-    if (d == NULL)
-        return NULL;
-    while (cap < ring_events && cap < (1u << 24))
-        cap <<= 1;
-    d->slots = calloc(cap, sizeof(struct kv_event));
-    if (d->slots == NULL) {
-        free(d);
-        return NULL;
-    }
-    d->cap = cap;
-    d->lossless = !!lossless;
-    pthread_mutex_init(&d->lock, NULL);
-    pthread_mutex_init(&d->room_lock, NULL);
-    pthread_mutex_init(&d->delay_lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&d->room, &attr);
-    pthread_cond_init(&d->delay_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    power_on_state(d);
-    d->present = 1;
-    d->wake_fd = wake_fd;
-    d->exit_fd = -1;
-    d->step_limit = 1ull << 32;
-    return d;
-}
-
-void kv_dev_share(struct kv_dev *d, struct kv_shared *shared)
-{
-    d->shared = shared;
-}
-
-void kv_dev_free(struct kv_dev *d)
-{
-    if (d == NULL)
-        return;
-    kv_fast_stop(d);
-    kv_delayed_stop(d);
-    pthread_mutex_destroy(&d->lock);
-    pthread_mutex_destroy(&d->room_lock);
-    pthread_mutex_destroy(&d->delay_lock);
-    pthread_cond_destroy(&d->room);
-    pthread_cond_destroy(&d->delay_cond);
-    free(d->slots);
-    free(d);
 }

@@ -139,14 +139,15 @@ void kv_ev_begin(struct kv_dev *d, struct kv_pending *p, uint32_t kind, uint32_t
 void kv_ev_data(struct kv_pending *p, const void *data, size_t size);
 int kv_ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain);
 void kv_wake(struct kv_dev *d, int flags);
-/* A STEP a grant may coalesce (its step in *step), and coalescing it. */
+/* A STEP a grant may coalesce (its step in *step); whether the open run
+ * takes it; and the run's account of it once the driver did its work. */
 int kv_plain_step(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz, uint64_t *step);
-int kv_coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid, int *wakep);
+int kv_run_take(struct kv_dev *d, uint64_t t0, int *wakep);
+void kv_run_add(struct kv_dev *d, uint64_t step, int32_t pid, uint64_t t0);
 void kv_ring_wake_waiters(struct kv_dev *d);
 
 /* driver.c */
-void kv_set_step(struct kv_dev *d, uint64_t step);
-void kv_bar0_store(struct kv_dev *d, uint32_t off, uint64_t value);
+void kv_dev_power_on(struct kv_dev *d);
 /* One ioctl from `who`: 0 or an errno; `out` gets the reply (GET_TELEMETRY
  * only).  Sets *wakep to what the consumer is owed (kv_wake() it after
  * replying) and *delay_ns to an injected latency for the reply. */
@@ -155,6 +156,8 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
                    uint64_t *delay_ns);
 
 /* delayed.c */
+void kv_delayed_init(struct kv_dev *d);
+void kv_delayed_free(struct kv_dev *d);
 int kv_delayed_start(struct kv_dev *d);
 /* Reply to `req` with `err` (and `out` for GET_TELEMETRY) at `due_ns`. */
 int kv_delayed_reply(struct kv_dev *d, fuse_req_t req, int err, const uint8_t *out,

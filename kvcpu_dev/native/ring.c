@@ -295,25 +295,22 @@ size_t kv_steps_bucket(const struct kv_dev *d, uint64_t ns)
     return b;
 }
 
-/* A plain STEP under the grant: the driver's work and its register write,
- * no event; it joins the open run (lock held).  Returns 0, untouched, when
- * the fast path is not coalescing, or no slot is free for a new run (the
- * consumer has not read the last two).  Sets *wakep when it published the
- * last run to a watching consumer.
+/* Whether a plain STEP goes into the open run (lock held): the consumer
+ * granted coalescing and a slot is free for the run (the consumer has not
+ * left the last two unread).  If so the caller does the driver's work and
+ * then kv_run_add(); if not, the STEP is an event like any other.  Sets
+ * *wakep when it published the last run to a watching consumer.
  *
  * A run is published at its next STEP once it is KV_RUN_NS old, so the
  * model keeps a decode loop's cadence; a flood's run (KV_RUN_FLOOD STEPs or
  * more) only once it is KV_RUN_FLOOD_NS old, so a flood costs Python one
  * event per KV_RUN_FLOOD_NS. */
-int kv_coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid, int *wakep)
+int kv_run_take(struct kv_dev *d, uint64_t t0, int *wakep)
 {
     struct kv_steps_head *r = &d->run;
-    struct kv_run_slot *slot;
-    uint64_t t0, ns;
 
     if (!atomic_load_explicit(&d->coalesce, memory_order_relaxed))
         return 0;
-    t0 = kv_now_ns();
     /* An old run is published for the consumer's periodic drain to find
      * without the lock, if the other slot is free for the next run and the
      * ring has room; if not, the consumer is behind, and the run goes on
@@ -340,11 +337,19 @@ int kv_coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid, int *wakep)
         r->top = 0;
         r->service_ns = 0;
     }
-    slot = &d->slot[d->run_slot];
+    return 1;
+}
+
+/* A STEP the run took (kv_run_take), once the driver has done its work:
+ * its step, requester and service time, in the run's place of an event. */
+void kv_run_add(struct kv_dev *d, uint64_t step, int32_t pid, uint64_t t0)
+{
+    struct kv_steps_head *r = &d->run;
+    struct kv_run_slot *slot = &d->slot[d->run_slot];
+    uint64_t ns = kv_now_ns() - t0;
+
     d->ev_seq++;
     atomic_fetch_add_explicit(&d->coalesced, 1, memory_order_relaxed);
-    kv_set_step(d, step);
-    kv_bar0_store(d, KV_REG_STEP_ADVANCE, step);
     slot->steps[r->count % KV_STEPS_TAIL] = step;
     if (step > r->top)
         r->top = step;
@@ -352,10 +357,8 @@ int kv_coalesce_step(struct kv_dev *d, uint64_t step, int32_t pid, int *wakep)
     r->last_t_ns = t0;
     r->count++;
     d->run_pid = pid;
-    ns = kv_now_ns() - t0;
     r->service_ns += ns;
     slot->hist[kv_steps_bucket(d, ns)]++;
-    return 1;
 }
 
 /* Lock-free: a published run's slot is the consumer's until it frees it

@@ -13,6 +13,11 @@
  *   kvclient PATH readwrite         read() and write() on the node
  *   kvclient PATH loop N            N mixed commands: step, hot, evict,
  *                                   prefetch, share, step, ...
+ *   kvclient PATH mixed SECONDS BLOCKS SEED
+ *                                   random step, hot, evict, prefetch and
+ *                                   share over BLOCKS blocks of 2 MiB for
+ *                                   SECONDS; prints "done N" and each
+ *                                   kind's count in that order
  *   kvclient PATH wloop N           SET_WEIGHTS (k,k,k,k,k,k) for k = 1..N
  *   kvclient PATH tloop N           N GET_TELEMETRY; counts snapshots whose
  *                                   six weights differ
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/kv_cpu.h>
@@ -166,6 +172,43 @@ static int loop(int fd, unsigned long long n)
 	return 0;
 }
 
+static int mixed(int fd, double seconds, unsigned long long blocks, unsigned long long seed)
+{
+	unsigned long long state = seed ? seed : 1, n = 0, kinds[5] = { 0 }, step = 0;
+	struct timespec now;
+	double until;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	until = now.tv_sec + now.tv_nsec / 1e9 + seconds;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec + now.tv_nsec / 1e9 >= until)
+			break;
+		state ^= state >> 12;	/* xorshift64 */
+		state ^= state << 25;
+		state ^= state >> 27;
+		unsigned long long r = state * 0x2545F4914F6CDD1DULL;
+		unsigned long long va = ((r >> 8) % blocks) << 21;
+		int k = r % 5, rc;
+
+		switch (k) {
+		case 0: rc = do_step(fd, ++step); break;
+		case 1: rc = do_block(fd, KV_CPU_MARK_HOT, va, 2 << 20, 0); break;
+		case 2: rc = do_block(fd, KV_CPU_EVICT, va, 2 << 20, 0); break;
+		case 3: rc = do_block(fd, KV_CPU_PREFETCH, va, 2 << 20, step + 1 + (r >> 40) % 8); break;
+		default: rc = do_block(fd, KV_CPU_SHARE_PREFIX, va, 2 << 20, 0); break;
+		}
+		if (rc) {
+			printf("error %s at %llu\n", ename(errno), n);
+			return 1;
+		}
+		kinds[k]++;
+		n++;
+	}
+	printf("done %llu %llu %llu %llu %llu %llu\n", n, kinds[0], kinds[1], kinds[2], kinds[3], kinds[4]);
+	return 0;
+}
+
 static int wloop(int fd, unsigned long long n)
 {
 	for (unsigned long long k = 1; k <= n; k++) {
@@ -257,6 +300,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "loop") && argc == 4)
 		return loop(fd, num(argv[3]));
+	if (!strcmp(cmd, "mixed") && argc == 6)
+		return mixed(fd, atof(argv[3]), num(argv[4]), num(argv[5]));
 	if (!strcmp(cmd, "wloop") && argc == 4)
 		return wloop(fd, num(argv[3]));
 	if (!strcmp(cmd, "tloop") && argc == 4)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from modelkit import CheckedModel, MiB, evict, hot, prefetch, set_weights, share, small_config, step
 
-from kvcpu_dev.model import hepc, reference
+from kvcpu_dev.model import DeviceModel, hepc, reference
 from kvcpu_dev.model.hepc import Weights
 from kvcpu_dev.model.rtbd import Directory
 
@@ -177,3 +177,30 @@ def test_the_device_stages_a_shared_prefix_only_once_its_last_reference_is_dropp
     evict(m, 0, MiB)  # the last reference dropped: the scorer decides again
     step(m, 2)
     assert m.last_scan["prefetch_issued"] == 1
+
+
+# -- the DMA engine's two ways of completing transfers --------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=st.lists(ops, max_size=60), few=st.sampled_from([1, 3]))
+def test_transfers_completed_one_by_one_land_as_a_window_lands_them(program, few):
+    """DmaEngine.advance_to completes the first few finished transfers one
+    at a time (_complete_few) and the rest a numpy window at a time
+    (_complete_window); the directory, the tallies and the queues must not
+    tell which did it."""
+    import unittest.mock
+
+    from kvcpu_dev.model import dma
+
+    def run(few_max):
+        with unittest.mock.patch.object(dma, "_FEW", few_max):
+            m = DeviceModel(small_config(entries=64, hbm_capacity=4 * MiB, t1_capacity=3 * MiB,
+                                         t2_capacity=6 * MiB, t3_capacity=MiB * 100))
+            for op in program:
+                apply(m, op) if op[0] != "run" else m.run_pending()
+            m.run_pending()
+            d = m.dir
+            stats = {k: v for k, v in m.stats().items() if "scan_ns" not in k}  # wall-clock durations
+            return (stats, d.tier.tolist(), d.arrived_ns.tolist(), d.mv_dst.tolist(),
+                    [(ch.head, ch.tail, ch.free_at, ch.completed) for ch in m.dma.channels])
+
+    assert run(0) == run(few)  # 0: every transfer through the window
