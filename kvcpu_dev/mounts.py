@@ -68,9 +68,13 @@ def is_mounted(path: pathlib.Path) -> bool:
     return _canonical(path) in mount_points()
 
 
-def entry_at(path: pathlib.Path) -> tuple[str, str, str] | None:
-    """(file system type, source, major:minor) of the top mount at ``path``."""
-    point = _canonical(path)
+def entry_at(path: pathlib.Path, inside: str | None = None) -> tuple[str, str, str] | None:
+    """(file system type, source, major:minor) of the top mount at ``path``,
+    or at its entry ``inside`` (a mount on a file in a mount: the device
+    file on the attribute mount), found without a look inside ``path``:
+    that would ask the file system mounted there, which may be the very
+    daemon that is waiting for us."""
+    point = _canonical(path) if inside is None else os.path.join(_canonical(path), inside)
     found = None
     for where, kind, source, devno in _table():
         if where == point:
@@ -85,16 +89,18 @@ def is_ours(path: pathlib.Path, name: str) -> bool:
     return entry is not None and entry[:2] == (paths.FS_TYPE, paths.mount_source(name))
 
 
-def is_our_device_mount(path: pathlib.Path, name: str) -> bool:
-    """Whether the top mount at ``path`` is device ``name``'s device file."""
-    entry = entry_at(path)
+def is_our_device_mount(attr_dir: pathlib.Path, name: str) -> bool:
+    """Whether the top mount on the device file in ``attr_dir`` is device
+    ``name``'s device file."""
+    entry = entry_at(attr_dir, paths.DEVICE_FILE)
     return entry is not None and entry[:2] == (paths.DEVICE_FS_TYPE, paths.mount_source(name))
 
 
-def fuse_connection(path: pathlib.Path) -> str | None:
+def fuse_connection(path: pathlib.Path, inside: str | None = None) -> str | None:
     """The FUSE connection's directory name under /sys/fs/fuse/connections
-    for the mount at ``path``: the kernel's dev_t of the mount, in decimal."""
-    entry = entry_at(path)
+    for the mount at ``path`` (or its entry ``inside``: entry_at): the
+    kernel's dev_t of the mount, in decimal."""
+    entry = entry_at(path, inside)
     if entry is None or not entry[0].startswith("fuse"):
         return None
     major, minor = map(int, entry[2].split(":"))

@@ -841,3 +841,17 @@ def test_the_counters_count_a_large_batch_in_numpy_as_one_event_at_a_time(rows: 
     assert (by_numpy.commands, by_numpy.hist, by_numpy.hist_sum_ns, by_numpy.faults, by_numpy.stores,
             by_numpy.controls) == (by_event.commands, by_event.hist, by_event.hist_sum_ns, by_event.faults,
                                    by_event.stores, by_event.controls)
+
+
+def test_the_helpers_view_of_the_shared_page_is_the_c_layout() -> None:
+    """daemon/helper.py reads struct kv_shared with a struct format of its
+    own (it loads no cffi): tie the two, and watch a write land."""
+    from kvcpu_dev.daemon.helper import SharedPage
+    from kvcpu_dev.native._fuse import ffi
+
+    assert SharedPage.LAYOUT.size == ffi.sizeof("struct kv_shared")
+    assert [name for name, _ in ffi.typeof("struct kv_shared").fields] == ["served", "delayed", "delayed_due_ns"]
+    page = SharedPage()
+    view = ffi.from_buffer("struct kv_shared *", page.page)
+    view.served, view.delayed, view.delayed_due_ns = 7, 2, 123
+    assert page.read() == (7, 2, 123)

@@ -15,9 +15,12 @@ only once everything is cleaned up.  It does three things:
   checked run and device directories.
 - **Request timeout** (``--request-timeout S``): every S/10 s it reads the
   number of requests waiting on the daemon's FUSE connection
-  (/sys/fs/fuse/connections/ID/waiting) and the daemon's system-call count
-  (/proc/PID/io).  When requests have waited S seconds while the daemon
-  made no system call (stopped, or stuck), it aborts the connection through
+  (/sys/fs/fuse/connections/ID/waiting), the daemon's system-call count
+  (/proc/PID/io), and the page the daemon shares with it (SharedPage: the
+  requests its fast path served, the replies it holds back for an injected
+  latency and when they are due).  When more requests than it holds have
+  waited S seconds while the daemon made no progress (stopped, or stuck),
+  it aborts the connection through
   /sys/fs/fuse/connections/ID/abort: a waiting client's call fails with
   ECONNABORTED, later ones with ENOTCONN, instead of hanging.  A CUSE
   connection has no entry there, so with CUSE a daemon found stopped
@@ -31,23 +34,42 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import pathlib
 import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
 from typing import Any
 
 from .. import mounts
-from ..paths import FUSECTL_DIR
+from ..paths import DEVICE_FILE, FUSECTL_DIR
 from .options import Options
 
 log = logging.getLogger("kvcpu_dev")
 
 TEARDOWN_TIMEOUT = 10.0
+
+
+class SharedPage:
+    """A page the daemon and its helper share (MAP_SHARED, made before the
+    fork): the fast path writes struct kv_shared into it, the helper reads
+    it without asking the daemon anything."""
+
+    #: struct kv_shared (native/kvcpu.h): served, delayed, delayed_due_ns.
+    LAYOUT = struct.Struct("=3Q")
+
+    def __init__(self) -> None:
+        self.page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED
+
+    def read(self) -> tuple[int, int, int]:
+        """(requests served, replies held for a latency, when the last is due)."""
+        served, held, due = self.LAYOUT.unpack_from(self.page)
+        return served, held, due
 
 
 class Helper:
@@ -57,7 +79,7 @@ class Helper:
         self.pid, self.sock = pid, sock
 
     @classmethod
-    def start(cls, opts: Options, transport: str, keep: tuple[int, ...]) -> Helper:
+    def start(cls, opts: Options, transport: str, keep: tuple[int, ...], shared: SharedPage) -> Helper:
         """Fork the helper; it keeps ``keep`` (the lock, the run directory)
         and stdio (the log), and closes every other descriptor."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -69,7 +91,7 @@ class Helper:
             code = 1
             try:
                 ours.close()
-                code = _Watch(opts, transport, theirs, daemon, keep).run()
+                code = _Watch(opts, transport, theirs, daemon, keep, shared).run()
             except BaseException:  # noqa: BLE001 - never return into the daemon's code
                 log.exception("%s: the privileged helper failed", opts.name)
             finally:
@@ -121,9 +143,10 @@ class _Watch:
     """The helper process."""
 
     def __init__(self, opts: Options, transport: str, sock: socket.socket, daemon: int,
-                 keep: tuple[int, ...]):
+                 keep: tuple[int, ...], shared: SharedPage):
         self.opts, self.transport, self.sock, self.daemon = opts, transport, sock, daemon
         self.keep = keep
+        self.shared = shared
         self.made_node: tuple[str, int] | None = None
         self.connections: list[str] = []
         self.aborted = False
@@ -182,8 +205,8 @@ class _Watch:
         conns = []
         if mounts.is_ours(opts.attr_dir, opts.name):
             conns.append(mounts.fuse_connection(opts.attr_dir))
-            if mounts.is_our_device_mount(opts.device_file, opts.name):
-                conns.append(mounts.fuse_connection(opts.device_file))
+            if mounts.is_our_device_mount(opts.attr_dir, opts.name):
+                conns.append(mounts.fuse_connection(opts.attr_dir, DEVICE_FILE))
         return [c for c in conns if c is not None]
 
     def _find_connections(self) -> None:
@@ -227,8 +250,15 @@ class _Watch:
         progress = self._progress()
         if progress is None:
             return
+        served, held, held_due_ns = self.shared.read()
+        progress += served
+        # Replies the daemon holds back for an injected latency are waiting
+        # by design, until they are overdue (a daemon stopped while holding
+        # them is stuck all the same).
+        if held and time.monotonic_ns() > held_due_ns + int(timeout * 1e9):
+            held = 0
         waiting = self._waiting()
-        stuck = waiting > 0 or (self.transport == "cuse" and self._stopped())
+        stuck = waiting > held or (self.transport == "cuse" and self._stopped())
         now = time.monotonic()
         if not stuck or progress != self.last_progress:
             self.stuck_since = now if stuck else None

@@ -29,7 +29,7 @@ import trio
 from .. import client
 from ..errors import StartError
 from .cleanup import prepare_attr_dir, remove_leftovers
-from .helper import Helper
+from .helper import Helper, SharedPage
 from .lock import take_lock
 from .options import Options
 from .rundir import RunDir, check_dev_dir
@@ -144,8 +144,10 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
                   report: Report) -> int:
     clean_stale(opts, transport, run_dir)
     prepare_attr_dir(opts, run_dir)
-    helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None
+    shared = SharedPage()
+    helper = Helper.start(opts, transport, keep=(lock, run_dir.fd), shared=shared) if needs_helper(opts) else None
     server = Server(opts, model)
+    server.driver.share(shared.page)
     try:
         try:
             server.open()
@@ -175,6 +177,8 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
             raise StartError(str(cause)) from None
     finally:
         sd_notify("STOPPING=1")
+        if server.fast is not None:
+            server.fast.release_held()  # before the helper aborts the connection
         if helper is not None:
             helper.teardown()  # the root-only steps, before the server's own
         server.close()

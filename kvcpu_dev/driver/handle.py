@@ -17,6 +17,7 @@ sequence numbers and tells the model it is out of sync.
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import NamedTuple
 
@@ -70,6 +71,12 @@ class NativeDriver:
             self.handle = None
             os.close(self.wake_fd)
             os.close(self.exit_fd)
+
+    def share(self, page: mmap.mmap) -> None:
+        """Publish struct kv_shared (what the sessions served, the replies
+        held for a latency) in ``page``, a mapping another process reads."""
+        self._shared = page  # kept alive as long as the C side writes it
+        lib.kv_dev_share(self.handle, ffi.from_buffer("struct kv_shared *", page))
 
     # -- the ring, through its reader ----------------------------------------
 

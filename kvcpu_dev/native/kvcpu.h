@@ -155,6 +155,8 @@ struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname);
 int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd);
 int kv_fast_ready(struct kv_dev *d);      /* INIT done */
 int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended) */
-/* Stop and join the thread; replies still held by an injected latency go
- * out at once. */
+/* Replies held by an injected latency go out now, and later ones are not
+ * held: the first step of a stop, while the session can still carry them. */
+void kv_fast_release_held(struct kv_dev *d);
+/* Stop and join the thread (and release what it held). */
 void kv_fast_stop(struct kv_dev *d);

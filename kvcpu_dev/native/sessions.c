@@ -322,6 +322,11 @@ int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, i
 int kv_fast_ready(struct kv_dev *d) { return atomic_load(&d->ready); }
 int kv_fast_exited(struct kv_dev *d) { return atomic_load(&d->exited); }
 
+void kv_fast_release_held(struct kv_dev *d)
+{
+    kv_delayed_stop(d);
+}
+
 void kv_fast_stop(struct kv_dev *d)
 {
     if (d->have_thread) {

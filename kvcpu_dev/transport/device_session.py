@@ -77,10 +77,18 @@ class FastSession:
         while not lib.kv_fast_exited(self.driver.handle):
             await trio.lowlevel.wait_readable(self.driver.exit_fd)
 
+    def release_held(self) -> None:
+        """Send the replies an injected latency holds now (a stop waits for
+        no latency), while the session can still carry them."""
+        if self._se is not None:
+            lib.kv_fast_release_held(self.driver.handle)
+
     def close(self) -> None:
-        """Unmount (FUSE; ends the thread's read), stop the thread, free."""
+        """Send what is held, unmount (FUSE; ends the thread's read), stop
+        the thread, free."""
         if self._se is None:
             return
+        self.release_held()
         if self._mounted and self.kind == "fuse":
             lib.fuse_session_unmount(self._se)
         lib.kv_fast_stop(self.driver.handle)

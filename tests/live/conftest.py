@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -57,6 +59,17 @@ def _sweep_daemons() -> Iterator[None]:
     """A safety net behind the per-test finalizers."""
     yield
     cleanup_every_daemon()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[pathlib.Path]:
+    """A directory ``nobody`` can traverse (pytest's are 0700 root).  Ask
+    for it before ``daemons``, so that its daemons are gone when it goes."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="kvtopen-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["umount", "-l", "-R", str(path)], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

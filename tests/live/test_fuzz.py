@@ -7,11 +7,7 @@ GET_TELEMETRY."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -38,12 +34,6 @@ def test_100k_random_ioctls_leave_exact_counters(daemons, c_programs):
     assert "Traceback" not in d.log()
 
 
-@pytest.fixture
-def open_dir():
-    path = pathlib.Path(tempfile.mkdtemp(prefix="kvtfuzz-", dir="/tmp"))
-    os.chmod(path, 0o755)  # the daemon's user must reach its node's target
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_fuzz_a_hardened_daemon_with_its_model(open_dir, daemons, c_programs):

@@ -11,12 +11,10 @@ import fcntl
 import os
 import pathlib
 import shlex
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -53,15 +51,6 @@ def as_nobody(fn) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-@pytest.fixture
-def open_dir():
-    """A directory ``nobody`` can traverse (pytest's are 0700 root).  Ask
-    for it before ``daemons``, so that its daemons are gone when it goes."""
-    path = pathlib.Path(tempfile.mkdtemp(prefix="kvthard-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["umount", "-l", "-R", str(path)], capture_output=True)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

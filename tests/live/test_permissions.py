@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import pathlib
 import shutil
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -20,14 +18,6 @@ NOBODY = 65534
 GROUP = 4242  # a gid nobody is not in unless we give it
 
 
-@pytest.fixture
-def open_dir():
-    """A directory the unprivileged user can traverse (pytest's own tmp
-    directories are 0700 root)."""
-    path = tempfile.mkdtemp(prefix="kvtperm-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
