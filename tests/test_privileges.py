@@ -113,3 +113,26 @@ def test_drop_leaves_no_way_back():
 def test_unknown_user():
     with pytest.raises(privileges.PrivilegeError, match="no user 'no-such-user-kvt'"):
         privileges.resolve_user("no-such-user-kvt")
+
+
+@pytest.mark.skipif(platform.machine() not in privileges.ARCHES, reason="no table for this machine")
+@pytest.mark.parametrize("uring", [False, True], ids=["classic", "uring"])
+def test_the_filter_lets_a_ring_wait_only_where_the_device_is_served_over_io_uring(uring):
+    """io_uring_setup and io_uring_register are never needed once the
+    device runs; io_uring_enter only by the io_uring transport's queues."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    nr = privileges.ARCHES[platform.machine()][2]
+
+    def child() -> int:
+        privileges.install_seccomp(uring=uring)
+        failures = 0
+        for bit, name in enumerate(("io_uring_setup", "io_uring_register", "io_uring_enter")):
+            # Arguments no kernel accepts: the filter's EPERM, or the kernel's own error.
+            res = libc.syscall(ctypes.c_long(nr[name]), ctypes.c_long(-1), ctypes.c_long(0), ctypes.c_long(0),
+                               ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))
+            denied = res == -1 and ctypes.get_errno() == errno.EPERM
+            if denied != (name != "io_uring_enter" or not uring):
+                failures |= 1 << bit
+        return failures
+
+    assert _in_child(child) == 0

@@ -51,7 +51,7 @@ _names = itertools.count()
 
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("kvcpu", "KV-CPU emulated device")
-    group.addoption("--kvcpu-transport", default=None, choices=("auto", "fuse", "cuse"),
+    group.addoption("--kvcpu-transport", default=None, choices=("auto", "fuse", "cuse", "uring"),
                     help="transport of the kvcpu_device fixture's daemon (default: "
                          "$KVCPU_TEST_TRANSPORT or auto)")
 
@@ -63,8 +63,10 @@ def pytest_configure(config: Any) -> None:
 def _skip_reason(transport: str) -> str | None:
     if os.geteuid() != 0:
         return "kvcpu_device needs root (kvcpu-dev mounts FUSE or creates a CUSE device)"
-    if transport in ("auto", "fuse") and not os.path.exists("/dev/fuse") and not os.path.exists("/dev/cuse"):
+    if transport in ("auto", "fuse", "uring") and not os.path.exists("/dev/fuse") and not os.path.exists("/dev/cuse"):
         return "kvcpu_device needs /dev/fuse or /dev/cuse"
+    if transport == "uring" and not os.path.exists("/sys/module/fuse/parameters/enable_uring"):
+        return "kvcpu_device: --kvcpu-transport uring but this kernel has no FUSE over io_uring"
     if transport == "cuse" and not os.path.exists("/dev/cuse"):
         return "kvcpu_device: --kvcpu-transport cuse but /dev/cuse is missing"
     return None

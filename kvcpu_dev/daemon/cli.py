@@ -66,8 +66,12 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--mock", is_flag=True, help="Emulate the device (there is no hardware).")
 @click.option("--name", default="kvcpu0", show_default=True, help="Device name: /dev/NAME.")
-@click.option("--transport", type=click.Choice(["auto", "cuse", "fuse"]), default="auto",
-              show_default=True, help="auto: CUSE when /dev/cuse exists, else a FUSE file.")
+@click.option("--transport", type=click.Choice(["auto", "cuse", "fuse", "uring"]), default="auto",
+              show_default=True,
+              help="cuse: a character device; fuse: a FUSE-mounted file over /dev/fuse; uring: the file "
+                   "over FUSE io_uring, a queue per CPU (switches on the fuse module's enable_uring for "
+                   "its mount). auto: CUSE when /dev/cuse exists, else uring if enable_uring is already "
+                   "on, else fuse.")
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (containers, systemd).")
 @click.option("--stop", "stop_", is_flag=True, help="Stop the running daemon for --name.")
 @click.option("--mode", default="0600", show_default=True, callback=_octal, help="Node permissions (octal).")

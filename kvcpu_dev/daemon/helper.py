@@ -25,6 +25,9 @@ only once everything is cleaned up.  It does three things:
   ECONNABORTED, later ones with ENOTCONN, instead of hanging.  A CUSE
   connection has no entry there, so with CUSE a daemon found stopped
   (state T) for S seconds is killed instead; its clients then get ENODEV.
+  Over FUSE io_uring a stopped daemon is killed after the abort too: a
+  request its stopped queue thread was handed is ended only when the
+  rings close.
 - Nothing else: it ignores SIGTERM, SIGINT and SIGHUP (the daemon's end is
   what ends it) and runs no code of the device.
 """
@@ -277,10 +280,15 @@ class _Watch:
         log.error("%s: %d request(s) waited %.1f s on the daemon (pid %d, %s): aborted its FUSE "
                   "connection; clients get ECONNABORTED/ENOTCONN", self.opts.name, waiting, timeout,
                   self.daemon, state)
-        if self.transport == "cuse":
+        # CUSE has no connection to abort.  Over io_uring, a request handed
+        # to a queue whose thread is stopped is not ended by the abort (its
+        # entry waits for task work on that thread); closing the rings,
+        # which the daemon's death does, ends it.
+        if self.transport == "cuse" or (self.transport == "uring" and state == "stopped"):
             with contextlib.suppress(OSError):
                 os.kill(self.daemon, signal.SIGKILL)
-            log.error("%s: killed the daemon (pid %d): CUSE clients get ENODEV", self.opts.name, self.daemon)
+            log.error("%s: killed the daemon (pid %d): clients get %s", self.opts.name, self.daemon,
+                      "ENODEV" if self.transport == "cuse" else "ECONNABORTED/ENOTCONN")
 
     # -- teardown -----------------------------------------------------------------
 

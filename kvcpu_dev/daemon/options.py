@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 @dataclass
 class Options:
     name: str = "kvcpu0"
-    transport: str = "auto"  # auto | cuse | fuse
+    transport: str = "auto"  # auto | cuse | fuse | uring
     run_dir: pathlib.Path = DEFAULT_RUN_DIR
     dev_dir: pathlib.Path = DEFAULT_DEV_DIR
     cuse_path: pathlib.Path = CUSE_PATH
@@ -102,6 +102,18 @@ class Options:
         return (self.device_file, self.cuse_node)
 
     def resolved_transport(self) -> str:
+        """auto: CUSE where the kernel has it, else the device file over
+        FUSE io_uring if it is already switched on, else over /dev/fuse."""
         if self.transport != "auto":
             return self.transport
-        return "cuse" if self.cuse_path.exists() else "fuse"
+        if self.cuse_path.exists():
+            return "cuse"
+        from ..transport import uring_param  # no cffi: a file read
+
+        return "uring" if uring_param.enabled() else "fuse"
+
+
+def is_device_file(transport: str) -> bool:
+    """The node is a link to a FUSE-mounted file (classic or io_uring), not
+    a character device."""
+    return transport != "cuse"

@@ -10,8 +10,9 @@ the privileged helper (helper.py), forked before any of this.
 
 ``--seccomp`` adds a filter denying what a running device never needs:
 mounts, module, kexec, reboot, ptrace and execve calls, namespace and
-identity changes, and so on (EPERM; a foreign system-call ABI kills the
-process).  It is a plain classic-BPF program installed with
+identity changes, io_uring (all of it, or all but io_uring_enter where the
+device file is served over FUSE io_uring), and so on (EPERM; a foreign
+system-call ABI kills the process).  It is a plain classic-BPF program installed with
 ``seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC)``, so every
 thread of the process gets it (and no_new_privs with it): no binding to
 install, nothing compiled.
@@ -65,7 +66,14 @@ DENIED = (
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
     "setfsuid", "setfsgid",
     "iopl", "ioperm",
+    # Set up before the filter, if at all: a running device makes no ring
+    # and registers nothing.  (Ring operations themselves are not system
+    # calls: a filter never sees them.)
+    "io_uring_setup", "io_uring_register",
 )
+#: Denied too unless the device file is served over FUSE io_uring, whose
+#: queues wait in it.
+URING_ONLY = ("io_uring_enter",)
 
 _X86_64 = dict(
     mount=165, umount2=166, pivot_root=155, chroot=161, ptrace=101, process_vm_readv=310,
@@ -77,7 +85,7 @@ _X86_64 = dict(
     fsmount=432, fspick=433, move_mount=429, open_tree=428, mount_setattr=442, iopl=172,
     ioperm=173, syslog=103, quotactl=179, sethostname=170, setdomainname=171, setuid=105,
     setgid=106, setreuid=113, setregid=114, setresuid=117, setresgid=119, setgroups=116,
-    setfsuid=122, setfsgid=123,
+    setfsuid=122, setfsgid=123, io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
 )
 _AARCH64 = dict(
     mount=40, umount2=39, pivot_root=41, chroot=51, ptrace=117, process_vm_readv=270,
@@ -89,6 +97,7 @@ _AARCH64 = dict(
     fsmount=432, fspick=433, move_mount=429, open_tree=428, mount_setattr=442, syslog=116,
     quotactl=60, sethostname=161, setdomainname=162, setuid=146, setgid=144, setreuid=145,
     setregid=143, setresuid=147, setresgid=149, setgroups=159, setfsuid=151, setfsgid=152,
+    io_uring_setup=425, io_uring_enter=426, io_uring_register=427,
 )
 #: machine -> (AUDIT_ARCH_*, seccomp(2)'s number, syscall numbers, x32 bit to refuse)
 ARCHES = {
@@ -172,10 +181,12 @@ def drop_to(who: RunAs) -> None:
     set_no_new_privs()
 
 
-def filter_program(machine: str | None = None) -> bytes:
-    """The classic-BPF program (struct sock_filter[]) for this machine."""
+def filter_program(machine: str | None = None, uring: bool = False) -> bytes:
+    """The classic-BPF program (struct sock_filter[]) for this machine;
+    ``uring``: the device file is served over FUSE io_uring."""
     arch, _, numbers, x32_bit = ARCHES[machine or platform.machine()]
-    denied = sorted({numbers[name] for name in DENIED if name in numbers})
+    names = DENIED if uring else DENIED + URING_ONLY
+    denied = sorted({numbers[name] for name in names if name in numbers})
     prog: list[tuple[int, int, int, int]] = [
         (_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
         (_JEQ_K, 1, 0, arch),
@@ -199,13 +210,13 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install_seccomp() -> None:
+def install_seccomp(uring: bool = False) -> None:
     """The filter, on every thread of this process (TSYNC)."""
     machine = platform.machine()
     if machine not in ARCHES:
         raise PrivilegeError(f"--seccomp: no system-call table for {machine}")
     nr_seccomp = ARCHES[machine][1]
-    program = filter_program(machine)
+    program = filter_program(machine, uring)
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     set_no_new_privs()

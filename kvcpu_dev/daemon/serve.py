@@ -31,7 +31,7 @@ from ..errors import StartError
 from .cleanup import prepare_attr_dir, remove_leftovers
 from .helper import Helper, SharedPage
 from .lock import take_lock
-from .options import Options
+from .options import Options, is_device_file
 from .rundir import RunDir, check_dev_dir
 from .server import Server, node_kind
 
@@ -57,7 +57,7 @@ def clean_stale(opts: Options, transport: str, run_dir: RunDir) -> None:
     kind = node_kind(node)
     if kind == "symlink":
         raise StartError(f"{node} exists and is not ours (a link to {os.readlink(node)}); remove it first")
-    if kind == "chardev" and transport == "fuse":
+    if kind == "chardev" and is_device_file(transport):
         raise StartError(f"{node} is already a character device (the kv_cpu driver, or a CUSE kvcpu-dev?)")
     if kind == "other":
         raise StartError(f"{node} exists and is not a device node; remove it first")
@@ -106,7 +106,7 @@ def _preload() -> None:
     traceback.format_exc()
 
 
-def _give_up_root(opts: Options) -> str:
+def _give_up_root(opts: Options, transport: str) -> str:
     """--runas and --seccomp; returns how the daemon now runs."""
     from . import privileges
 
@@ -117,7 +117,7 @@ def _give_up_root(opts: Options) -> str:
         privileges.drop_to(who)
         notes.append(f"as {who.user} (uid {who.uid}, gid {who.gid})")
     if opts.seccomp:
-        privileges.install_seccomp()
+        privileges.install_seccomp(uring=transport == "uring")
         notes.append("seccomp filter on")
     return ", ".join(notes)
 
@@ -162,7 +162,7 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
                 made = getattr(server.cuse_node, "made", None)  # a CUSE node made by hand
                 helper.ready(pid=pid, made_node=str(made) if made else None,
                              rdev=os.stat(made).st_rdev if made else 0)
-            how = _give_up_root(opts)
+            how = _give_up_root(opts, transport)
             log.info("%s (pid %d)%s", server.describe(), pid, f" {how}" if how else "")
             report(True, server.describe())
 

@@ -31,11 +31,12 @@ from ..device.sysfs import Attribute
 from ..driver.handle import NativeDriver
 from ..driver.priority import PythonPriority
 from ..driver.sinks import ModelSink, NoModel
-from ..transport import libfuse
+from ..paths import DEVICE_FS_TYPE
+from ..transport import libfuse, uring_param
 from ..transport.attrfs import NodeFS, device_mount_options, mount_options
 from ..transport.cuse_node import CuseNode
-from ..transport.device_session import FastSession
-from .options import Options  # names every path a device uses
+from ..transport.device_session import DeviceSession, FastSession, UringSession
+from .options import Options, is_device_file  # names every path a device uses
 
 if TYPE_CHECKING:
     from ..bench.metrics import ModelSnapshot
@@ -104,12 +105,13 @@ class Server:
         attributes += self.bench.attributes()
         self.fs = NodeFS(
             attributes,
-            device_file=self.transport == "fuse",
+            device_file=is_device_file(self.transport),
             device_mode=opts.mode,
             device_gid=opts.gid,
         )
         self.attr_session: libfuse.Session | None = None
-        self.fast: FastSession | None = None
+        self.fast: DeviceSession | None = None
+        self._uring_switch = uring_param.Switch(opts.name) if self.transport == "uring" else None
         self.priority = PythonPriority(self.driver)
         self.cuse_node = (
             CuseNode(opts.name, opts.cuse_node, opts.mode, opts.gid)
@@ -129,6 +131,11 @@ class Server:
             self.fs, str(opts.attr_dir), mount_options(opts.name))
         if self.transport == "cuse":
             self.fast = FastSession.for_cuse(self.driver, opts.name, str(opts.cuse_path))
+        elif self.transport == "uring":
+            if self._uring_switch is not None:
+                self._uring_switch.on()  # raises UringUnavailable
+            self.fast = UringSession(self.driver, str(opts.device_file), opts.source, DEVICE_FS_TYPE,
+                                     opts.mode, 0, opts.gid)
         else:
             self.fast = FastSession.for_file(
                 self.driver, str(opts.device_file), device_mount_options(opts.name),
@@ -144,7 +151,11 @@ class Server:
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
         self.priority.lower()
-        await self.fast.wait_ready()
+        try:
+            await self.fast.wait_ready()
+        finally:
+            if self._uring_switch is not None:
+                self._uring_switch.restore()
         if self.cuse_node is not None:
             await self.cuse_node.settle()
             if self.opts.node != self.cuse_node.path:  # --dev-dir elsewhere
@@ -167,10 +178,13 @@ class Server:
         o = self.opts
         where = (
             f"{o.node} -> {o.device_file}"
-            if self.transport == "fuse"
+            if is_device_file(self.transport)
             else f"{o.cuse_node} (character device)"
         )
-        return f"{o.name} ready: {where} via {self.transport}, attributes in {o.attr_dir}"
+        via = self.transport
+        if isinstance(self.fast, UringSession):
+            via = f"fuse io_uring ({self.fast.queues} queues, one per CPU)"
+        return f"{o.name} ready: {where} via {via}, attributes in {o.attr_dir}"
 
     # -- running -------------------------------------------------------
 
@@ -200,7 +214,7 @@ class Server:
         log.warning("%s: the kernel ended the attribute mount; stopping", self.opts.name)
         scope.cancel()
 
-    async def _watch_fast_path(self, fast: FastSession, scope: trio.CancelScope) -> None:
+    async def _watch_fast_path(self, fast: DeviceSession, scope: trio.CancelScope) -> None:
         await fast.wait_exited()
         log.warning("%s: the kernel ended the %s session; stopping", self.opts.name, fast.kind)
         scope.cancel()
@@ -336,6 +350,8 @@ class Server:
                 if self._symlink.is_symlink():
                     self._symlink.unlink()
             self._symlink = None
+        if self._uring_switch is not None:
+            self._uring_switch.restore()  # a start that failed before its queues
         if self.fast is not None:  # the device's mount sits on the attribute mount
             self.fast.close()
             self.fast = None

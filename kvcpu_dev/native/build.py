@@ -10,7 +10,8 @@ The sources, one concern each, each calling only those before it:
 ring.c (the event ring and coalesced runs), driver.c (the driver's
 semantics and the bench's controls), delayed.c (replies held by an
 injected latency), sessions.c (the device's FUSE and CUSE sessions and
-their thread), device.c (one device's life: made, shared, freed), and
+their thread), uring.c (the device file over FUSE io_uring, one queue
+per CPU; uring_proto.h the kernel ABI bookworm's headers lack), device.c (one device's life: made, shared, freed), and
 apart, attrs_shim.c (the attribute mount's helpers); internal.h is their
 private header, kvcpu.h and attrs_shim.h what Python sees.  Facts Python also states (registers, default weights,
 event kinds, fault modes, run timings) are generated here as ``KV_*``
@@ -30,7 +31,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 #: <linux/kv_cpu.h>: the command numbers and structs, as C clients see them.
 UAPI_INCLUDE = PACKAGE / "uapi"
-SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "device.c", "attrs_shim.c")
+SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "uring.c", "device.c", "attrs_shim.c")
 #: What Python sees: also the cffi declaration.
 PUBLIC_HEADERS = ("kvcpu.h", "attrs_shim.h")
 #: attrs_shim.h's marker before the callbacks Python defines.

@@ -23,6 +23,7 @@
 #include <linux/kv_cpu.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -45,7 +46,12 @@ struct kv_run_slot {
     uint64_t steps[KV_STEPS_TAIL];  /* circular: the run's step i at i % TAIL */
 };
 
-struct kv_delayed;              /* delayed.c */
+struct kv_delayed;              /* sessions.c: a session thread's stop signal, which only ends a blocking
+ * call (EINTR) so that the thread sees it should stop. */
+#define KV_WAKE_SIGNAL (SIGRTMIN + 5)
+int kv_wake_signal_install(void);
+
+/* delayed.c */
 
 struct kv_dev {
     pthread_mutex_t lock;
@@ -154,6 +160,11 @@ void kv_dev_power_on(struct kv_dev *d);
 int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uint8_t *in,
                    size_t insz, uint8_t *out, size_t outsz, int32_t pid, int *wakep,
                    uint64_t *delay_ns);
+
+/* sessions.c: a session thread's stop signal, which only ends a blocking
+ * call (EINTR) so that the thread sees it should stop. */
+#define KV_WAKE_SIGNAL (SIGRTMIN + 5)
+int kv_wake_signal_install(void);
 
 /* delayed.c */
 void kv_delayed_init(struct kv_dev *d);

@@ -160,3 +160,23 @@ int kv_fast_exited(struct kv_dev *d);     /* the thread returned (session ended)
 void kv_fast_release_held(struct kv_dev *d);
 /* Stop and join the thread (and release what it held). */
 void kv_fast_stop(struct kv_dev *d);
+
+/* The device file over FUSE io_uring (uring.c): one queue per possible CPU,
+ * a thread pinned to each.  new: /dev/fuse opened, the rings and threads
+ * made (0 or an errno in *err); mount: mount(2) of the device file (from a
+ * thread other than the one serving the attribute mount it lies in);
+ * start: the /dev/fuse reader that answers INIT (io_uring is asked for
+ * only if the kernel offers it) and what the rings do not carry.  ready:
+ * 1 once INIT is answered and every queue registered, -errno if
+ * registering failed; active: the rings carry the requests. */
+struct kv_uring;
+struct kv_uring *kv_uring_new(struct kv_dev *d, unsigned mode, unsigned uid, unsigned gid, int *err);
+int kv_uring_mount(struct kv_uring *u, const char *mountpoint, const char *source, const char *fstype);
+int kv_uring_start(struct kv_uring *u, int exit_fd);
+int kv_uring_ready(struct kv_uring *u);
+int kv_uring_active(struct kv_uring *u);
+int kv_uring_exited(struct kv_uring *u);
+int kv_uring_queues(struct kv_uring *u);
+void kv_uring_release_held(struct kv_uring *u);
+void kv_uring_stop(struct kv_uring *u);     /* unmount, join every thread */
+void kv_uring_free(struct kv_uring *u);

@@ -241,10 +241,17 @@ struct fuse_session *kv_fast_cuse_new(struct kv_dev *d, const char *devname)
 /* The thread's name (at most 15 characters), as ps -L, top -H and perf show it. */
 #define KV_FAST_THREAD_NAME "kvcpu-fast"
 
-/* The stop signal only interrupts the thread's blocking read. */
-#define KV_WAKE_SIGNAL (SIGRTMIN + 5)
-
 static void on_wake_signal(int sig) { (void)sig; }
+
+int kv_wake_signal_install(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_wake_signal;     /* no SA_RESTART: a blocking call returns EINTR */
+    sigemptyset(&sa.sa_mask);
+    return sigaction(KV_WAKE_SIGNAL, &sa, NULL) == 0 ? 0 : errno;
+}
 
 /* After a reply, watch the descriptor for up to poll_us before blocking
  * again: a burst is then served without a wake-up. */
@@ -288,15 +295,11 @@ static void *serve(void *arg)
 
 int kv_fast_start(struct kv_dev *d, struct fuse_session *se, unsigned poll_us, int exit_fd)
 {
-    struct sigaction sa;
     sigset_t all, old;
-    int err;
+    int err = kv_wake_signal_install();
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_wake_signal;     /* no SA_RESTART: read() returns EINTR */
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(KV_WAKE_SIGNAL, &sa, NULL) != 0)
-        return errno;
+    if (err)
+        return err;
     err = kv_delayed_start(d);
     if (err)
         return err;

@@ -1,17 +1,34 @@
-"""The device's own libfuse session, served by the C fast path's thread:
-the device file's FUSE mount, or the CUSE character device.  Python only
-makes, mounts, starts and closes it; every request is answered in C."""
+"""The device's own session, served by C threads: the device file's FUSE
+mount (classic /dev/fuse through libfuse, or FUSE over io_uring with a
+queue per CPU), or the CUSE character device.  Python only makes, mounts,
+starts and closes it; every request is answered in C.  The transports
+share one interface (``DeviceSession``), so the server does not care
+which it runs."""
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from ..driver.handle import NativeDriver
 from ..native._fuse import ffi, lib
+
+
+class DeviceSession(Protocol):
+    """What the server does with the device's session, whatever its transport."""
+
+    kind: str  # fuse, uring or cuse
+    what: str  # the device file, or the CUSE device's name
+
+    def mount(self) -> None: ...
+    def start(self, poll_us: int = 0) -> None: ...
+    async def wait_ready(self) -> None: ...
+    async def wait_exited(self) -> None: ...
+    def release_held(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class FastSession:
@@ -94,3 +111,66 @@ class FastSession:
         lib.kv_fast_stop(self.driver.handle)
         lib.fuse_session_destroy(self._se)
         self._se = None
+
+
+class UringSession:
+    """The device file over FUSE io_uring (native/uring.c): one queue per
+    possible CPU, each answered by a thread pinned to that CPU, and a
+    /dev/fuse reader for INIT and what the rings do not carry."""
+
+    kind = "uring"
+
+    def __init__(self, driver: NativeDriver, path: str, source: str, fstype: str,
+                 mode: int, uid: int, gid: int):
+        err = ffi.new("int *")
+        u = lib.kv_uring_new(driver.handle, mode, uid, gid, err)
+        if u == ffi.NULL:
+            raise OSError(err[0], f"cannot set up FUSE over io_uring: {os.strerror(err[0])}")
+        self.driver = driver
+        self._u = u
+        self.what = path
+        self._source, self._fstype = source, fstype
+
+    @property
+    def queues(self) -> int:
+        return int(lib.kv_uring_queues(self._u))
+
+    def mount(self) -> None:
+        """mount(2) over the attribute mount's ``device`` entry: from a
+        worker thread while that mount is served (see FastSession.mount)."""
+        err = lib.kv_uring_mount(self._u, self.what.encode(), self._source.encode(), self._fstype.encode())
+        if err:
+            raise OSError(err, f"cannot mount the device file at {self.what}: {os.strerror(err)}")
+
+    def start(self, poll_us: int = 0) -> None:
+        """The /dev/fuse reader (INIT first).  ``poll_us``: the rings never
+        spin; they sleep in io_uring_enter until a request comes."""
+        err = lib.kv_uring_start(self._u, self.driver.exit_fd)
+        if err:
+            raise OSError(err, f"cannot start the FUSE reader: {os.strerror(err)}")
+
+    async def wait_ready(self) -> None:
+        """Until INIT is answered and every queue registered; raises OSError
+        if registering failed, and says so if the kernel kept the mount on
+        /dev/fuse (it did not offer io_uring at INIT)."""
+        while (state := lib.kv_uring_ready(self._u)) == 0:
+            await trio.sleep(0.001)
+        if state < 0:
+            raise OSError(-state, f"FUSE over io_uring: registering the queues failed: {os.strerror(-state)}")
+        if not lib.kv_uring_active(self._u):
+            raise OSError(errno.EOPNOTSUPP, "the kernel did not offer FUSE over io_uring at FUSE_INIT "
+                                            "(/sys/module/fuse/parameters/enable_uring)")
+
+    async def wait_exited(self) -> None:
+        while not lib.kv_uring_exited(self._u):
+            await trio.lowlevel.wait_readable(self.driver.exit_fd)
+
+    def release_held(self) -> None:
+        if self._u is not None:
+            lib.kv_uring_release_held(self._u)
+
+    def close(self) -> None:
+        """Send what is held, unmount, stop every thread, free."""
+        if self._u is not None:
+            lib.kv_uring_free(self._u)
+            self._u = None

@@ -75,12 +75,14 @@ def installed(script: str) -> bool:
 
 
 def live_skip_reason() -> str | None:
-    if TRANSPORT not in ("fuse", "cuse"):
-        return f"KVCPU_TEST_TRANSPORT={TRANSPORT!r}: must be fuse or cuse"
+    if TRANSPORT not in ("fuse", "cuse", "uring"):
+        return f"KVCPU_TEST_TRANSPORT={TRANSPORT!r}: must be fuse, cuse or uring"
     if os.geteuid() != 0:
         return "live tests need root (they mount FUSE or create a CUSE device)"
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing (no FUSE in this kernel or container)"
+    if TRANSPORT == "uring" and not os.path.exists("/sys/module/fuse/parameters/enable_uring"):
+        return "KVCPU_TEST_TRANSPORT=uring but this kernel has no FUSE over io_uring"
     if TRANSPORT == "cuse" and not os.path.exists("/dev/cuse"):
         return "KVCPU_TEST_TRANSPORT=cuse but /dev/cuse is missing (no CUSE in this kernel)"
     if not installed(KVCPU_DEV):

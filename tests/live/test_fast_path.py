@@ -33,10 +33,20 @@ def test_fastpath_attribute_reports_the_ring(dev):
 
 
 def test_the_fast_path_is_its_own_named_thread(dev):
+    """One "kvcpu-fast" thread (classic FUSE, CUSE); over io_uring, one
+    "kvcpu-uringN" per CPU, each on its CPU.  Never Python's main thread."""
     names = {int(t): pathlib.Path(f"/proc/{dev.pid}/task/{t}/comm").read_text().strip()
              for t in os.listdir(f"/proc/{dev.pid}/task")}
-    fast = [tid for tid, name in names.items() if name == "kvcpu-fast"]
-    assert len(fast) == 1 and fast[0] != dev.pid  # not Python's main thread
+    if dev.transport == "uring":
+        queues = {name: tid for tid, name in names.items() if name.startswith("kvcpu-uring")}
+        assert sorted(queues) == [f"kvcpu-uring{cpu}" for cpu in range(len(queues))] and queues
+        for name, tid in queues.items():
+            assert os.sched_getaffinity(tid) == {int(name.removeprefix("kvcpu-uring"))}
+        fast = list(queues.values())
+    else:
+        fast = [tid for tid, name in names.items() if name == "kvcpu-fast"]
+        assert len(fast) == 1
+    assert dev.pid not in fast  # not Python's main thread
 
 
 def test_a_whole_address_space_hint_does_not_stop_the_node(daemons):

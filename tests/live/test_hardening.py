@@ -25,7 +25,7 @@ from live.harness import KVCPU_DEV, alive, errno_of, mount_points, mounted, wait
 pytestmark = pytest.mark.live
 
 NOBODY = 65534
-FUSE_ONLY = pytest.mark.skipif(os.environ.get("KVCPU_TEST_TRANSPORT", "fuse") != "fuse",
+FUSE_ONLY = pytest.mark.skipif(os.environ.get("KVCPU_TEST_TRANSPORT", "fuse") == "cuse",
                                reason="the node is a link to the FUSE device file")
 
 
