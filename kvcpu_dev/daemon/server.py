@@ -111,7 +111,6 @@ class Server:
         )
         self.attr_session: libfuse.Session | None = None
         self.fast: DeviceSession | None = None
-        self._uring_switch = uring_param.Switch(opts.name) if self.transport == "uring" else None
         self.priority = PythonPriority(self.driver)
         self.cuse_node = (
             CuseNode(opts.name, opts.cuse_node, opts.mode, opts.gid)
@@ -132,8 +131,7 @@ class Server:
         if self.transport == "cuse":
             self.fast = FastSession.for_cuse(self.driver, opts.name, str(opts.cuse_path))
         elif self.transport == "uring":
-            if self._uring_switch is not None:
-                self._uring_switch.on()  # raises UringUnavailable
+            uring_param.switch_on(opts.name)  # or UringUnavailable, one line
             self.fast = UringSession(self.driver, str(opts.device_file), opts.source, DEVICE_FS_TYPE,
                                      opts.mode, 0, opts.gid)
         else:
@@ -151,11 +149,7 @@ class Server:
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
         self.priority.lower()
-        try:
-            await self.fast.wait_ready()
-        finally:
-            if self._uring_switch is not None:
-                self._uring_switch.restore()
+        await self.fast.wait_ready()
         if self.cuse_node is not None:
             await self.cuse_node.settle()
             if self.opts.node != self.cuse_node.path:  # --dev-dir elsewhere
@@ -336,7 +330,8 @@ class Server:
 
     def _show_fastpath(self) -> str:
         self._drain(None)
-        stats = {"transport": self.transport, "poll_us": self.opts.poll_us, **self.ring.stats(),
+        stats = {"transport": self.transport, "poll_us": self.opts.poll_us,
+                 **(self.fast.stats() if self.fast is not None else {}), **self.ring.stats(),
                  **self.priority.stats(), "delivery_failures": self.delivery_failures}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
 
@@ -350,8 +345,6 @@ class Server:
                 if self._symlink.is_symlink():
                     self._symlink.unlink()
             self._symlink = None
-        if self._uring_switch is not None:
-            self._uring_switch.restore()  # a start that failed before its queues
         if self.fast is not None:  # the device's mount sits on the attribute mount
             self.fast.close()
             self.fast = None

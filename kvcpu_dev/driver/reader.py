@@ -95,10 +95,8 @@ class RingReader(Traced):
         Either way the fast path may coalesce again once the drain ends."""
         h = self._h
         target = None
-        if limit is None:
-            if self.coalesce:
-                lib.kv_ring_seal(h, 0)
-            target = lib.kv_ring_head_seq(h)
+        if limit is None:  # the run is sealed and the last command read in one step
+            target = lib.kv_ring_seal(h, 0) if self.coalesce else lib.kv_ring_head_seq(h)
         done = 0
         self._flood_run = False
         model = self.model
@@ -125,6 +123,13 @@ class RingReader(Traced):
             done += self._deliver(pos, end)
         if finish and model.busy():
             model.work()
+        if target is not None and self._pos == self._count and self._next_seq <= target \
+                and not lib.kv_ring_depth(h):
+            # Everything taken before the call is read, yet commands up to
+            # target never came: a lossy ring dropped them after its last
+            # kept event.  Said now, not at the next command.
+            self._lose(target + 1 - self._next_seq)
+            self._next_seq = target + 1
         if self.coalesce:
             self._grant()
         return done

@@ -135,8 +135,9 @@ uint64_t kv_dev_served(struct kv_dev *d);
  * KV_STEPS_BOUNDS) bucket the runs' service times. */
 int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds_ns,
                      size_t nbounds, uint64_t step_limit);
-/* Publish the open run, if any; `stop`: and end the grant. */
-void kv_ring_seal(struct kv_dev *d, int stop);
+/* Publish the open run, if any; `stop`: and end the grant.  Returns the
+ * last command taken: every one up to it is in the ring now, or dropped. */
+uint64_t kv_ring_seal(struct kv_dev *d, int stop);
 int kv_ring_coalescing(struct kv_dev *d);
 uint64_t kv_ring_coalesced(struct kv_dev *d);  /* STEPs that went into runs */
 /* A published run's histogram (nbounds + 1 buckets, the last one +Inf) and
@@ -177,6 +178,7 @@ int kv_uring_ready(struct kv_uring *u);
 int kv_uring_active(struct kv_uring *u);
 int kv_uring_exited(struct kv_uring *u);
 int kv_uring_queues(struct kv_uring *u);
+size_t kv_uring_served(struct kv_uring *u, uint64_t *out, size_t max);  /* per queue, by CPU */
 void kv_uring_release_held(struct kv_uring *u);
 void kv_uring_stop(struct kv_uring *u);     /* unmount, join every thread */
 void kv_uring_free(struct kv_uring *u);

@@ -271,14 +271,18 @@ int kv_ring_coalesce(struct kv_dev *d, uint64_t seen_seq, const uint64_t *bounds
     return granted;
 }
 
-void kv_ring_seal(struct kv_dev *d, int stop)
+uint64_t kv_ring_seal(struct kv_dev *d, int stop)
 {
+    uint64_t seq;
+
     pthread_mutex_lock(&d->lock);
     if (d->run.count)
         publish_run(d);
     if (stop)
         atomic_store_explicit(&d->coalesce, 0, memory_order_relaxed);
+    seq = d->ev_seq;
     pthread_mutex_unlock(&d->lock);
+    return seq;
 }
 
 uint64_t kv_ring_coalesced(struct kv_dev *d) { return atomic_load(&d->coalesced); }

@@ -89,6 +89,7 @@ struct queue {
     int held;
     int live;                           /* entries the kernel has not torn down */
     _Atomic int exited;
+    _Atomic uint64_t served;            /* requests this queue answered */
     struct __kernel_timespec timeout[QUEUE_DEPTH];
 };
 
@@ -202,8 +203,10 @@ static int answer(struct kv_uring *u, const struct fuse_in_header *in, const voi
         *error = -ENOTDIR;
         return 0;
     case FUSE_RELEASE:
-    case FUSE_FLUSH:
     case FUSE_DESTROY:
+        return 0;
+    case FUSE_FLUSH:    /* as libfuse without a flush handler: the kernel sends no more */
+        *error = -ENOSYS;
         return 0;
     case FUSE_FORGET:
     case FUSE_BATCH_FORGET:
@@ -503,6 +506,7 @@ static void serve_entry(struct queue *q, int e)
     oh->unique = in.unique;
     h->ring_ent_in_out.payload_sz = (uint32_t)len;
     count_served(q->u->d);
+    atomic_fetch_add_explicit(&q->served, 1, memory_order_relaxed);
     if (delay_ns && !atomic_load(&q->u->release)) {
         q->held_due[e] = kv_now_ns() + delay_ns;
         q->held++;
@@ -769,6 +773,15 @@ int kv_uring_ready(struct kv_uring *u) { return atomic_load(&u->ready); }
 int kv_uring_active(struct kv_uring *u) { return atomic_load(&u->offered) && atomic_load(&u->ready) == 1; }
 int kv_uring_exited(struct kv_uring *u) { return atomic_load(&u->exited); }
 int kv_uring_queues(struct kv_uring *u) { return u->nr_queues; }
+
+size_t kv_uring_served(struct kv_uring *u, uint64_t *out, size_t max)
+{
+    size_t n = (size_t)u->nr_queues < max ? (size_t)u->nr_queues : max;
+
+    for (size_t i = 0; i < n; i++)
+        out[i] = atomic_load_explicit(&u->queues[i].served, memory_order_relaxed);
+    return n;
+}
 
 void kv_uring_release_held(struct kv_uring *u)
 {

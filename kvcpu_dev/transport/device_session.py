@@ -29,6 +29,7 @@ class DeviceSession(Protocol):
     async def wait_exited(self) -> None: ...
     def release_held(self) -> None: ...
     def close(self) -> None: ...
+    def stats(self) -> dict[str, object]: ...
 
 
 class FastSession:
@@ -100,6 +101,9 @@ class FastSession:
         if self._se is not None:
             lib.kv_fast_release_held(self.driver.handle)
 
+    def stats(self) -> dict[str, object]:
+        return {}
+
     def close(self) -> None:
         """Send what is held, unmount (FUSE; ends the thread's read), stop
         the thread, free."""
@@ -168,6 +172,14 @@ class UringSession:
     def release_held(self) -> None:
         if self._u is not None:
             lib.kv_uring_release_held(self._u)
+
+    def stats(self) -> dict[str, object]:
+        """How many queues, and the requests each answered (by CPU)."""
+        if self._u is None:
+            return {}
+        out = ffi.new("uint64_t[]", self.queues)
+        n = lib.kv_uring_served(self._u, out, self.queues)
+        return {"uring_queues": n, "uring_queue_served": ",".join(str(out[i]) for i in range(n))}
 
     def close(self) -> None:
         """Send what is held, unmount, stop every thread, free."""

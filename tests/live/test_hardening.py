@@ -366,7 +366,10 @@ def test_request_timeout_turns_a_frozen_daemon_into_errors(open_dir, daemons, ex
     finally:
         os.kill(pid, signal.SIGCONT)
     code, waited = client.stdout.split()
-    assert int(code) == errno.ECONNABORTED, client.stdout
+    # Over io_uring the helper must also kill the stopped daemon (a request
+    # its stopped queue holds ends only when the rings close): ECANCELED.
+    assert int(code) in ((errno.ECONNABORTED,) if d.transport != "uring" else (errno.ECONNABORTED, errno.ECANCELED)), \
+        client.stdout
     assert 0.9 <= float(waited) < 5, waited
     # once resumed, the daemon finds its sessions ended and stops cleanly;
     # the lock is free once the helper has cleaned up after it
