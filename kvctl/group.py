@@ -115,6 +115,20 @@ def _weight_setting(text: str) -> tuple[str, int]:
     return name, number
 
 
+def _problem(exc: click.UsageError) -> str:
+    """click's message as one of kvctl's lines: "no such command 'bogus'",
+    "fault add: missing argument 'CMD'"."""
+    ctx = exc.ctx
+    where = " ".join(ctx.command_path.split()[1:]) if ctx is not None else ""
+    if ctx is not None and isinstance(ctx.command, click.Group) and "\n" in exc.format_message().strip():
+        # a group without its subcommand: click's message is the group's whole help
+        message = f"which one? {', '.join(ctx.command.list_commands(ctx))}"
+    else:
+        message = exc.format_message().strip().rstrip(".")
+        message = message[:1].lower() + message[1:]
+    return f"{where}: {message}" if where else message
+
+
 def run(args: list[str]) -> None:
     """Run the group on ``args`` with kvctl's errors: a usage problem is
     ``Usage``, anything else click reports a one-line ``Failure``."""
@@ -123,8 +137,8 @@ def run(args: list[str]) -> None:
     except click.exceptions.Exit as exc:
         if exc.exit_code:
             sys.exit(exc.exit_code)
-    except click.UsageError:
-        raise Usage() from None
+    except click.UsageError as exc:
+        raise Usage(_problem(exc)) from None
     except click.ClickException as exc:
         raise Failure(f"kvctl: {exc.format_message()}") from None
     except click.Abort:

@@ -142,7 +142,9 @@ def test_kvctl_open_failure_message(tmp_path, kvctl):
     missing = tmp_path / "nothing-here"
     r = kvctl_run(kvctl, "--device", missing, "step", "1")
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == f"open {missing}: No such file or directory\n"
+    first, hint = r.stderr.splitlines()  # the reference's line, then what to do
+    assert first == f"open {missing}: No such file or directory"
+    assert hint.startswith("kvctl: no device there; start one with 'kvcpu-dev --mock")
 
 
 def test_kvctl_device_from_environment(dev, kvctl):
