@@ -16,7 +16,7 @@ import click
 
 from kvcpu_dev.client import attr_dir, default_device
 from kvcpu_dev.device import abi
-from kvcpu_dev.device.regs import U32
+from kvcpu_dev.device.regs import U32, WEIGHT_BITS
 
 from . import device
 from .errors import Failure, Usage
@@ -97,6 +97,10 @@ def weights(ctx: click.Context, settings: tuple[str, ...], as_json: bool) -> Non
     if changes:
         device.call(ctx.obj["device"], "SET_WEIGHTS",
                     lambda d: result.update(d.update_weights(**changes)._asdict()))
+        for name, value in changes.items():
+            note = _wider_than_register(name, value)
+            if note:
+                click.echo(note, err=True)
     else:
         device.call(ctx.obj["device"], "TELEMETRY", lambda d: result.update(d.weights()._asdict()))
     click.echo(json.dumps(result) if as_json else _table(result))
@@ -127,6 +131,17 @@ def _problem(exc: click.UsageError) -> str:
         message = exc.format_message().strip().rstrip(".")
         message = message[:1].lower() + message[1:]
     return f"{where}: {message}" if where else message
+
+
+def _wider_than_register(name: str, value: int) -> str | None:
+    """The driver takes 32 bits and the device's register holds fewer: say
+    so (the driver accepts it, so kvctl does), or None when it fits."""
+    bits = WEIGHT_BITS[name]
+    held = value & ((1 << bits) - 1)
+    if held == value:
+        return None
+    return (f"kvctl: note: {name}={value} does not fit the device's {bits}-bit register, which holds {held} "
+            f"({value} mod {1 << bits}); set anyway, as the driver accepts it (telemetry shows {value})")
 
 
 def run(args: list[str]) -> None:
