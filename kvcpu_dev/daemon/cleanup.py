@@ -69,9 +69,10 @@ def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
     return removed
 
 
-def prepare_attr_dir(opts: Options, run_dir: RunDir) -> None:
+def prepare_attr_dir(opts: Options, run_dir: RunDir) -> bool:
     """RUN_DIR/N: a directory of ours (made 0755) with nothing mounted on
-    it, the mount point to be."""
+    it, the mount point to be.  Returns whether it was made here, so that
+    a start refused later takes it away again (remove_attr_dir)."""
     if mounts.is_mounted(opts.attr_dir):
         entry = mounts.entry_at(opts.attr_dir)
         raise StartError(f"{opts.attr_dir} has a mount that is not ours ({entry and entry[0]}); unmount it first")
@@ -81,8 +82,17 @@ def prepare_attr_dir(opts: Options, run_dir: RunDir) -> None:
         st = run_dir.lstat(opts.name)
         if st is not None and stat.S_IMODE(st.st_mode) != DIR_MODE:
             os.chmod(opts.name, DIR_MODE, dir_fd=run_dir.fd, follow_symlinks=False)
-        return
+        return True
     if not stat.S_ISDIR(st.st_mode):
         raise StartError(f"{opts.attr_dir} exists and is not a directory; remove it first")
     if st.st_uid not in owners():
         raise StartError(f"{opts.attr_dir} is owned by uid {st.st_uid}, not root; remove it first")
+    return False
+
+
+def remove_attr_dir(opts: Options, run_dir: RunDir) -> None:
+    """The mount point, if it is empty and nothing is mounted on it: what a
+    start refused before its mount leaves (only the log line may stay)."""
+    if not mounts.is_mounted(opts.attr_dir):
+        with contextlib.suppress(OSError):
+            os.rmdir(opts.name, dir_fd=run_dir.fd)

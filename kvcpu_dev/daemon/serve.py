@@ -27,7 +27,7 @@ import trio
 
 from .. import client
 from ..errors import StartError
-from .cleanup import prepare_attr_dir, remove_leftovers
+from .cleanup import prepare_attr_dir, remove_attr_dir, remove_leftovers
 from .helper import Helper
 from .lock import take_lock
 from .options import Options
@@ -139,9 +139,18 @@ def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
 
 def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report: Report) -> int:
     clean_stale(opts, transport, run_dir)
-    prepare_attr_dir(opts, run_dir)
-    helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None
-    server = Server(opts)
+    made = prepare_attr_dir(opts, run_dir)
+    helper = None
+    try:
+        helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None
+        server = Server(opts)  # refusals of --record or --metrics come from here
+    except BaseException:
+        if helper is not None:
+            helper.teardown()
+            helper.close()
+        if made:
+            remove_attr_dir(opts, run_dir)
+        raise
     try:
         try:
             server.open()
