@@ -65,6 +65,18 @@ class Bench:
             Attribute("metrics", lambda: self.metrics.text()),
         ]
 
+    def describe(self) -> str:
+        """What the options started, for the ready line: the recording's
+        path and the metrics' URL (with the port the kernel chose for 0)."""
+        parts = []
+        rec = self.control.recorder
+        if rec is not None:
+            parts.append(f"recording to {rec.path}")
+        if self._metrics is not None and self._metrics.address is not None:
+            host, port = self._metrics.address
+            parts.append(f"metrics at http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+        return "".join(f"; {p}" for p in parts)
+
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
@@ -97,6 +109,13 @@ def attach(server: Any) -> list[Attribute]:
         bench.close()
         raise
     return bench.attributes()
+
+
+def describe(server: Any) -> str:
+    """``; recording to PATH; metrics at URL`` for what ``server``'s options
+    started (empty if nothing), to follow its ready line."""
+    bench = getattr(server, "_bench", None)
+    return bench.describe() if bench is not None else ""
 
 
 def detach(server: Any) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import trio
 
-from .. import client
+from .. import bench, client
 from ..errors import StartError
 from .cleanup import prepare_attr_dir, remove_attr_dir, remove_leftovers
 from .helper import Helper
@@ -165,9 +165,10 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
                 made = getattr(server.cuse_node, "made", None)  # a CUSE node made by hand
                 helper.ready(pid=pid, made_node=str(made) if made else None,
                              rdev=os.stat(made).st_rdev if made else 0)
+            what = server.describe() + bench.describe(server)
             how = _give_up_root(opts)
-            log.info("%s (pid %d)%s", server.describe(), pid, f" {how}" if how else "")
-            report(True, server.describe())
+            log.info("%s (pid %d)%s", what, pid, f" {how}" if how else "")
+            report(True, what)
 
         try:
             trio.run(server.run, ready)

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import struct
@@ -280,6 +281,22 @@ def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
     assert "fault id=1 cmd=MARK_HOT errno=EIO" in blocks[0]
     assert any(line.startswith("tier HBM") for line in blocks[1].splitlines())
     assert "rate=0.0/s" in blocks[1]
+
+
+def test_the_ready_line_names_the_recording_and_the_metrics_url(daemons, tmp_path):
+    """What --record and --metrics started is on the line the start prints
+    (and in the log), the port as bound (issue 22: only the log said)."""
+    rec_file = tmp_path / "ready.kvrec"
+    d = daemons(start=False)
+    line = d.start("--record", str(rec_file), "--metrics", "127.0.0.1:0").stdout.strip()
+    m = re.fullmatch(rf"kvcpu-dev: {d.name} ready: .*; recording to {re.escape(str(rec_file))}; "
+                     r"metrics at (http://127\.0\.0\.1:(\d+)/metrics) \(pid \d+\)", line)
+    assert m and int(m.group(2)) > 0, line
+    with urllib.request.urlopen(m.group(1), timeout=10) as resp:
+        assert resp.status == 200
+    assert f"recording to {rec_file}; metrics at {m.group(1)} (pid" in d.log()
+    plain = daemons(start=False).start().stdout  # without them, the line is as before
+    assert "; " not in plain and "recording" not in plain and "metrics" not in plain
 
 
 def test_metrics_bad_address(daemons):
