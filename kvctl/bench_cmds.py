@@ -173,6 +173,9 @@ def replay_cmd(ctx: click.Context, file: str, device: str | None, speed: float |
         except (OSError, ValueError) as exc:
             raise Failure(f"kvctl: model configuration: {getattr(exc, 'strerror', None) or exc}") from None
         stats = replay.replay_model(rec, cfg, timing=timing)
+        note = replay.reset_note(rec)
+        if note:
+            click.echo(f"kvctl: note: {note}", err=True)
         if as_json:
             click.echo(json.dumps(stats, indent=2, sort_keys=True))
         else:

@@ -72,8 +72,8 @@ def test_record_log_replay_check(daemons, kvclient, kvctl, tmp_path):
     marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
     assert marks == ["start", "stop"]
     cmds = rec.commands()
-    assert cmds[0].name == "TELEMETRY"  # the background start's check
-    cmds = cmds[1:]
+    # The start's own check of the node is no command (issue 22: it was the first record).
+    assert not [r for r in rec.records if r.comm == "kvcpu-dev"]
     assert [r.name for r in cmds][:5] == ["STEP", "HOT", "PREFETCH", "SHARE", "EVICT"]
     assert cmds[0].step == 128 and cmds[0].errno == 0 and cmds[0].pid > 0
     assert cmds[1].va == VA + MB2 and cmds[1].len == MB2
@@ -281,6 +281,26 @@ def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
     assert "fault id=1 cmd=MARK_HOT errno=EIO" in blocks[0]
     assert any(line.startswith("tier HBM") for line in blocks[1].splitlines())
     assert "rate=0.0/s" in blocks[1]
+
+
+def test_the_start_sends_no_command(daemons, kvctl):
+    """A fresh daemon's metrics count nothing: the background start checks
+    its node with an open, not a GET_TELEMETRY that top and a recording
+    would show as the first client's command."""
+    dev = daemons()
+    block = kvctl_run(kvctl, dev.node, "top", "--once").stdout
+    assert not [line for line in block.splitlines() if line.startswith("command ")], block
+    assert "commands: rate and latency since the device started" in block
+
+
+def test_fault_list_shows_the_seed_given(dev, kvclient, kvctl):
+    kvctl_run(kvctl, dev.node, "fault", "add", "STEP", "--errno", "EIO", "--probability", "0.5", "--seed", "7")
+    for i in range(20):  # draws move the rule's random stream, not its seed
+        c_errno(kvclient, dev.node, "step", i)
+    line = kvctl_run(kvctl, dev.node, "fault", "list").stdout
+    assert "probability=0.5 seed=7 " in line and "seen=20" in line, line
+    kvctl_run(kvctl, dev.node, "fault", "add", "HOT", "--errno", "EIO", "--probability", "0.5")
+    assert "cmd=MARK_HOT errno=EIO probability=0.5 seed=0 " in kvctl_run(kvctl, dev.node, "fault", "list").stdout
 
 
 def test_the_ready_line_names_the_recording_and_the_metrics_url(daemons, tmp_path):
