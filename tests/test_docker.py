@@ -98,11 +98,12 @@ def _text(output: bytes | str | None) -> str:
     return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
-def quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
+def quiet(cmd: list[str], timeout: float = 60,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str] | None:
     """For clean-up: run, never raise."""
     try:
         return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env=DOCKER_ENV)
+                              timeout=timeout, env=env or DOCKER_ENV)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -204,10 +205,11 @@ def dockerd(docker_lock):
 
 
 @pytest.fixture(scope="module")
-def base_image(dockerd):
+def base_image(dockerd, rootfs_cache):
     existed = image_id(BASE_TAG) is not None
     t0 = time.monotonic()
-    r = quiet([str(SCRIPTS / "docker-image.sh"), "--tag", BASE_TAG], timeout=900)
+    r = quiet([str(SCRIPTS / "docker-image.sh"), "--tag", BASE_TAG], timeout=900,
+              env={**DOCKER_ENV, "KVCPU_ROOTFS_CACHE": str(rootfs_cache)})  # the podman test's too
     if r is None:
         pytest.fail("scripts/docker-image.sh timed out after 900 s", pytrace=False)
     if r.returncode == 77:

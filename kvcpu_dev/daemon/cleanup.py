@@ -1,6 +1,6 @@
 """What a killed daemon leaves behind, found and removed: only what is
 provably its own (a kvcpu-N mount, a link to our node, a temporary link of
-a dead maker, the pid file).  Call with the name's lock held."""
+a dead maker, the pid file, our CDI spec).  Call with the name's lock held."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import stat
 from .. import mounts, paths
 from ..errors import StartError
 from ..safe_paths import DIR_MODE, owners
+from . import cdi
 from .options import Options
 from .rundir import RunDir
 
@@ -51,7 +52,8 @@ def stale_temp_links(opts: Options) -> list[pathlib.Path]:
 def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
     """Undo what a killed daemon left, and only what is provably its own:
     a kvcpu-N mount at RUN_DIR/N, a link to our node target, a temporary
-    link of a dead maker, the pid file.  Call with the name's lock held."""
+    link of a dead maker, the pid file, a CDI spec naming our node.  Call
+    with the name's lock held."""
     removed = []
     if mounts.is_mounted(opts.attr_dir) and mounts.is_ours(opts.attr_dir, opts.name):
         mounts.detach(opts.attr_dir)
@@ -66,6 +68,7 @@ def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
             removed.append(f"a stale temporary link {link}")
+    removed += [f"a stale CDI spec {spec}" for spec in cdi.remove(opts)]
     return removed
 
 

@@ -6,7 +6,8 @@
   fork the privileged helper      (helper: with --runas, --seccomp or
                                     --request-timeout)
   mount, open /dev/cuse, publish the node          (server; needs root)
-  write the pid file, then drop root and install the seccomp filter
+  write the pid file (and, with --cdi, the CDI spec), then drop root and
+  install the seccomp filter
   serve until SIGTERM/SIGINT/SIGHUP
   teardown: the helper undoes the root-only steps, the server the rest
 
@@ -27,6 +28,7 @@ import trio
 
 from .. import bench, client
 from ..errors import StartError
+from . import cdi
 from .cleanup import prepare_attr_dir, remove_attr_dir, remove_leftovers
 from .helper import Helper
 from .lock import take_lock
@@ -139,6 +141,7 @@ def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
 
 def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report: Report) -> int:
     clean_stale(opts, transport, run_dir)
+    cdi.check(opts)
     made = prepare_attr_dir(opts, run_dir)
     helper = None
     try:
@@ -160,12 +163,15 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
         def ready() -> None:
             pid = os.getpid()
             run_dir.write_pid(opts.pid_name, pid)
+            what = server.describe() + bench.describe(server)
+            if opts.cdi_dir is not None:  # before READY=1: a container may be started on it at once
+                spec = cdi.write(opts, server.transport)
+                what += f"; CDI {cdi.qualified_name(opts.name)} in {spec}"
             sd_notify(f"READY=1\nMAINPID={pid}")
             if helper is not None:
                 made = getattr(server.cuse_node, "made", None)  # a CUSE node made by hand
                 helper.ready(pid=pid, made_node=str(made) if made else None,
                              rdev=os.stat(made).st_rdev if made else 0)
-            what = server.describe() + bench.describe(server)
             how = _give_up_root(opts)
             log.info("%s (pid %d)%s", what, pid, f" {how}" if how else "")
             report(True, what)
@@ -185,6 +191,7 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
             helper.teardown()  # the root-only steps, before the server's own
         server.close()
         if helper is None:
+            cdi.remove(opts)  # with a helper, its teardown did (the daemon may be root no more)
             run_dir.remove_pid(opts.pid_name, os.getpid())
         else:
             helper.close()  # its end of the pair sees EOF when we exit
