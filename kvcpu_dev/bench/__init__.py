@@ -72,9 +72,14 @@ class Bench:
         rec = self.control.recorder
         if rec is not None:
             parts.append(f"recording to {rec.path}")
-        if self._metrics is not None and self._metrics.address is not None:
-            host, port = self._metrics.address
-            parts.append(f"metrics at http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+        if self._metrics is not None and self._server.opts.metrics:
+            from .metrics import parse_address
+
+            # the bound address; prometheus-client before 0.18 (Debian 12's) does not say it
+            host, port = self._metrics.address or parse_address(self._server.opts.metrics)
+            where = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics" if port \
+                else f"{host}, on a port the kernel chose"
+            parts.append(f"metrics at {where}")
         return "".join(f"; {p}" for p in parts)
 
     def close(self) -> None:
