@@ -24,17 +24,22 @@ usage: kvctl [--device PATH] <command> [args]
   prefetch <va> <len> <step>  prefetch a block for a step
   share <va> <len>            share a prefix block
   telemetry [--json]          show the device's telemetry
-  weights [name=value ...]    show or set HEPC weights and thresholds
+  weights [--json] [name=value ...]
+                              show or set HEPC weights and thresholds
   stats [--json]              device model counters
-  blocks [--tier T] [--json]  device model block directory
-  record start FILE | stop    record every command the device gets
-  log FILE [--json]           print a recording, decoded
-  replay FILE [--speed max|X] [--check] [--model [--config F]]
+  blocks [--tier T] [--va ADDR|START-END|START+LEN] [--json]
+                              device model block directory
+  record [start FILE | stop]  record every command the device gets (alone: its state)
+  log FILE [--json] [--kind CMD]
+                              print a recording, decoded
+  replay FILE [--device PATH] [--speed max|X] [--check]
+  replay FILE --model [--config F] [--json] [--timing]
                               re-issue a recording (or run it through the model)
-  fault add CMD --errno E [--count N|--every N|--probability P --seed S] [--latency 5ms]
+  fault add CMD [--errno E] [--count N|--every N|--probability P [--seed S]] [--latency 5ms]
   fault list | clear | del ID injected faults
   reset | unplug | replug     function-level reset; surprise removal and return
-  top [--once|--count N]      live view: rates, latencies, tiers, DMA, faults
+  top [--interval S] [--once|--count N]
+                              live view: rates, latencies, tiers, DMA, faults
 numbers: decimal, 0x hex or 0 octal; PATH defaults to $KVCPU_DEVICE or /dev/kvcpu0"""
 
 

@@ -5,6 +5,7 @@ open.  In process: main() as the console script runs it."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -83,3 +84,48 @@ def test_attribute_commands_without_a_daemon_get_the_hint(capsys, tmp_path):
         lines = err.splitlines()
         assert code == 1 and len(lines) == 2, (args, err)
         assert lines[1].startswith("kvctl: no device there; start one with 'kvcpu-dev --mock"), args
+
+
+def _commands():
+    """Every kvctl command beyond the reference five, with its click command:
+    ("weights", cmd), ("fault add", cmd), ..."""
+    import click
+
+    from kvctl import group
+
+    ctx = click.Context(group.cli)
+    for name in group.cli.list_commands(ctx):
+        command = group.cli.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            sub = click.Context(command, parent=ctx)
+            for subname in command.list_commands(sub):
+                yield f"{name} {subname}", command.get_command(sub, subname)
+        else:
+            yield name, command
+
+
+def _spec(line: str) -> list[str]:
+    """A usage line's command words, before its description: "fault list | clear" -> fault list clear."""
+    return re.sub(r"[][|]", " ", re.split(r"\s{2,}", line.strip())[0]).split()
+
+
+def test_the_usage_names_every_command_and_option():
+    """What kvctl --help prints is all there is (issue 22: weights --json,
+    blocks --va, log --kind were missing)."""
+    import click
+
+    lines = cli.USAGE.splitlines()[1:]
+    seen = []
+    for name, command in _commands():
+        first, *rest = name.split()
+        mine = [line for line in lines if (words := _spec(line))
+                and (words[0] == first or (not rest and first in words and "|" in line))
+                and all(w in words for w in rest)]
+        assert mine, f"kvctl {name} is not in the usage"
+        options = [opt for p in command.params if isinstance(p, click.Option) for opt in p.opts
+                   if opt.startswith("--")]
+        for opt in options:
+            assert any(opt in line for line in mine), f"kvctl {name} {opt} is not in the usage"
+        seen.append(name)
+    assert {"weights", "blocks", "log", "fault add", "top", "replay", "reset", "unplug"} <= set(seen)
