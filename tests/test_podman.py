@@ -36,7 +36,6 @@ import fcntl
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import uuid
 from typing import NoReturn
 
 import pytest
+from hostcmd import quiet, run, skip_or_fail
 from live.harness import Daemon, mounted, new_name
 
 pytestmark = pytest.mark.podman
@@ -66,29 +66,7 @@ TIMINGS: dict[str, float | str] = {}
 
 
 def _skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("KVCPU_REQUIRE_PODMAN") == "1":
-        pytest.fail(f"KVCPU_REQUIRE_PODMAN=1 but: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def run(cmd: list[str], *, timeout: float = 120, check: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """A host command with no stdin; on failure (if ``check``), fail with its output."""
-    try:
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{shlex.join(cmd)} timed out after {timeout}s", pytrace=False)
-    if check and result.returncode != 0:
-        pytest.fail(f"{shlex.join(cmd)} exited {result.returncode}\n"
-                    f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}", pytrace=False)
-    return result
-
-
-def quiet(cmd: list[str], timeout: float = 60) -> None:
-    """For clean-up: run, never raise."""
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    skip_or_fail("KVCPU_REQUIRE_PODMAN", reason)
 
 
 def image_exists(ref: str) -> bool:
