@@ -142,7 +142,7 @@ def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
 def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, report: Report) -> int:
     clean_stale(opts, transport, run_dir)
     cdi.check(opts)
-    made = prepare_attr_dir(opts, run_dir)
+    made_dir = prepare_attr_dir(opts, run_dir)
     helper = None
     try:
         helper = Helper.start(opts, transport, keep=(lock, run_dir.fd)) if needs_helper(opts) else None
@@ -151,7 +151,7 @@ def _serve_locked(opts: Options, transport: str, run_dir: RunDir, lock: int, rep
         if helper is not None:
             helper.teardown()
             helper.close()
-        if made:
+        if made_dir:
             remove_attr_dir(opts, run_dir)
         raise
     try:
