@@ -7,6 +7,10 @@
 #   docker run -d --name kvcpu --device /dev/fuse --cap-add SYS_ADMIN kvcpu-dev
 #   docker exec kvcpu kvctl telemetry
 #
+# `--target client` builds the same install without the daemon's entry
+# point: a client of a device the host hands in through CDI
+# (`kvcpu-dev --mock --cdi` on the host; docs/containers.md).
+#
 # With /dev/cuse passed in (untested: no CUSE host here) the daemon makes the
 # node itself; the device cgroup must allow it (docs/containers.md, "CUSE hosts").
 # On AppArmor hosts add --security-opt apparmor=unconfined (docker-default denies mount).
@@ -20,7 +24,7 @@
 #
 # installs them with apt-get (Debian's packages only: nothing from PyPI).
 ARG BASE=kvcpu-dev-base:local
-FROM ${BASE}
+FROM ${BASE} AS client
 
 # Build: gcc, headers and cffi for the libfuse3 binding.  Run: fuse3, trio,
 # click, numpy.  Test (the live suite inside the container): pytest,
@@ -60,6 +64,14 @@ COPY . .
 RUN pip install --no-index --no-deps --no-build-isolation --no-cache-dir -q . \
     && rm -rf build ./*.egg-info kvcpu_dev kvctl \
     && cd / && kvcpu-dev --version && python3 -c 'import kvcpu_dev.native._fuse'
+
+# The client image (`--target client`): kvctl and the Python client and no
+# daemon, for a container given a host's device through CDI:
+#   podman run --device kvcpu.dev/device=kvcpu0 kvcpu-client kvctl telemetry
+CMD ["kvctl", "telemetry"]
+
+# The default image: the daemon in the container.
+FROM client AS kvcpu-dev
 
 # Healthy once the node answers KV_CPU_GET_TELEMETRY (kvctl opens
 # $KVCPU_DEVICE or /dev/kvcpu0).  The daemon publishes the node only when it

@@ -13,6 +13,8 @@ For a device named N (``--run-dir`` and ``--dev-dir`` configurable):
                         CUSE, the character device /dev/N (or, with another
                         --dev-dir, a symlink to it)
   DEV_DIR/.N.PID        the node's link while it is made (renamed into place)
+  CDI_DIR/kvcpu.dev-N.json   with --cdi: the CDI spec naming the node for
+                        container runtimes (CDI_DIR: /var/run/cdi, --cdi-dir)
 
 No cffi and no numpy here: the client imports this module.  The options
 of one running device, which name these paths, are daemon/options.py.
@@ -34,6 +36,9 @@ FS_TYPE = "fuse.kvcpu"
 #: The FUSE transport's device file has a mount of its own on top of
 #: RUN_DIR/N/device (the fast path's session): same source, this type.
 DEVICE_FS_TYPE = "fuse.kvcpu-device"
+#: Where container runtimes look for CDI specs written at run time (the
+#: CDI default beside the static /etc/cdi); --cdi writes there.
+DEFAULT_CDI_DIR = pathlib.Path("/var/run/cdi")
 #: The FUSE control file system: one directory per connection.
 FUSECTL_DIR = pathlib.Path("/sys/fs/fuse/connections")
 
@@ -42,6 +47,11 @@ def mount_source(name: str) -> str:
     """The attribute mount's source in the mount table: how clients and the
     clean-up find a device's mount whatever --run-dir was."""
     return f"kvcpu-{name}"
+
+
+def cdi_spec_name(name: str) -> str:
+    """The CDI spec of device ``name`` (vendor kvcpu.dev, one file per device)."""
+    return f"kvcpu.dev-{name}.json"
 
 
 def temp_link_name(name: str, pid: int) -> str:

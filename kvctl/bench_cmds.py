@@ -9,6 +9,7 @@ stderr and exit 1 (``Failure``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -20,6 +21,7 @@ import click
 from kvcpu_dev.bench import faults as fault_rules
 from kvcpu_dev.client import attr_dir as find_attr_dir
 
+from .device import attr_hint
 from .errors import Failure
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ def _write(ctx: click.Context, name: str, text: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise Failure(f"kvctl: open {path}: {exc.strerror}") from None
+        raise Failure(f"kvctl: open {path}: {exc.strerror}{attr_hint(ctx.obj['device'], path, exc.errno)}") from None
     try:
         os.write(fd, text.encode())
     except OSError as exc:
@@ -49,7 +51,7 @@ def _read(ctx: click.Context, name: str) -> str:
     try:
         return path.read_text()
     except OSError as exc:
-        raise Failure(f"kvctl: read {path}: {exc.strerror}") from None
+        raise Failure(f"kvctl: read {path}: {exc.strerror}{attr_hint(ctx.obj['device'], path, exc.errno)}") from None
 
 
 def _keyvals(text: str) -> dict[str, str]:
@@ -171,6 +173,9 @@ def replay_cmd(ctx: click.Context, file: str, device: str | None, speed: float |
         except (OSError, ValueError) as exc:
             raise Failure(f"kvctl: model configuration: {getattr(exc, 'strerror', None) or exc}") from None
         stats = replay.replay_model(rec, cfg, timing=timing)
+        note = replay.reset_note(rec)
+        if note:
+            click.echo(f"kvctl: note: {note}", err=True)
         if as_json:
             click.echo(json.dumps(stats, indent=2, sort_keys=True))
         else:
@@ -288,4 +293,5 @@ def top_cmd(ctx: click.Context, interval: float, count: int | None, once: bool) 
     try:
         top.run(_attr_dir(ctx), interval, 1 if once else count)
     except top.TopError as exc:
-        raise Failure(f"kvctl: top: {exc}") from None
+        hint = attr_hint(ctx.obj["device"], _attr_dir(ctx) / "metrics", errno.ENOENT)
+        raise Failure(f"kvctl: top: {exc}{hint}") from None

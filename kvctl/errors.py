@@ -3,8 +3,14 @@ the entry point share them without importing each other."""
 
 
 class Failure(Exception):
-    """A one-line error for stderr; exit status 1."""
+    """One or more lines for stderr; exit status 1."""
 
 
 class Usage(Exception):
-    """Print the usage and exit 1, as the reference tool does."""
+    """Print the usage and exit 1, as the reference tool does; ``problem``,
+    when given, is printed first as one line naming what was wrong (the
+    usage alone says what is allowed, not what was not)."""
+
+    def __init__(self, problem: str = ""):
+        super().__init__(problem)
+        self.problem = problem

@@ -16,7 +16,7 @@ import click
 
 from kvcpu_dev.client import attr_dir, default_device
 from kvcpu_dev.device import abi
-from kvcpu_dev.device.regs import U32
+from kvcpu_dev.device.regs import U32, WEIGHT_BITS
 
 from . import device
 from .errors import Failure, Usage
@@ -97,6 +97,10 @@ def weights(ctx: click.Context, settings: tuple[str, ...], as_json: bool) -> Non
     if changes:
         device.call(ctx.obj["device"], "SET_WEIGHTS",
                     lambda d: result.update(d.update_weights(**changes)._asdict()))
+        for name, value in changes.items():
+            note = _wider_than_register(name, value)
+            if note:
+                click.echo(note, err=True)
     else:
         device.call(ctx.obj["device"], "TELEMETRY", lambda d: result.update(d.weights()._asdict()))
     click.echo(json.dumps(result) if as_json else _table(result))
@@ -115,6 +119,31 @@ def _weight_setting(text: str) -> tuple[str, int]:
     return name, number
 
 
+def _problem(exc: click.UsageError) -> str:
+    """click's message as one of kvctl's lines: "no such command 'bogus'",
+    "fault add: missing argument 'CMD'"."""
+    ctx = exc.ctx
+    where = " ".join(ctx.command_path.split()[1:]) if ctx is not None else ""
+    if ctx is not None and isinstance(ctx.command, click.Group) and "\n" in exc.format_message().strip():
+        # a group without its subcommand: click's message is the group's whole help
+        message = f"which one? {', '.join(ctx.command.list_commands(ctx))}"
+    else:
+        message = exc.format_message().strip().rstrip(".")
+        message = message[:1].lower() + message[1:]
+    return f"{where}: {message}" if where else message
+
+
+def _wider_than_register(name: str, value: int) -> str | None:
+    """The driver takes 32 bits and the device's register holds fewer: say
+    so (the driver accepts it, so kvctl does), or None when it fits."""
+    bits = WEIGHT_BITS[name]
+    held = value & ((1 << bits) - 1)
+    if held == value:
+        return None
+    return (f"kvctl: note: {name}={value} does not fit the device's {bits}-bit register, which holds {held} "
+            f"({value} mod {1 << bits}); set anyway, as the driver accepts it (telemetry shows {value})")
+
+
 def run(args: list[str]) -> None:
     """Run the group on ``args`` with kvctl's errors: a usage problem is
     ``Usage``, anything else click reports a one-line ``Failure``."""
@@ -123,8 +152,8 @@ def run(args: list[str]) -> None:
     except click.exceptions.Exit as exc:
         if exc.exit_code:
             sys.exit(exc.exit_code)
-    except click.UsageError:
-        raise Usage() from None
+    except click.UsageError as exc:
+        raise Usage(_problem(exc)) from None
     except click.ClickException as exc:
         raise Failure(f"kvctl: {exc.format_message()}") from None
     except click.Abort:

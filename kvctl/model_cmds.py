@@ -17,6 +17,7 @@ import click
 from kvcpu_dev.device import model_text
 from kvcpu_dev.device.model_text import TIER_NAMES, tier_index
 
+from .device import attr_hint
 from .numbers import strtoull
 
 
@@ -28,7 +29,7 @@ def _read(ctx: click.Context, name: str) -> str:
     try:
         return path.read_text()
     except OSError as e:
-        _fail(f"read {path}: {e.strerror or e}")
+        _fail(f"read {path}: {e.strerror or e}{attr_hint((ctx.obj or {}).get('device', ''), path, e.errno)}")
 
 
 def _fail(message: str) -> NoReturn:

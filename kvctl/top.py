@@ -3,9 +3,10 @@
 Its source is the daemon's ``metrics`` attribute file: the same Prometheus
 text ``--metrics`` serves, so top needs no port and no --metrics, and what
 it shows is what a scrape shows.  Rates and latency percentiles are over
-the last refresh interval (cumulative on the first refresh); a percentile
-is interpolated inside its histogram bucket, as PromQL's
-histogram_quantile does.  ``faults`` and ``control`` are read when the
+the last refresh interval (the first refresh: latencies since the device
+started, no rate); a command idle over the interval has no percentiles
+("-"), not its old ones; a percentile is interpolated inside its
+histogram bucket, as PromQL's histogram_quantile does.  ``faults`` and ``control`` are read when the
 user may (they are the owner's).
 
 On a terminal it redraws in place with rich; otherwise (a pipe, a file,
@@ -101,7 +102,7 @@ def view(cur: Sample, prev: Sample | None, extras: dict[str, str]) -> dict[str, 
         for labels, value in cur.series("kvcpu_command_latency_seconds_bucket"):
             if labels.get("command") == name:
                 before = prev.get("kvcpu_command_latency_seconds_bucket", **labels) if prev else 0.0
-                buckets[float(labels["le"])] = value - before if row["delta"] > 0 and prev else value
+                buckets[float(labels["le"])] = value - before if prev is not None else value
         ordered = sorted(buckets.items())
         rows.append({
             "command": name, "total": int(row["total"]), "errors": int(row["errors"]),
@@ -114,6 +115,7 @@ def view(cur: Sample, prev: Sample | None, extras: dict[str, str]) -> dict[str, 
              for labels, v in cur.series("kvcpu_model_tier_resident_blocks")]
     dma = {labels["channel"]: int(v) for labels, v in cur.series("kvcpu_model_dma_queue_depth")}
     return {
+        "window": f"over the last {dt:.2g} s" if prev is not None else "since the device started",
         "rows": rows, "tiers": tiers, "dma_queue": dma,
         "dma_down": cur.get("kvcpu_model_dma_transferred_bytes_total", direction="down"),
         "dma_up": cur.get("kvcpu_model_dma_transferred_bytes_total", direction="up"),
@@ -131,7 +133,8 @@ def view(cur: Sample, prev: Sample | None, extras: dict[str, str]) -> dict[str, 
 
 def plain(v: dict[str, Any]) -> list[str]:
     lines = [f"device present={v['present']} resets={v['resets']} ring_dropped={v['ring_dropped']} "
-             f"recording={v['recording']} fault_rules={v['fault_rules']} faults_injected={v['faults_injected']}"]
+             f"recording={v['recording']} fault_rules={v['fault_rules']} faults_injected={v['faults_injected']}",
+             f"commands: rate and latency {v['window']}"]
     for r in v["rows"]:
         rate = "-" if r["rate"] is None else f"{r['rate']:.1f}"
         lines.append(f"command {r['command']} total={r['total']} errors={r['errors']} rate={rate}/s "
@@ -156,7 +159,7 @@ def rich_view(v: dict[str, Any], where: str) -> Any:
     state = "[green]present[/]" if v["present"] else "[red]UNPLUGGED[/]"
     head.add_row(f"[b]{where}[/]", state, f"resets {v['resets']}", f"ring drops {v['ring_dropped']}",
                  "[red]recording[/]" if v["recording"] else "not recording")
-    cmds = Table(title="commands (rate and latency over the last interval)", expand=True)
+    cmds = Table(title=f"commands (rate and latency {v['window']})", expand=True)
     for col in ("command", "total", "errors", "rate/s", "p50", "p90", "p99"):
         cmds.add_column(col, justify="left" if col == "command" else "right")
     for r in v["rows"]:

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Build (once) the local Docker base image for kvcpu-dev tests:
-# Debian bookworm, python3 + venv + headers, gcc, libfuse3 (fuse3,
-# libfuse3-dev, pkg-config) and every Python dependency of the project as a
-# Debian package (cffi, trio, click, numpy, pytest, hypothesis), so that the
-# project's Dockerfile installs it with no network at all.
+# Build (once) the local base image for kvcpu-dev's container tests, for
+# Docker or podman: Debian bookworm, python3 + venv + headers, gcc, libfuse3
+# (fuse3, libfuse3-dev, pkg-config) and every Python dependency of the
+# project as a Debian package (cffi, trio, click, numpy, pytest,
+# hypothesis), so that the project's Dockerfile installs it with no network
+# at all.
 #
-#   scripts/docker-image.sh [--rebuild] [--tag NAME:TAG]
+#   scripts/docker-image.sh [--engine docker|podman] [--rebuild] [--tag NAME:TAG]
+#
+# KVCPU_ROOTFS_CACHE=DIR keeps the rootfs tarball in DIR (named by the
+# recipe's hash) and reuses it: the test suite builds it once for the
+# Docker and the podman test, and removes DIR at its end.
 #
 # Why not `docker build FROM debian`: no image registry is reachable here.
 # Debian's package mirror is, so mmdebstrap assembles a minimal rootfs from
@@ -17,21 +22,25 @@
 # image with the same tag and the same hash is reused (seconds), a different
 # hash (recipe edited) triggers a rebuild.
 #
-# Starts dockerd if none answers (via scripts/dockerd-ctl.sh) and leaves it
-# running for the caller's `docker run`s; the caller stops it with
+# Docker: starts dockerd if none answers (via scripts/dockerd-ctl.sh) and
+# leaves it running for the caller's `docker run`s; the caller stops it with
 # `scripts/dockerd-ctl.sh stop` (which only stops a dockerd we started).
+# podman needs no daemon.
 #
-# Exit codes: 0 ok, 77 cannot build here (no docker/dockerd, no apt), 1 error.
+# Exit codes: 0 ok, 77 cannot build here (no docker/dockerd or podman, no
+# apt), 1 error.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tag=kvcpu-dev-base:local
 rebuild=0
+engine=docker
 while (($#)); do
     case $1 in
         --rebuild) rebuild=1 ;;
         --tag) tag=${2:?--tag needs a value}; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --engine) engine=${2:?--engine needs docker or podman}; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "docker-image: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -68,20 +77,34 @@ recipe_version=1
 recipe="v$recipe_version $suite $mirror ${packages[*]}"
 recipe_hash=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
 
-if ! command -v docker >/dev/null; then
-    echo "docker-image: docker CLI not installed; cannot build" >&2
-    exit 77
-fi
-"$here/dockerd-ctl.sh" start
+case $engine in
+    docker)
+        if ! command -v docker >/dev/null; then
+            echo "docker-image: docker CLI not installed; cannot build" >&2
+            exit 77
+        fi
+        "$here/dockerd-ctl.sh" start ;;
+    podman)
+        if ! command -v podman >/dev/null; then
+            echo "docker-image: podman not installed; cannot build" >&2
+            exit 77
+        fi ;;
+    *) echo "docker-image: --engine is docker or podman, not $engine" >&2; exit 2 ;;
+esac
 
-existing=$(docker image inspect --format '{{ index .Config.Labels "kvcpu.recipe" }}' "$tag" 2>/dev/null || true)
-old_id=$(docker image inspect --format '{{ .Id }}' "$tag" 2>/dev/null || true)
+existing=$($engine image inspect --format '{{ index .Config.Labels "kvcpu.recipe" }}' "$tag" 2>/dev/null || true)
+old_id=$($engine image inspect --format '{{ .Id }}' "$tag" 2>/dev/null || true)
 if ((!rebuild)) && [[ $existing == "$recipe_hash" ]]; then
     echo "docker-image: $tag is up to date (recipe $recipe_hash); reusing it"
     exit 0
 fi
 
-if ! command -v mmdebstrap >/dev/null; then
+cached=
+if [[ -n ${KVCPU_ROOTFS_CACHE:-} ]]; then
+    cached=$KVCPU_ROOTFS_CACHE/kvcpu-rootfs-$recipe_hash.tar
+fi
+
+if [[ -z $cached || ! -s $cached ]] && ! command -v mmdebstrap >/dev/null; then
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
         echo "docker-image: mmdebstrap missing and cannot apt-get install it" >&2
         exit 77
@@ -92,7 +115,7 @@ if ! command -v mmdebstrap >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap </dev/null >/dev/null
 fi
 
-echo "docker-image: building $tag from Debian $suite (recipe $recipe_hash)"
+echo "docker-image: building $tag from Debian $suite for $engine (recipe $recipe_hash)"
 start=$(date +%s)
 # Explicit mirror lines: mmdebstrap reads sources from stdin when stdin is
 # not a tty, and CI runs us with stdin closed/null.
@@ -104,37 +127,54 @@ start=$(date +%s)
 # $1 is the rootfs path, expanded by mmdebstrap's hook shell, not by us.
 # shellcheck disable=SC2016
 cleanup_hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*'
-tmp_tar=$(mktemp "${TMPDIR:-/tmp}/kvcpu-rootfs.XXXXXX.tar")
-trap 'rm -f "$tmp_tar"' EXIT
-mmdebstrap \
-    --variant=minbase \
-    --include="$(IFS=,; echo "${packages[*]}")" \
-    --aptopt='APT::Install-Recommends "false"' \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --dpkgopt='path-exclude=/usr/share/info/*' \
-    --customize-hook="$cleanup_hook" \
-    --quiet \
-    "$suite" "$tmp_tar" \
-    "deb $mirror $suite main" \
-    "deb $mirror $suite-updates main" \
-    "deb $security_mirror $suite-security main" \
-    </dev/null
+if [[ -n $cached && -s $cached ]]; then
+    echo "docker-image: reusing the rootfs $cached"
+    rootfs=$cached
+else
+    if [[ -n $cached ]]; then  # built beside where it is kept: the move is a rename
+        mkdir -p "$KVCPU_ROOTFS_CACHE"
+        built=$(mktemp "$KVCPU_ROOTFS_CACHE/.kvcpu-rootfs.XXXXXX.tar")
+    else
+        built=$(mktemp "${TMPDIR:-/tmp}/kvcpu-rootfs.XXXXXX.tar")
+    fi
+    trap 'rm -f "$built"' EXIT
+    mmdebstrap \
+        --variant=minbase \
+        --include="$(IFS=,; echo "${packages[*]}")" \
+        --aptopt='APT::Install-Recommends "false"' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
+        --customize-hook="$cleanup_hook" \
+        --quiet \
+        "$suite" "$built" \
+        "deb $mirror $suite main" \
+        "deb $mirror $suite-updates main" \
+        "deb $security_mirror $suite-security main" \
+        </dev/null
+    rootfs=$built
+    if [[ -n $cached ]]; then  # kept for the next engine or run (KVCPU_ROOTFS_CACHE)
+        mv "$built" "$cached"
+        rootfs=$cached
+    fi
+fi
 # A tarball file rather than a pipe: a failed mmdebstrap must not leave a
 # half-imported image behind under our tag.
-docker import \
+quiet=()
+[[ $engine == podman ]] && quiet=(--quiet)  # no progress on stderr
+$engine import "${quiet[@]}" \
     --change "LABEL kvcpu.recipe=$recipe_hash" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
-    "$tmp_tar" "$tag" >/dev/null
+    "$rootfs" "$tag" >/dev/null
 # The previous build lost its tag; drop it unless a container still uses it.
-new_id=$(docker image inspect --format '{{ .Id }}' "$tag")
+new_id=$($engine image inspect --format '{{ .Id }}' "$tag")
 if [[ -n $old_id && $old_id != "$new_id" ]]; then
-    docker image rm "$old_id" >/dev/null 2>&1 || true
+    $engine image rm "$old_id" >/dev/null 2>&1 || true
 fi
 end=$(date +%s)
-size=$(docker image inspect --format '{{ .Size }}' "$tag")
+size=$($engine image inspect --format '{{ .Size }}' "$tag")
 echo "docker-image: built $tag in $((end - start))s, $((size / 1024 / 1024)) MiB"

@@ -1,10 +1,13 @@
-"""Shared by every test: repository paths and the C programs built with gcc."""
+"""Shared by every test: repository paths, the C programs built with gcc,
+and the container tests' Debian rootfs."""
 
 from __future__ import annotations
 
 import pathlib
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -37,3 +40,16 @@ def c_programs(tmp_path_factory) -> dict[str, pathlib.Path]:
 @pytest.fixture(scope="session")
 def uapi_header() -> pathlib.Path:
     return UAPI / "linux" / "kv_cpu.h"
+
+
+@pytest.fixture(scope="session")
+def rootfs_cache() -> Iterator[pathlib.Path]:
+    """Where scripts/docker-image.sh keeps the Debian rootfs tarball it
+    builds (KVCPU_ROOTFS_CACHE), so that the Docker and the podman test
+    build it once between them (mmdebstrap: a minute or two, ~470 MB);
+    removed at the session's end."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="kvcpu-rootfs-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -66,45 +66,24 @@ DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
 
 # The spec's ioctl numbers, written out in tests/kvspec.py (not imported
 # from the package under test).
+import hostcmd  # noqa: E402
 from kvspec import HOT, STEP, TELEMETRY, WEIGHTS  # noqa: E402
 
 TIMINGS: dict[str, float | str] = {}
 
 
 def _skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("KVCPU_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"KVCPU_REQUIRE_DOCKER=1 but: {reason}", pytrace=False)
-    pytest.skip(reason)
+    hostcmd.skip_or_fail("KVCPU_REQUIRE_DOCKER", reason)
 
 
 def run(cmd: list[str], *, timeout: float = 120, check: bool = True,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a host command with no stdin; on failure, fail with its output."""
-    try:
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=timeout, env=env or DOCKER_ENV)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{shlex.join(cmd)} timed out after {timeout}s\n{_text(exc.stdout)}\n{_text(exc.stderr)}",
-                    pytrace=False)
-    if check and result.returncode != 0:
-        pytest.fail(f"{shlex.join(cmd)} exited {result.returncode}\n"
-                    f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}",
-                    pytrace=False)
-    return result
+    return hostcmd.run(cmd, timeout=timeout, check=check, env=env or DOCKER_ENV)
 
 
-def _text(output: bytes | str | None) -> str:
-    """What a timed-out run had printed: subprocess hands it over undecoded."""
-    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
-
-
-def quiet(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str] | None:
-    """For clean-up: run, never raise."""
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env=DOCKER_ENV)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def quiet(cmd: list[str], timeout: float = 60,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str] | None:
+    return hostcmd.quiet(cmd, timeout, env or DOCKER_ENV)
 
 
 def image_id(ref: str) -> str | None:
@@ -204,10 +183,11 @@ def dockerd(docker_lock):
 
 
 @pytest.fixture(scope="module")
-def base_image(dockerd):
+def base_image(dockerd, rootfs_cache):
     existed = image_id(BASE_TAG) is not None
     t0 = time.monotonic()
-    r = quiet([str(SCRIPTS / "docker-image.sh"), "--tag", BASE_TAG], timeout=900)
+    r = quiet([str(SCRIPTS / "docker-image.sh"), "--tag", BASE_TAG], timeout=900,
+              env={**DOCKER_ENV, "KVCPU_ROOTFS_CACHE": str(rootfs_cache)})  # the podman test's too
     if r is None:
         pytest.fail("scripts/docker-image.sh timed out after 900 s", pytrace=False)
     if r.returncode == 77:

@@ -49,6 +49,7 @@ class Bench:
         self._driver = driver
         self._model_view = model_view
         self._metrics: Metrics | None = None
+        self._metrics_asked: str | None = None  # --metrics HOST:PORT as given
 
     @property
     def metrics(self) -> Metrics:
@@ -74,6 +75,7 @@ class Bench:
         if metrics_address:
             from .metrics import parse_address
 
+            self._metrics_asked = metrics_address
             try:
                 host, port = parse_address(metrics_address)
                 self.metrics.serve(host, port)
@@ -87,6 +89,23 @@ class Bench:
             Attribute("record", self.control.show, self.control.store, private=True),
             Attribute("metrics", lambda: self.metrics.text()),
         ]
+
+    def describe(self) -> str:
+        """What the options started, for the ready line: the recording's
+        path and the metrics' URL (with the port the kernel chose for 0)."""
+        parts = []
+        rec = self.control.recorder
+        if rec is not None:
+            parts.append(f"recording to {rec.path}")
+        if self._metrics is not None and self._metrics_asked:
+            from .metrics import parse_address
+
+            # the bound address; prometheus-client before 0.18 (Debian 12's) does not say it
+            host, port = self._metrics.address or parse_address(self._metrics_asked)
+            where = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics" if port \
+                else f"{host}, on a port the kernel chose"
+            parts.append(f"metrics at {where}")
+        return "".join(f"; {p}" for p in parts)
 
     def close(self) -> None:
         """Stop the metrics server and close the recording (its stop mark

@@ -120,13 +120,15 @@ def parse_rule(words: list[str]) -> Rule:
 
 
 def render(rules: list[dict[str, int]], modes: dict[int, str]) -> str:
-    """The `faults` attribute: one line per rule, in installation order."""
+    """The `faults` attribute: one line per rule, in installation order; a
+    probability rule with its seed (0: the default stream), so that what
+    `kvctl fault list` shows is enough to install the same draws again."""
     lines = []
     for r in rules:
         name = errno_mod.errorcode.get(r["err"], str(r["err"])) if r["err"] else "none"
         mode = modes[r["mode"]]
         how = {"count": f"count={r['n']}", "every": f"every={r['n']}",
-               "probability": f"probability={r['prob'] / 2**32:.6g}",
+               "probability": f"probability={r['prob'] / 2**32:.6g} seed={r['seed']}",
                "always": "always"}[mode]
         lines.append(f"id={r['id']} cmd={command_name(r['cmd'])} errno={name} {how} "
                      f"latency_ns={r['latency_ns']} seen={r['seen']} hits={r['hits']}\n")

@@ -310,13 +310,15 @@ def read(path: str | os.PathLike[str]) -> Recording:
 
 
 def describe(r: Record, base_ns: int = 0) -> str:
-    """One line, tcpdump style: time, pid/comm, command(fields) -> result."""
+    """One line, tcpdump style: time (flush left, as tcpdump prints it: a
+    right-aligned time made the first line look blank), pid/comm,
+    command(fields) -> result."""
     t = (r.t_ns - base_ns) / 1e9
     who = f"{r.pid}/{r.comm}" if r.comm else str(r.pid)
     if r.kind == KIND_MARK:
         meta = r.meta
         rest = " ".join(f"{k}={v}" for k, v in meta.items() if k not in ("mark", "telemetry", "model_config"))
-        return f"{t:12.6f} -- recording {meta.get('mark', '?')} {rest}".rstrip()
+        return f"{t:<12.6f} -- recording {meta.get('mark', '?')} {rest}".rstrip()
     f = r.fields
     if r.kind == KIND_IOCTL and r.cmd == abi.KV_CPU_GET_TELEMETRY:
         args = ""
@@ -339,4 +341,4 @@ def describe(r: Record, base_ns: int = 0) -> str:
     else:
         what = r.name
     seq = f"#{r.seq}"
-    return f"{t:12.6f} {seq:>7} {who:<16} {what} -> {result.strip()}{extra}".rstrip()
+    return f"{t:<12.6f} {seq:>7} {who:<16} {what} -> {result.strip()}{extra}".rstrip()

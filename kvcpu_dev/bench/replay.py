@@ -210,3 +210,21 @@ def replay_model(rec: fmt.Recording, config: Any, timing: bool = False) -> dict[
         for key in WALL_CLOCK_KEYS:
             stats.pop(key, None)
     return stats
+
+
+def reset_note(rec: fmt.Recording) -> str | None:
+    """Why ``replay_model``'s statistics may look empty: a reset is the
+    power-on state, so they count only what came after the last one.  One
+    line, or None for a recording without a reset."""
+    resets = [i for i, r in enumerate(rec.records) if r.kind == fmt.KIND_RESET]
+    if not resets:
+        return None
+    last = resets[-1]
+    after = sum(1 for r in rec.records[last + 1:] if r.writes)
+    before = sum(1 for r in rec.records[:last] if r.writes)
+    which = f"its last reset (#{rec.records[last].seq}, {len(resets)} in all)" if len(resets) > 1 \
+        else f"its reset (#{rec.records[last].seq})"
+    if not after:
+        return (f"the recording ends with {which}: these are the power-on statistics; the {before} "
+                "commands with register writes before it are not in them")
+    return f"these statistics count the {after} commands with register writes after {which} only"

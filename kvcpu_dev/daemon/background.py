@@ -1,7 +1,10 @@
 """The background start: like ``insmod kv_cpu.ko mock=1``, the command
-returns once the node answers ioctls.  The work happens in a forked child,
-which reports through a pipe when the node is published (or why it could
-not be); the parent then checks the node with a real GET_TELEMETRY.
+returns once the node answers.  The work happens in a forked child, which
+reports through a pipe when the node is published (or why it could not
+be); the parent then opens the node as a client would.  An open, not an
+ioctl: the device's own thread answers both, and an open is no command, so
+the start leaves nothing in a recording, the metrics or the --trace log
+(a GET_TELEMETRY probe was the first command of every --record file).
 
 The parent loads neither trio nor numpy nor the model: the child imports
 what a daemon needs, and a parent that only waits and exits should not
@@ -18,7 +21,6 @@ import time
 
 import click
 
-from ..client import answers
 from ..errors import StartError
 from .options import Options
 from .rundir import RunDir, open_log
@@ -59,7 +61,7 @@ def start_background(opts: Options) -> int:
         if not message.startswith("OK "):
             os.waitpid(pid, 0)
             raise StartError(message.removeprefix("ERR ") or f"the daemon exited during start-up; see {opts.log_file}")
-        while not answers(opts.node):
+        while not _opens(opts.node):
             if time.monotonic() > deadline:
                 raise StartError(f"{opts.node} does not answer ioctls; see {opts.log_file}")
             time.sleep(0.005)
@@ -68,6 +70,16 @@ def start_background(opts: Options) -> int:
         raise
     click.echo(f"kvcpu-dev: {message[3:]} (pid {pid})")
     return 0
+
+
+def _opens(node: os.PathLike[str]) -> bool:
+    """The node opens: the link resolves and the device's thread answered."""
+    try:
+        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _read_report(rfd: int, deadline: float) -> str:

@@ -1,6 +1,6 @@
 """What a killed daemon leaves behind, found and removed: only what is
 provably its own (a kvcpu-N mount, a link to our node, a temporary link of
-a dead maker, the pid file).  Call with the name's lock held."""
+a dead maker, the pid file, our CDI spec).  Call with the name's lock held."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import stat
 from .. import mounts, paths
 from ..errors import StartError
 from ..safe_paths import DIR_MODE, owners
+from . import cdi
 from .options import Options
 from .rundir import RunDir
 
@@ -51,7 +52,8 @@ def stale_temp_links(opts: Options) -> list[pathlib.Path]:
 def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
     """Undo what a killed daemon left, and only what is provably its own:
     a kvcpu-N mount at RUN_DIR/N, a link to our node target, a temporary
-    link of a dead maker, the pid file.  Call with the name's lock held."""
+    link of a dead maker, the pid file, a CDI spec naming our node.  Call
+    with the name's lock held."""
     removed = []
     if mounts.is_mounted(opts.attr_dir) and mounts.is_ours(opts.attr_dir, opts.name):
         mounts.detach(opts.attr_dir)
@@ -66,12 +68,14 @@ def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
             removed.append(f"a stale temporary link {link}")
+    removed += [f"a stale CDI spec {spec}" for spec in cdi.remove(opts)]
     return removed
 
 
-def prepare_attr_dir(opts: Options, run_dir: RunDir) -> None:
+def prepare_attr_dir(opts: Options, run_dir: RunDir) -> bool:
     """RUN_DIR/N: a directory of ours (made 0755) with nothing mounted on
-    it, the mount point to be."""
+    it, the mount point to be.  Returns whether it was made here, so that
+    a start refused later takes it away again (remove_attr_dir)."""
     if mounts.is_mounted(opts.attr_dir):
         entry = mounts.entry_at(opts.attr_dir)
         raise StartError(f"{opts.attr_dir} has a mount that is not ours ({entry and entry[0]}); unmount it first")
@@ -81,8 +85,17 @@ def prepare_attr_dir(opts: Options, run_dir: RunDir) -> None:
         st = run_dir.lstat(opts.name)
         if st is not None and stat.S_IMODE(st.st_mode) != DIR_MODE:
             os.chmod(opts.name, DIR_MODE, dir_fd=run_dir.fd, follow_symlinks=False)
-        return
+        return True
     if not stat.S_ISDIR(st.st_mode):
         raise StartError(f"{opts.attr_dir} exists and is not a directory; remove it first")
     if st.st_uid not in owners():
         raise StartError(f"{opts.attr_dir} is owned by uid {st.st_uid}, not root; remove it first")
+    return False
+
+
+def remove_attr_dir(opts: Options, run_dir: RunDir) -> None:
+    """The mount point, if it is empty and nothing is mounted on it: what a
+    start refused before its mount leaves (only the log line may stay)."""
+    if not mounts.is_mounted(opts.attr_dir):
+        with contextlib.suppress(OSError):
+            os.rmdir(opts.name, dir_fd=run_dir.fd)

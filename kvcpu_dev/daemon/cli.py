@@ -16,6 +16,7 @@ import click
 
 from .. import __version__, paths
 from ..errors import StartError
+from .cdi import check_name, qualified_name
 from .options import Options
 from .stop import stop
 
@@ -105,24 +106,33 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
               help="Record every command to FILE (created 0600, or appended to if it is a recording).")
 @click.option("--metrics", "metrics", metavar="HOST:PORT", default=None,
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--cdi", is_flag=True,
+              help=f"Write a CDI spec naming the node {qualified_name('NAME')} (podman, Docker 25+, containerd, "
+                   f"CRI-O, Kubernetes) to {paths.DEFAULT_CDI_DIR}; removed on stop.")
+@click.option("--cdi-dir", type=click.Path(path_type=pathlib.Path, file_okay=False), default=None,
+              help="Where --cdi writes the spec (implies --cdi).")
 @click.version_option(__version__, prog_name="kvcpu-dev")
 def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, mode: int, group: int,
          run_dir: pathlib.Path, dev_dir: pathlib.Path, trace: bool, log_file: pathlib.Path | None,
          runas: str | None, seccomp: bool, request_timeout: float | None, config: pathlib.Path | None,
          clock: str | None, settings: tuple[str, ...], no_model: bool, poll_us: int,
-         lossy: bool, record: pathlib.Path | None, metrics: str | None) -> None:
+         lossy: bool, record: pathlib.Path | None, metrics: str | None, cdi: bool,
+         cdi_dir: pathlib.Path | None) -> None:
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
                    dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace, poll_us=poll_us, runas=runas,
                    seccomp=seccomp, request_timeout=request_timeout,
                    log_path=log_file.absolute() if log_file else None,
-                   lossy=lossy, record=record.absolute() if record else None, metrics=metrics)
+                   lossy=lossy, record=record.absolute() if record else None, metrics=metrics,
+                   cdi_dir=(cdi_dir or paths.DEFAULT_CDI_DIR).absolute() if cdi or cdi_dir else None)
     _setup_logging(trace)
     from .privileges import PrivilegeError, resolve_user
 
     try:
         if "/" in name or name in ("", ".", ".."):
             raise StartError(f"invalid device name {name!r}")
+        if opts.cdi_dir is not None:
+            check_name(name)
         if stop_:
             click.echo(stop(opts))
             sys.exit(0)

@@ -8,7 +8,8 @@ only once everything is cleaned up.  It does three things:
 
 - **Teardown** (asked by the daemon as it stops, and again when the daemon
   is gone however it ended, kill -9 included): remove the node's link and
-  the temporary one if they point at our node, a CUSE node we made by hand,
+  the temporary one if they point at our node, a CDI spec naming our node,
+  a CUSE node we made by hand,
   abort the attribute mount's FUSE connection and detach the mount (a mount
   of type fuse.kvcpu from kvcpu-N only), then the pid file and the empty
   mount point.  All of these need root; none is done by path outside the
@@ -51,6 +52,7 @@ from typing import Any
 
 from .. import mounts
 from ..paths import DEVICE_FILE, FUSECTL_DIR
+from . import cdi
 from .options import Options
 
 log = logging.getLogger("kvcpu_dev")
@@ -305,6 +307,7 @@ class _Watch:
             if self._our_link(link):
                 with contextlib.suppress(FileNotFoundError):
                     link.unlink()
+        cdi.remove(opts)
         if self.made_node is not None:
             path, rdev = self.made_node
             with contextlib.suppress(OSError):

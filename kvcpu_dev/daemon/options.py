@@ -16,6 +16,7 @@ from ..paths import (
     DEVICE_FILE,
     KERNEL_DEV_DIR,
     RING_EVENTS,
+    cdi_spec_name,
     mount_source,
     temp_link_name,
 )
@@ -51,6 +52,7 @@ class Options:
     seccomp: bool = False
     request_timeout: float | None = None  # seconds; None: wait forever
     log_path: pathlib.Path | None = None  # background log; default RUN_DIR/N.log
+    cdi_dir: pathlib.Path | None = None  # --cdi / --cdi-dir: write the CDI spec there; None: no spec
 
     @property
     def attr_dir(self) -> pathlib.Path:
@@ -89,6 +91,10 @@ class Options:
     @property
     def log_file(self) -> pathlib.Path:
         return self.log_path or self.run_dir / f"{self.name}.log"
+
+    @property
+    def cdi_spec(self) -> pathlib.Path | None:
+        return self.cdi_dir / cdi_spec_name(self.name) if self.cdi_dir is not None else None
 
     @property
     def source(self) -> str:

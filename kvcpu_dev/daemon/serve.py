@@ -6,7 +6,8 @@
   fork the privileged helper      (helper: with --runas, --seccomp or
                                     --request-timeout)
   mount, open /dev/cuse, publish the node          (server; needs root)
-  write the pid file, then drop root and install the seccomp filter
+  write the pid file (and, with --cdi, the CDI spec), then drop root and
+  install the seccomp filter
   serve until SIGTERM/SIGINT/SIGHUP
   teardown: the helper undoes the root-only steps, the server the rest
 
@@ -28,7 +29,8 @@ import trio
 
 from .. import client
 from ..errors import StartError
-from .cleanup import prepare_attr_dir, remove_leftovers
+from . import cdi
+from .cleanup import prepare_attr_dir, remove_attr_dir, remove_leftovers
 from .helper import Helper, SharedPage
 from .lock import take_lock
 from .options import Options, is_device_file
@@ -143,10 +145,20 @@ def serve(opts: Options, report: Report = lambda ok, msg: None) -> int:
 def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_dir: RunDir, lock: int,
                   report: Report) -> int:
     clean_stale(opts, transport, run_dir)
-    prepare_attr_dir(opts, run_dir)
+    cdi.check(opts)
+    made_dir = prepare_attr_dir(opts, run_dir)
     shared = SharedPage()
-    helper = Helper.start(opts, transport, keep=(lock, run_dir.fd), shared=shared) if needs_helper(opts) else None
-    server = Server(opts, model)
+    helper = None
+    try:
+        helper = Helper.start(opts, transport, keep=(lock, run_dir.fd), shared=shared) if needs_helper(opts) else None
+        server = Server(opts, model)  # refusals of --record or --metrics come from here
+    except BaseException:
+        if helper is not None:
+            helper.teardown()
+            helper.close()
+        if made_dir:
+            remove_attr_dir(opts, run_dir)
+        raise
     server.driver.share(shared.page)
     try:
         try:
@@ -157,14 +169,18 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
         def ready() -> None:
             pid = os.getpid()
             run_dir.write_pid(opts.pid_name, pid)
+            what = server.describe() + server.bench.describe()
+            if opts.cdi_dir is not None:  # before READY=1: a container may be started on it at once
+                spec = cdi.write(opts, server.transport)
+                what += f"; CDI {cdi.qualified_name(opts.name)} in {spec}"
             sd_notify(f"READY=1\nMAINPID={pid}")
             if helper is not None:
                 made = getattr(server.cuse_node, "made", None)  # a CUSE node made by hand
                 helper.ready(pid=pid, made_node=str(made) if made else None,
                              rdev=os.stat(made).st_rdev if made else 0)
             how = _give_up_root(opts, transport)
-            log.info("%s (pid %d)%s", server.describe(), pid, f" {how}" if how else "")
-            report(True, server.describe())
+            log.info("%s (pid %d)%s", what, pid, f" {how}" if how else "")
+            report(True, what)
 
         try:
             trio.run(server.run, ready)
@@ -183,6 +199,7 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
             helper.teardown()  # the root-only steps, before the server's own
         server.close()
         if helper is None:
+            cdi.remove(opts)  # with a helper, its teardown did (the daemon may be root no more)
             run_dir.remove_pid(opts.pid_name, os.getpid())
         else:
             helper.close()  # its end of the pair sees EOF when we exit

@@ -72,6 +72,11 @@ DEFAULT_WEIGHTS = {
 #: SET_WEIGHTS' register writes, in the driver's order (same order).
 WEIGHT_REGS = (WEIGHT_R, WEIGHT_F, WEIGHT_S, WEIGHT_D, EVICT_THRESH, PREFETCH_THRESH)
 
+#: Each weight's and threshold's width in bits in the device (HEPC's
+#: registers), where the driver's fields are 32 bits: the model holds what
+#: fits and kvctl says when a value does not.
+WEIGHT_BITS = {"w_r": 8, "w_f": 8, "w_s": 8, "w_d": 8, "evict_thresh": 16, "prefetch_thresh": 16}
+
 _U64 = struct.Struct("<Q")
 
 

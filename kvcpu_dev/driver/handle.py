@@ -61,6 +61,9 @@ class NativeDriver:
                                  trace_len=trace_len, coalesce=coalesce)
         self._final: dict[str, int] = {}
         self._capacity = int(lib.kv_ring_capacity(handle))
+        #: Each fault rule's seed as given: the C rule's ``seed`` is its
+        #: random stream's state, which moves with every draw.
+        self._seeds: dict[int, int] = {}
 
     def close(self) -> None:
         """Stop the fast-path thread and free the state."""
@@ -145,21 +148,30 @@ class NativeDriver:
         res = lib.kv_fault_add(self.handle, f)
         if res < 0:
             raise OSError(-res, os.strerror(-res))
+        self._seeds[int(res)] = rule.seed
         return int(res)
 
     def delete_fault(self, fault_id: int) -> None:
         err = lib.kv_fault_del(self.handle, fault_id)
         if err:
             raise OSError(err, f"no fault {fault_id}")
+        self._seeds.pop(fault_id, None)
 
     def clear_faults(self) -> None:
         lib.kv_fault_clear(self.handle)
+        self._seeds.clear()
 
     def faults(self) -> list[dict[str, int]]:
+        """The installed rules; ``seed`` is the one each was given (what
+        reproduces its draws), not its stream's current state."""
         out = ffi.new("struct kv_fault[]", lib.KV_FAULT_MAX)
         n = lib.kv_fault_list(self.handle, out, lib.KV_FAULT_MAX)
         keys = ("id", "cmd", "err", "mode", "n", "prob", "seed", "latency_ns", "seen", "hits")
-        return [{k: getattr(out[i], k) for k in keys} for i in range(n)]
+        rules = [{k: getattr(out[i], k) for k in keys} for i in range(n)]
+        for rule in rules:
+            rule["seed"] = self._seeds.get(rule["id"], rule["seed"])
+        self._seeds = {r["id"]: r["seed"] for r in rules}  # rules a reset or the C side ended
+        return rules
 
     def reset(self) -> None:
         """A function-level reset: the power-on state; counted, and the

@@ -72,6 +72,7 @@ def main(trace: Path, capacities: str, policies: str | None, limit: int | None, 
         names = ["hepc-default"]
     else:
         result = runner.evaluate(tr, caps, names, opts, show_progress=progress, jobs=jobs)
+        result["capacity_asked"] = _asked(capacities)
     result["parameters"] = {**result.get("parameters", {}), **_parameters(opts, names)}
     _output(result, as_json, plot, report_path)
 
@@ -94,6 +95,7 @@ def _main_recording(path: Path, capacities: str, policies: str | None, limit: in
         result = from_recording.evaluate(seq, caps, names, show_progress=progress)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
+    result["capacity_asked"] = _asked(capacities)
     result["parameters"] = {"block_bytes": seq.block_size, "access_hints": list(hints),
                             "model_config": seq.config.to_toml()}
     _output(result, as_json, plot, report_path)
@@ -112,6 +114,11 @@ def _output(result: EvalResult, as_json: bool, plot: Path | None, report_path: P
         click.echo(report.text(report.hit_table(result)))
         if "tuning" in result:
             click.echo(json.dumps(result["tuning"], indent=1))
+
+
+def _asked(capacities: str) -> list[str]:
+    """--capacity-blocks as written, one entry per capacity."""
+    return [part.strip() for part in capacities.split(",") if part.strip()]
 
 
 def _overrides(items: tuple[str, ...]) -> dict[str, Any]:

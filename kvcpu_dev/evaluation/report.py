@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from .result import EvalResult
 
@@ -15,10 +16,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _percents(result: EvalResult) -> list[float] | None:
+    """The capacities as percentages of the unique blocks, if all were asked so."""
+    asked = result.get("capacity_asked") or []
+    if len(asked) != len(result["capacity_blocks"]) or not all(a.endswith("%") for a in asked):
+        return None
+    return [float(a[:-1]) for a in asked]
+
+
+def capacity_labels(result: EvalResult) -> list[str]:
+    """Each capacity as asked, with its size in blocks: "2% (1234 blocks)"."""
+    asked = result.get("capacity_asked") or []
+    caps = result["capacity_blocks"]
+    if len(asked) != len(caps):
+        asked = [""] * len(caps)
+    return [f"{a} ({c} blocks)" if a and a != str(c) else f"{c} blocks" for a, c in zip(asked, caps)]
+
+
 def hit_table(result: EvalResult) -> list[list[str]]:
     """Rows: a header, then one per policy with its hit ratio per capacity."""
     caps = result["capacity_blocks"]
-    rows = [["policy"] + [f"{c} blocks" for c in caps]]
+    rows = [["policy"] + capacity_labels(result)]
     for name, s in result["policies"].items():
         cells = []
         for i in range(len(caps)):
@@ -79,26 +97,46 @@ def write_markdown(result: EvalResult, path: Path, plot: Path | None = None, com
 
 
 def write_plot(result: EvalResult, path: Path) -> None:
-    """Hit ratio against capacity, one line per policy (matplotlib, no display)."""
+    """Hit ratio against capacity (matplotlib, no display): see figure()."""
+    fig = figure(result)
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure(result: EvalResult) -> Any:
+    """One line per policy, and for a policy with T1 hits (hepc) a dotted
+    one for its hits in HBM or T1; capacities asked as percentages on a
+    percent axis; the legend beside the plot, never over a line (Belady
+    rises in the top left corner, where a legend inside would sit)."""
     try:
         import matplotlib
     except ImportError:
         raise SystemExit("kvcpu-eval: --plot needs matplotlib (pip install 'kvcpu-dev[eval]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    caps = result["capacity_blocks"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    percents = _percents(result)
+    xs: list[float] = percents if percents is not None else [float(c) for c in result["capacity_blocks"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     for name, s in result["policies"].items():
         style = "--" if name == "belady" else "-"
-        ax.plot(caps, [100 * h for h in s["hit_ratio"]], style, marker="o", label=name)
+        (line,) = ax.plot(xs, [100 * h for h in s["hit_ratio"]], style, marker="o", label=name)
+        t1 = s.get("t1_hit_ratio") or []
+        if any(t1):
+            ax.plot(xs, [100 * (h + t) for h, t in zip(s["hit_ratio"], t1)], ":", marker=".",
+                    color=line.get_color(), label=f"{name}: HBM or T1")
     ax.axhline(100 * (1 - result["unique_blocks"] / max(1, result["accesses"])), color="grey", lw=0.8, ls=":",
                label="infinite cache")
-    ax.set_xlabel("fast-tier capacity (trace blocks)")
+    if percents is not None:
+        ax.set_xlabel(f"fast-tier capacity (% of the {result['unique_blocks']} unique blocks)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}%"))
+    else:
+        ax.set_xlabel("fast-tier capacity (trace blocks)")
     ax.set_ylabel("block hit ratio (%)")
     ax.set_title(result["trace"])
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    return fig

@@ -58,6 +58,7 @@ class EvalResult(TypedDict):
     accesses: int
     unique_blocks: int
     capacity_blocks: list[int]
+    capacity_asked: NotRequired[list[str]]  # each capacity as asked ("2%", "4000", "hbm"): the plot's axis
     block_bytes: int
     policies: dict[str, Series]
     parameters: NotRequired[dict[str, Any]]  # the command line's settings (cli.py)

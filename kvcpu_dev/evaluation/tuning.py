@@ -100,6 +100,7 @@ def tune(trace: Trace, capacities: list[int], opts: Options, train_fraction: flo
     for name, ratios in (("hepc-default", held_scores[0]), ("hepc-tuned", held_scores[1]),
                          ("hepc-best-per-capacity", [held_scores[2 + j][j] for j in range(n)])):
         result["policies"][name] = {"hit_ratio": ratios, **_blank(n)}
+    result["capacity_asked"] = [f"{round(p, 3):g}%" for p in percents]  # the held-out part's shares
     result["tuning"] = {
         "train": {"trace": train.name, "requests": len(train.requests), "unique_blocks": train.unique_blocks,
                   "capacity_blocks": shares(train, percents)},

@@ -33,11 +33,8 @@ from .rtbd import Directory
 
 log = logging.getLogger("kvcpu_dev.model")
 
-#: Each weight's and threshold's width in bits in the device.
-_WIDTHS = {"w_r": 8, "w_f": 8, "w_s": 8, "w_d": 8, "evict_thresh": 16, "prefetch_thresh": 16}
-
 #: Weight/threshold register -> (attribute, width in bits in the device).
-WEIGHT_REGS = {offset: (name, _WIDTHS[name]) for offset, name in zip(regs.WEIGHT_REGS, regs.DEFAULT_WEIGHTS)}
+WEIGHT_REGS = {offset: (name, regs.WEIGHT_BITS[name]) for offset, name in zip(regs.WEIGHT_REGS, regs.DEFAULT_WEIGHTS)}
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ determinism, and reading any file of the trace format."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
 
 from kvcpu_dev.evaluation import runner
 from kvcpu_dev.evaluation.cli import main
+from kvcpu_dev.evaluation.result import EvalResult, Series
 from kvcpu_dev.evaluation.traces import read_trace
 
 CLASSIC = "lru,arc,prio-lru,belady"
@@ -50,8 +52,20 @@ def test_two_runs_give_identical_results(small_trace):
     assert a == b
 
 
+def needs_matplotlib() -> None:
+    """The eval extra: skipped without it, except in CI (.ci/run sets
+    KVCPU_REQUIRE_EVAL=1: the set-up for tests installs it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if os.environ.get("KVCPU_REQUIRE_EVAL") == "1":
+            pytest.fail("KVCPU_REQUIRE_EVAL=1 but matplotlib is missing (the eval extra: scripts/setup.sh --test)",
+                        pytrace=False)
+        pytest.skip("matplotlib is not installed (the eval extra: pip install -e '.[eval]')")
+
+
 def test_report_and_plot(trace_file, tmp_path):
-    pytest.importorskip("matplotlib")
+    needs_matplotlib()
     md, png = tmp_path / "r.md", tmp_path / "r.png"
     out = run_cli(str(trace_file), "--capacity-blocks", "10,30", "--policies", "lru,belady",
                   "--report", str(md), "--plot", str(png))
@@ -82,3 +96,69 @@ def test_split_by_time(small_trace):
     assert len(train.requests) + len(held.requests) == len(small_trace.requests)
     assert train.requests[-1].timestamp_ms <= held.requests[0].timestamp_ms
     assert abs(len(train.requests) - len(held.requests)) <= 2
+
+
+# -- the plot (issue 22): legend clear of the lines, percent axis, T1 hits -----------
+
+
+def _result(asked: list[str] | None = None) -> EvalResult:
+    caps = [50, 100, 150, 200]
+    none: Series = {"t1_hit_ratio": [0.0] * 4, "t1_hits": [0] * 4}
+    rising: Series = {"hit_ratio": [0.55, 0.75, 0.88, 0.95], **none}  # Belady, in the top left corner
+    flat: Series = {"hit_ratio": [0.2, 0.3, 0.35, 0.4], **none}
+    hepc: Series = {"hit_ratio": [0.1, 0.2, 0.3, 0.35], "t1_hit_ratio": [0.3, 0.25, 0.2, 0.15],
+                    "t1_hits": [300, 250, 200, 150]}
+    result: EvalResult = {"trace": "t.jsonl", "requests": 10, "accesses": 1000, "unique_blocks": 2000,
+                          "capacity_blocks": caps, "block_bytes": 1,
+                          "policies": {"belady": rising, "lru": flat, "hepc": hepc}}
+    if asked is not None:
+        result["capacity_asked"] = asked
+    return result
+
+
+def _figure(result):
+    needs_matplotlib()
+    from kvcpu_dev.evaluation import report
+
+    fig = report.figure(result)
+    fig.canvas.draw()
+    return fig, fig.axes[0]
+
+
+def test_the_legend_covers_no_line():
+    fig, ax = _figure(_result())
+    legend = ax.get_legend().get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent()), "the legend sits inside the plot"
+    for line in ax.get_lines():
+        for x, y in line.get_xydata():
+            px, py = ax.transData.transform((x, y))
+            assert not legend.contains(px, py), line.get_label()
+    assert fig.get_window_extent().contains(legend.x1 - 1, legend.y1 - 1)  # and it is in the picture
+
+
+def test_capacities_asked_in_percent_are_plotted_in_percent():
+    from kvcpu_dev.evaluation import report
+
+    result = _result(["2.5%", "5%", "7.5%", "10%"])
+    _, ax = _figure(result)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["belady"].get_xdata()) == [2.5, 5.0, 7.5, 10.0]
+    assert ax.get_xlabel() == "fast-tier capacity (% of the 2000 unique blocks)"
+    assert report.hit_table(result)[0][1:] == ["2.5% (50 blocks)", "5% (100 blocks)", "7.5% (150 blocks)",
+                                               "10% (200 blocks)"]
+    _, ax = _figure(_result(["50", "100", "150", "200"]))  # asked in blocks: plotted in blocks
+    assert list(ax.get_lines()[0].get_xdata()) == [50, 100, 150, 200]
+    assert ax.get_xlabel() == "fast-tier capacity (trace blocks)"
+
+
+def test_hepc_t1_hits_are_plotted():
+    _, ax = _figure(_result())
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["hepc: HBM or T1"].get_ydata()) == pytest.approx([40, 45, 50, 50])
+    assert lines["hepc: HBM or T1"].get_color() == lines["hepc"].get_color()
+    assert "lru: HBM or T1" not in lines  # only where there are T1 hits
+
+
+def test_the_command_line_keeps_the_capacities_as_asked(trace_file):
+    out = json.loads(run_cli(str(trace_file), "--capacity-blocks", "10%,30", "--policies", "lru", "--json"))
+    assert out["capacity_asked"] == ["10%", "30"]

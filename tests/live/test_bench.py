@@ -10,10 +10,12 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -71,8 +73,8 @@ def test_record_log_replay_check(daemons, kvclient, kvctl, tmp_path):
     marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
     assert marks == ["start", "stop"]
     cmds = rec.commands()
-    assert cmds[0].name == "TELEMETRY"  # the background start's check
-    cmds = cmds[1:]
+    # The start's own check of the node is no command (issue 22: it was the first record).
+    assert not [r for r in rec.records if r.comm == "kvcpu-dev"]
     assert [r.name for r in cmds][:5] == ["STEP", "HOT", "PREFETCH", "SHARE", "EVICT"]
     assert cmds[0].step == 128 and cmds[0].errno == 0 and cmds[0].pid > 0
     assert cmds[1].va == VA + MB2 and cmds[1].len == MB2
@@ -263,10 +265,11 @@ def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
                  "kvcpu_model_dma_transferred_bytes_total", "kvcpu_model_prefetches_total",
                  "kvcpu_model_scan_seconds_total", "kvcpu_device_resets_total"):
         assert any(line.startswith(name) for line in lines), name
-    promtool = shutil.which("promtool")
+    # Installed, or set-up's own copy beside the venv's python (scripts/setup.sh --test).
+    promtool = shutil.which("promtool") or shutil.which("promtool", path=os.path.dirname(sys.executable))
     if promtool is None:
         if os.environ.get("KVCPU_REQUIRE_PROMTOOL"):
-            pytest.fail("KVCPU_REQUIRE_PROMTOOL is set but promtool is missing (Debian: prometheus)")
+            pytest.fail("KVCPU_REQUIRE_PROMTOOL is set but promtool is missing (scripts/setup.sh --test)")
     else:
         r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -280,6 +283,42 @@ def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
     assert "fault id=1 cmd=MARK_HOT errno=EIO" in blocks[0]
     assert any(line.startswith("tier HBM") for line in blocks[1].splitlines())
     assert "rate=0.0/s" in blocks[1]
+
+
+def test_the_start_sends_no_command(daemons, kvctl):
+    """A fresh daemon's metrics count nothing: the background start checks
+    its node with an open, not a GET_TELEMETRY that top and a recording
+    would show as the first client's command."""
+    dev = daemons()
+    block = kvctl_run(kvctl, dev.node, "top", "--once").stdout
+    assert not [line for line in block.splitlines() if line.startswith("command ")], block
+    assert "commands: rate and latency since the device started" in block
+
+
+def test_fault_list_shows_the_seed_given(dev, kvclient, kvctl):
+    kvctl_run(kvctl, dev.node, "fault", "add", "STEP", "--errno", "EIO", "--probability", "0.5", "--seed", "7")
+    for i in range(20):  # draws move the rule's random stream, not its seed
+        c_errno(kvclient, dev.node, "step", i)
+    line = kvctl_run(kvctl, dev.node, "fault", "list").stdout
+    assert "probability=0.5 seed=7 " in line and "seen=20" in line, line
+    kvctl_run(kvctl, dev.node, "fault", "add", "HOT", "--errno", "EIO", "--probability", "0.5")
+    assert "cmd=MARK_HOT errno=EIO probability=0.5 seed=0 " in kvctl_run(kvctl, dev.node, "fault", "list").stdout
+
+
+def test_the_ready_line_names_the_recording_and_the_metrics_url(daemons, tmp_path):
+    """What --record and --metrics started is on the line the start prints
+    (and in the log) (issue 22: only the log said)."""
+    rec_file = tmp_path / "ready.kvrec"
+    d = daemons(start=False)
+    line = d.start("--record", str(rec_file), "--metrics", f"127.0.0.1:{_free_port()}").stdout.strip()
+    m = re.fullmatch(rf"kvcpu-dev: {d.name} ready: .*; recording to {re.escape(str(rec_file))}; "
+                     r"metrics at (http://127\.0\.0\.1:(\d+)/metrics) \(pid \d+\)", line)
+    assert m and int(m.group(2)) > 0, line
+    with urllib.request.urlopen(m.group(1), timeout=10) as resp:
+        assert resp.status == 200
+    assert f"recording to {rec_file}; metrics at {m.group(1)} (pid" in d.log()
+    plain = daemons(start=False).start().stdout  # without them, the line is as before
+    assert "; " not in plain and "recording" not in plain and "metrics" not in plain
 
 
 def test_metrics_bad_address(daemons):

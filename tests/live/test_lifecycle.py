@@ -263,3 +263,25 @@ def test_foreground(daemons):
         proc.wait()
     assert proc.returncode == 0, err
     assert_gone(d, proc.pid)
+
+
+@pytest.mark.parametrize("how", ["background", "foreground", "foreground --runas"])
+@pytest.mark.parametrize("refusal", ["--record", "--metrics"])
+def test_a_refused_start_leaves_no_directory_behind(daemons, tmp_path, how, refusal):
+    """Refused once the mount point is made (a bad --record directory, a bad
+    --metrics address): the one-line reason and exit 1, and nothing left
+    but the log and lock files (issue 22: an empty RUN_DIR/N stayed)."""
+    d = daemons(start=False)
+    extra = ["--record", str(tmp_path / "no-such-dir" / "x.kvrec")] if refusal == "--record" \
+        else ["--metrics", "nonsense"]
+    if how != "background":
+        extra += ["--foreground"]
+    if how.endswith("--runas"):  # with the privileged helper, which also cleans up
+        extra += ["--runas", "nobody"]
+    result = d.start(*extra, check=False)
+    assert result.returncode == 1
+    assert ("no-such-dir" if refusal == "--record" else "--metrics nonsense") in one_line(result.stderr)
+    assert wait_until(lambda: not d.attr_dir.exists(), timeout=5), f"{d.attr_dir} was left behind"
+    assert not mounted(d.attr_dir)
+    assert not d.link.is_symlink() and not d.pid_file.exists()
+    assert {p.name for p in d.run_dir.iterdir()} <= {f"{d.name}.lock", f"{d.name}.log"}

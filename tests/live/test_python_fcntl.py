@@ -142,7 +142,9 @@ def test_kvctl_open_failure_message(tmp_path, kvctl):
     missing = tmp_path / "nothing-here"
     r = kvctl_run(kvctl, "--device", missing, "step", "1")
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == f"open {missing}: No such file or directory\n"
+    first, hint = r.stderr.splitlines()  # the reference's line, then what to do
+    assert first == f"open {missing}: No such file or directory"
+    assert hint.startswith("kvctl: no device there; start one with 'kvcpu-dev --mock")
 
 
 def test_kvctl_device_from_environment(dev, kvctl):
@@ -172,3 +174,22 @@ def test_kvctl_weights_show_and_set_subset(shared_dev, kvctl):
     bad = kvctl_run(kvctl, "--device", shared_dev.node, "weights", "w_q=1")
     assert bad.returncode == 1
     assert shared_dev.telemetry() == before | dict(w_s=16, evict_thresh=2**32 - 1)
+
+
+def test_kvctl_weights_says_when_a_value_is_wider_than_the_register(dev, kvctl):
+    """The driver takes 32 bits, the device's weight registers 8 (thresholds
+    16): kvctl sets it, as the driver accepts it, and says on stderr what
+    the register holds (issue 22: before, only kvctl stats showed it)."""
+    r = kvctl_run(kvctl, "--device", dev.node, "weights", "w_r=999", "evict_thresh=0x10000", "w_f=255")
+    assert (r.returncode, r.stdout.split()[:2]) == (0, ["w_r", "999"]), r.stderr
+    assert r.stderr.splitlines() == [
+        "kvctl: note: w_r=999 does not fit the device's 8-bit register, which holds 231 (999 mod 256); "
+        "set anyway, as the driver accepts it (telemetry shows 999)",
+        "kvctl: note: evict_thresh=65536 does not fit the device's 16-bit register, which holds 0 "
+        "(65536 mod 65536); set anyway, as the driver accepts it (telemetry shows 65536)",
+    ]
+    assert dev.telemetry()["w_r"] == 999
+    stats = kvctl_run(kvctl, "--device", dev.node, "stats").stdout
+    assert "register_truncations=2" in stats.splitlines()
+    quiet = kvctl_run(kvctl, "--device", dev.node, "weights", "w_r=3")
+    assert (quiet.returncode, quiet.stderr) == (0, "")
