@@ -90,9 +90,22 @@ def render_records(rows: list[dict[str, Any]]) -> str:
 
 
 def render_block_rows(rows: list[dict[str, Any]]) -> str:
-    lines = ["# " + " ".join(BLOCK_COLUMNS)]
-    lines += [" ".join(_fmt(c, row[c]) for c in BLOCK_COLUMNS) for row in rows]
-    return "\n".join(lines) + "\n"
+    return render_block_columns({c: [row[c] for row in rows] for c in BLOCK_COLUMNS})
+
+
+#: Rows formatted at a time: a full directory's text is built in pieces, so
+#: its formatted fields never all exist at once.
+_CHUNK = 4096
+
+
+def render_block_columns(cols: dict[str, list[Any]]) -> str:
+    """The blocks file from a list per column (None: an empty field)."""
+    n = len(cols[BLOCK_COLUMNS[0]])
+    parts = ["# " + " ".join(BLOCK_COLUMNS) + "\n"]
+    for start in range(0, n, _CHUNK):
+        fields = [[_fmt(c, v) for v in cols[c][start:start + _CHUNK]] for c in BLOCK_COLUMNS]
+        parts.append("".join(" ".join(row) + "\n" for row in zip(*fields)))
+    return "".join(parts)
 
 
 # -- parsers (kvctl reads the files back) -----------------------------------------------------

@@ -105,7 +105,10 @@ def dma_state(m: ModelState) -> list[dict[str, Any]]:
     return rows
 
 
-def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+def block_columns(m: ModelState, tier: int | str | None = None,
+                  va_range: tuple[int, int] | None = None) -> dict[str, list[Any]]:
+    """The live entries in address order, a list per column (BLOCK_COLUMNS;
+    None for an empty field); ``va_range`` is [start, end)."""
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
@@ -113,12 +116,14 @@ def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, in
     if va_range is not None:
         start, end = va_range
         if end <= start:
-            return []
-        idx = idx[(d.block[idx] >= np.uint64(start // bs)) & (d.block[idx] <= np.uint64((end - 1) // bs))]
+            idx = idx[:0]
+        else:
+            idx = idx[(d.block[idx] >= np.uint64(start // bs)) & (d.block[idx] <= np.uint64((end - 1) // bs))]
     idx = idx[np.argsort(d.block[idx], kind="stable")]
     hot = d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, U32)))
-    cols = {
+    return {
         "va": (d.block[idx] * np.uint64(bs)).tolist(),
+        "len": [bs] * len(idx),
         "entry": idx.tolist(),
         "tier": [TIER_NAMES[t] for t in d.tier[idx].tolist()],
         "prio": d.priority[idx].tolist(),
@@ -135,7 +140,12 @@ def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, in
         "hint_va": d.hint_va[idx].tolist(),
         "hint_len": d.hint_len[idx].tolist(),
     }
-    cols["len"] = [bs] * len(idx)
+
+
+def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """The same as one dict per entry (for Python callers; the attribute
+    file is rendered from the columns, without them)."""
+    cols = block_columns(m, tier, va_range)
     return [dict(zip(BLOCK_COLUMNS, row)) for row in zip(*(cols[c] for c in BLOCK_COLUMNS))]
 
 
@@ -153,4 +163,4 @@ def render_dma(m: ModelState) -> str:
 
 
 def render_blocks(m: ModelState) -> str:
-    return text.render_block_rows(blocks(m))
+    return text.render_block_columns(block_columns(m))
