@@ -45,7 +45,13 @@ struct kv_run_slot {
     uint64_t steps[KV_STEPS_TAIL];  /* circular: the run's step i at i % TAIL */
 };
 
-struct kv_delayed;              /* delayed.c */
+struct kv_delayed;              /* A hint that came through madvise(2) (madvise.c): advice KV_MADV_*, the
+ * caller's arguments as checked; 0 or the errno the call returns.  Sets
+ * *wakep and *delay_ns as kv_dev_command does; may wait for room. */
+int kv_dev_madvise(struct kv_dev *d, int advice, uint64_t addr, uint64_t len, int32_t pid,
+                   int *wakep, uint64_t *delay_ns);
+
+/* delayed.c */
 
 struct kv_dev {
     pthread_mutex_t lock;
@@ -154,6 +160,12 @@ void kv_dev_power_on(struct kv_dev *d);
 int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uint8_t *in,
                    size_t insz, uint8_t *out, size_t outsz, int32_t pid, int *wakep,
                    uint64_t *delay_ns);
+
+/* A hint that came through madvise(2) (madvise.c): advice KV_MADV_*, the
+ * caller's arguments as checked; 0 or the errno the call returns.  Sets
+ * *wakep and *delay_ns as kv_dev_command does; may wait for room. */
+int kv_dev_madvise(struct kv_dev *d, int advice, uint64_t addr, uint64_t len, int32_t pid,
+                   int *wakep, uint64_t *delay_ns);
 
 /* delayed.c */
 void kv_delayed_init(struct kv_dev *d);
