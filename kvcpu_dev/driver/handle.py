@@ -26,6 +26,7 @@ from ..device.spec import driver_attributes
 from ..device.sysfs import Attribute
 from ..native._fuse import ffi, lib
 from ..paths import RING_EVENTS
+from .madvise import MadviseSupervisor
 from .reader import RingReader
 from .sinks import Listener, ModelSink, NoModel
 
@@ -61,12 +62,15 @@ class NativeDriver:
                                  trace_len=trace_len, coalesce=coalesce)
         self._final: dict[str, int] = {}
         self._capacity = int(lib.kv_ring_capacity(handle))
+        #: madvise(MADV_KV_*) of the programs ``kvcpu-dev run`` started.
+        self.madvise = MadviseSupervisor(self.handle)
 
     def close(self) -> None:
         """Stop the fast-path thread and free the state."""
         if self.handle is not None:
             self._final = self.telemetry()
             lib.kv_fast_stop(self.handle)
+            self.madvise.close()  # after the fast path's stop: a hint waiting for room gives up
             ffi.release(self.handle)
             self.handle = None
             os.close(self.wake_fd)
