@@ -9,6 +9,8 @@ For a device named N (``--run-dir`` and ``--dev-dir`` configurable):
   RUN_DIR/N.lock        flock held for the daemon's life (0600)
   RUN_DIR/N.pid         the daemon's pid (0644)
   RUN_DIR/N.log         the background daemon's log (0644)
+  RUN_DIR/N.madvise     where ``kvcpu-dev run`` hands over madvise listeners
+                        (a unix socket with the node's mode and group)
   DEV_DIR/N             the node: FUSE, a symlink to RUN_DIR/N/device;
                         CUSE, the character device /dev/N (or, with another
                         --dev-dir, a symlink to it)
@@ -42,6 +44,11 @@ def mount_source(name: str) -> str:
     """The attribute mount's source in the mount table: how clients and the
     clean-up find a device's mount whatever --run-dir was."""
     return f"kvcpu-{name}"
+
+
+def madvise_socket_name(name: str) -> str:
+    """``kvcpu-dev run``'s socket in the run directory, beside N.pid."""
+    return f"{name}.madvise"
 
 
 def temp_link_name(name: str, pid: int) -> str:
