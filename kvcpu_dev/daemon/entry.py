@@ -15,3 +15,7 @@ def main() -> None:
     from .cli import main as daemon
 
     daemon()
+
+
+if __name__ == "__main__":  # python -m kvcpu_dev.daemon.entry (a copy of the package run by another user)
+    main()
