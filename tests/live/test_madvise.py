@@ -396,23 +396,25 @@ def test_faults_and_unplug_are_what_madvise_returns(dev, madv):
     assert "gone EIO*2 0*2" in r.stdout, r.stdout + r.stderr
     assert dev.telemetry()["hot_count"] == 2  # a failed call changes nothing
     subprocess.run([*kvctl, "fault", "clear"], check=True, timeout=30)
-    # An injected latency holds back that answer only: the supervisor does not sleep in it.
-    subprocess.run([*kvctl, "fault", "add", "HOT", "--errno", "0", "--count", "1", "--latency", "300ms"],
+    # An injected latency holds back that answer only: the supervisor does not
+    # sleep in it, and another program's hints are answered meanwhile.
+    subprocess.run([*kvctl, "fault", "add", "HOT", "--errno", "0", "--count", "1", "--latency", "3s"],
                    check=True, timeout=30)
     slow = subprocess.Popen([KVCPU_DEV, "run", "--device", str(dev.node), "--", str(madv["madv_gone"]), "1", "0"],
                             stdout=subprocess.PIPE, text=True)
-    time.sleep(0.1)
-    t0 = time.monotonic()
-    fast = run(dev, madv["madv_gone"], 3, 0)
-    fast_s = time.monotonic() - t0
-    out, _ = slow.communicate(timeout=30)
+    try:
+        assert wait_until(lambda: fastpath(dev)["madvise_held"] == "1", timeout=30)
+        fast = run(dev, madv["madv_gone"], 3, 0)
+        assert "gone 0*3" in fast.stdout and slow.poll() is None, fast.stdout
+        out, _ = slow.communicate(timeout=30)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
     slowest = re.search(r"slowest_ms=([\d.]+)", out)
-    assert "gone 0*1" in out and slowest and float(slowest.group(1)) >= 250, out
-    assert "gone 0*3" in fast.stdout and fast_s < 0.25 + 0.5, (fast.stdout, fast_s)
-    assert fastpath(dev)["madvise_held"] == "1"
+    assert "gone 0*1" in out and slowest and float(slowest.group(1)) >= 2500, out
     subprocess.run([*kvctl, "fault", "clear"], check=True, timeout=30)
     # Unplugged while the program runs (it could not open the node to start).
-    p = subprocess.Popen([KVCPU_DEV, "run", "--device", str(dev.node), "--", str(madv["madv_gone"]), "60", "10000"],
+    p = subprocess.Popen([KVCPU_DEV, "run", "--device", str(dev.node), "--", str(madv["madv_gone"]), "300", "10000"],
                          stdout=subprocess.PIPE, text=True)
     time.sleep(0.2)
     subprocess.run([*kvctl, "unplug"], check=True, timeout=30)
