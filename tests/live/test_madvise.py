@@ -470,3 +470,21 @@ def test_stale_socket_is_cleaned_up(daemons):
     dev.start()
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
     assert "a stale madvise socket" in dev.log()
+
+
+def test_the_metrics_count_hints_as_the_commands_they_are(daemons, madv):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dev = daemons("--metrics", f"127.0.0.1:{port}")
+    r = run(dev, madv["madv_threads"], 2, 30)
+    assert "hints=60 fail=0" in r.stdout
+    dev.sync()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    counts = {m.group(1): float(m.group(2)) for m in
+              re.finditer(r'^kvcpu_commands_total\{command="(\w+)",errno="none"\} (\S+)$', text, re.M)}
+    assert (counts.get("HOT"), counts.get("EVICT"), counts.get("STEP")) == (20.0, 20.0, 20.0), counts
