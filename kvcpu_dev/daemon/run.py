@@ -176,8 +176,10 @@ def _handover(sock: socket.socket, listener: int, node_fd: int, comm: str) -> No
     except OSError as exc:
         raise CannotStart(f"the daemon did not answer: {exc.strerror or exc}") from None
     line = answer.decode(errors="replace").strip()
+    if not line:
+        raise CannotStart("the daemon closed the connection without an answer (is it stopping?)")
     if line != "ok":
-        raise CannotStart(f"the daemon refused: {line.removeprefix('error ') or 'no answer'}")
+        raise CannotStart(f"the daemon refused: {line.removeprefix('error ')}")
 
 
 def start(node: str, cmd: list[str]) -> tuple[int, int]:

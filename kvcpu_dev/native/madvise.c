@@ -226,14 +226,15 @@ static int first_page(struct kv_madv_sup *s, pid_t pid, uint64_t addr)
 }
 
 /* The checks, then the driver.  Returns the errno to answer or DROP; sets
- * *delay_ns to an injected latency for the answer. */
+ * *delay_ns to an injected latency for the answer and *wakep to what the
+ * ring's consumer is owed once the caller has its answer. */
 static int decide(struct kv_madv_sup *s, struct listener *l, const struct seccomp_notif *n,
-                  uint64_t *delay_ns)
+                  uint64_t *delay_ns, int *wakep)
 {
     const struct seccomp_data *sd = &n->data;
     int advice = (int)(uint32_t)sd->args[2];
     uint64_t addr = sd->args[0], len = sd->args[1];
-    int r, want_wake;
+    int r;
 
     if (sd->nr != __NR_madvise || sd->arch != KV_AUDIT_ARCH || advice < KV_MADV_HOT ||
         advice > KV_MADV_PREFETCH)
@@ -258,9 +259,7 @@ static int decide(struct kv_madv_sup *s, struct listener *l, const struct seccom
     if (r != MAPPED)
         count(s, ST_UNCHECKED);
     count(s, ST_APPLIED);
-    r = kv_dev_madvise(s->d, advice, addr, len, (int32_t)n->pid, &want_wake, delay_ns);
-    if (want_wake)
-        kv_wake(s->d, want_wake);   /* the event is out: the consumer may look now */
+    r = kv_dev_madvise(s->d, advice, addr, len, (int32_t)n->pid, wakep, delay_ns);
     if (r < 0)
         r = -r;
     if (r > 4095)
@@ -327,7 +326,7 @@ static void send_due(struct kv_madv_sup *s, uint64_t now)
 static int serve_one(struct kv_madv_sup *s, struct listener *l)
 {
     uint64_t delay_ns = 0;
-    int r;
+    int r, want_wake = 0, dead = 0;
 
     memset(s->req, 0, s->reqsz);    /* RECV wants it zeroed */
     if (ioctl(l->fd, SECCOMP_IOCTL_NOTIF_RECV, s->req) != 0) {
@@ -335,16 +334,17 @@ static int serve_one(struct kv_madv_sup *s, struct listener *l)
         return (errno == EINTR || errno == ENOENT) ? 0 : -1;
     }
     count(s, ST_RECEIVED);
-    r = decide(s, l, s->req, &delay_ns);
+    r = decide(s, l, s->req, &delay_ns, &want_wake);
     if (r == DROP) {
         count(s, ST_DROPPED);
-        return 0;
-    }
-    if (delay_ns) {
+    } else if (delay_ns) {
         hold(s, l, s->req->id, r, kv_now_ns() + delay_ns);
-        return 0;
+    } else {
+        dead = answer(s, l->fd, s->req->id, r);
     }
-    return answer(s, l->fd, s->req->id, r);
+    if (want_wake)
+        kv_wake(s->d, want_wake);   /* after the answer: the caller goes first */
+    return dead;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
