@@ -416,9 +416,15 @@ def test_faults_and_unplug_are_what_madvise_returns(dev, madv):
     # Unplugged while the program runs (it could not open the node to start).
     p = subprocess.Popen([KVCPU_DEV, "run", "--device", str(dev.node), "--", str(madv["madv_gone"]), "300", "10000"],
                          stdout=subprocess.PIPE, text=True)
-    time.sleep(0.2)
+
+    def received() -> int:
+        return int(fastpath(dev)["madvise_received"])
+
+    seen = received()
+    assert wait_until(lambda: received() >= seen + 5, timeout=60)
     subprocess.run([*kvctl, "unplug"], check=True, timeout=30)
-    time.sleep(0.2)
+    seen = received()
+    assert wait_until(lambda: received() >= seen + 5, timeout=60)
     subprocess.run([*kvctl, "replug"], check=True, timeout=30)
     out, _ = p.communicate(timeout=60)
     assert re.search(r"^gone 0\*\d+ ENODEV\*\d+ 0\*\d+$", out, re.M), out
