@@ -31,7 +31,7 @@ import os
 import pathlib
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -56,6 +56,26 @@ def node_id(st: os.stat_result, transport: str) -> NodeId:
     return ("file", st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else ("none", 0, 0)
 
 
+#: sun_path holds 108 bytes with its NUL; a longer path is reached
+#: through the directory's descriptor.
+_SUN_PATH_MAX = 107
+
+
+@contextlib.contextmanager
+def socket_address(path: pathlib.Path) -> Iterator[str]:
+    """An address for ``path`` that fits sun_path: the path itself, or
+    /proc/self/fd/N/NAME with N its directory, open while in use (a deep
+    --run-dir, such as a test's temporary directory)."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        yield str(path)
+        return
+    dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{dfd}/{path.name}"
+    finally:
+        os.close(dfd)
+
+
 class Refused(Exception):
     """Why a request was refused, as one line for ``run`` to print."""
 
@@ -73,7 +93,8 @@ class MadviseSocket:
                 path.unlink()  # a stale one: the lock is ours, the directory root's
             old = os.umask(0o177)  # no one may connect before the mode is set
             try:
-                sock.bind(str(path))
+                with socket_address(path) as address:
+                    sock.bind(address)
             finally:
                 os.umask(old)
             os.chown(path, 0, gid)

@@ -141,7 +141,15 @@ def _connect(node: str) -> socket.socket:
     path = socket_path(node)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(str(path))
+        address = str(path)
+        if len(os.fsencode(address)) > 107:  # past sun_path: through the directory's descriptor
+            dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sock.connect(f"/proc/self/fd/{dfd}/{path.name}")
+            finally:
+                os.close(dfd)
+        else:
+            sock.connect(address)
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):

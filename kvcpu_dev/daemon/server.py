@@ -130,7 +130,11 @@ class Server:
         is mounted in run(), once the attribute mount answers lookups."""
         opts = self.opts
         opts.attr_dir.mkdir(parents=True, exist_ok=True)
-        self.madvise_socket = MadviseSocket(opts.madvise_socket, opts.mode, opts.gid, opts.name)
+        try:
+            self.madvise_socket = MadviseSocket(opts.madvise_socket, opts.mode, opts.gid, opts.name)
+        except OSError as exc:  # the node is what a device is for: it serves without
+            log.warning("%s: no madvise socket at %s (%s): kvcpu-dev run cannot reach this device",
+                        opts.name, opts.madvise_socket, exc.strerror or exc)
         self.attr_session = libfuse.Session.mount_fuse(
             self.fs, str(opts.attr_dir), mount_options(opts.name))
         if self.transport == "cuse":

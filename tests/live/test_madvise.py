@@ -529,3 +529,14 @@ def test_a_daemon_of_another_user_cannot_look_and_says_so(open_dir, daemons, mad
     sock = dev.run_dir / f"{dev.name}.madvise"
     assert dev.stop().returncode == 0
     assert not sock.exists()  # the helper removed it: the daemon had given up root
+
+
+def test_a_run_directory_too_deep_for_a_socket_address(daemons, tmp_path, madv):
+    """sun_path holds 107 bytes: a deeper --run-dir is reached through the
+    directory's descriptor, by the daemon and by run alike."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    dev = daemons(base_dir=deep)
+    assert len(str(dev.run_dir / f"{dev.name}.madvise")) > 107
+    r = run(dev, madv["madv_rfc"], "libc")
+    assert passed(r), r.stdout + r.stderr
+    assert dev.telemetry()["hot_count"] == sum(h[0] == "HOT" for h in expected(r.stdout))
