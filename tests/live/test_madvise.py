@@ -262,12 +262,12 @@ def test_cannot_start_says_why_in_one_line(daemons, tmp_path, madv):
 
 @pytest.fixture
 def as_nobody(open_dir, madv):
-    """``as_nobody(dev, *cmd, groups=())``: ``kvcpu-dev run`` as uid/gid 65534,
-    with madv_rfc copied where nobody may run it.  The package is run from
+    """``as_nobody(dev, *args, groups=(), program="madv_rfc")``: ``kvcpu-dev
+    run`` as uid/gid 65534, with the program copied where nobody may run it.  The package is run from
     where it is if nobody can import it there, else from a copy."""
-    exe = open_dir / "madv_rfc"
-    shutil.copy(madv["madv_rfc"], exe)
-    os.chmod(exe, 0o755)
+    for name in ("madv_rfc", "madv_ids"):
+        shutil.copy(madv[name], open_dir / name)
+        os.chmod(open_dir / name, 0o755)
 
     def drop(groups: tuple[int, ...]) -> None:
         os.setgroups(list(groups))
@@ -302,8 +302,9 @@ def as_nobody(open_dir, madv):
             pytest.skip("no Python interpreter the unprivileged user can run kvcpu-dev with")
         prefix = [python, "-m", "kvcpu_dev.daemon.entry", "run"]
 
-    def go(dev: Daemon, *args: str, groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*prefix, "--device", str(dev.node), "--", str(exe), *args],
+    def go(dev: Daemon, *args: str, groups: tuple[int, ...] = (),
+           program: str = "madv_rfc") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, "--device", str(dev.node), "--", str(open_dir / program), *args],
                               capture_output=True, text=True, env=env, cwd="/", timeout=60,
                               preexec_fn=lambda: drop(groups))
 
@@ -550,3 +551,47 @@ def test_a_run_directory_too_deep_for_a_socket_address(daemons, tmp_path, madv):
     r = run(dev, madv["madv_rfc"], "libc")
     assert passed(r), r.stdout + r.stderr
     assert dev.telemetry()["hot_count"] == sum(h[0] == "HOT" for h in expected(r.stdout))
+
+
+def test_setuid_programs_run_as_the_caller_under_an_unprivileged_run(open_daemons, open_dir, as_nobody):
+    """An unprivileged run sets no_new_privs (the kernel's price for a
+    filter without CAP_SYS_ADMIN): a setuid program under it keeps the
+    caller's ids; a root run sets none."""
+    dev = open_daemons("--mode", "0666")
+    suid = open_dir / "madv_ids"
+    os.chown(suid, 0, 0)
+    os.chmod(suid, 0o4755)
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    direct = subprocess.run([str(suid)], capture_output=True, text=True, preexec_fn=drop, timeout=30)
+    if "euid=0" not in direct.stdout:
+        pytest.skip(f"setuid is not honoured here (nosuid mount?): {direct.stdout.strip()}")
+    r = as_nobody(dev, program="madv_ids")
+    assert "uid=65534 euid=65534 NoNewPrivs=1 Seccomp=2" in r.stdout, r.stdout + r.stderr
+    assert "NoNewPrivs=0 Seccomp=2" in run(dev, suid).stdout
+
+
+def test_a_program_wanting_its_own_listener_gets_ebusy(dev, madv):
+    direct = subprocess.run([str(madv["madv_nested"])], capture_output=True, text=True, timeout=30)
+    assert direct.stdout.strip() == "nested_listener ok"
+    assert run(dev, madv["madv_nested"]).stdout.strip() == "nested_listener EBUSY"
+
+
+@pytest.mark.parametrize("how", ["restart", "norestart"])
+def test_a_signal_storm_applies_each_hint_once_per_0_returned(dev, madv, how):
+    """SIGALRM every 30 us while 5000 HOT hints go out: the filter waits
+    killable once the supervisor has a call, so a signal never withdraws a
+    hint that was applied; without SA_RESTART a signal that comes first
+    gives EINTR, and nothing was applied for it."""
+    r = run(dev, madv["madv_signals"], 5000, 30, how)
+    m = re.search(r"ok=(\d+) eintr=(\d+) other=(\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    ok, eintr, other = (int(x) for x in m.groups())
+    assert other == 0 and ok + eintr == 5000
+    if how == "restart":
+        assert ok == 5000
+    assert dev.telemetry()["hot_count"] == ok
