@@ -72,8 +72,9 @@ SIGHUP sent to this process are forwarded to CMD.
 CANNOT_START = 125
 #: The request run sends with the two descriptors (daemon/madvise.py).
 HELLO = b"kvcpu-run 1 "
-#: How long the daemon may take to answer (seconds).
-ANSWER_TIMEOUT_S = 10.0
+#: How long the daemon may take to answer (seconds): it answers at once
+#: unless it is stuck.
+ANSWER_TIMEOUT_S = 30.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: si_code of a signal the kernel sent (a terminal's ^C, a hang-up).
 SI_KERNEL = 0x80
