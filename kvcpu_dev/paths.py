@@ -9,6 +9,8 @@ For a device named N (``--run-dir`` and ``--dev-dir`` configurable):
   RUN_DIR/N.lock        flock held for the daemon's life (0600)
   RUN_DIR/N.pid         the daemon's pid (0644)
   RUN_DIR/N.log         the background daemon's log (0644)
+  RUN_DIR/N.madvise     where ``kvcpu-dev run`` hands over madvise listeners
+                        (a unix socket with the node's mode and group)
   DEV_DIR/N             the node: FUSE, a symlink to RUN_DIR/N/device;
                         CUSE, the character device /dev/N (or, with another
                         --dev-dir, a symlink to it)
@@ -52,6 +54,11 @@ def mount_source(name: str) -> str:
 def cdi_spec_name(name: str) -> str:
     """The CDI spec of device ``name`` (vendor kvcpu.dev, one file per device)."""
     return f"kvcpu.dev-{name}.json"
+
+
+def madvise_socket_name(name: str) -> str:
+    """``kvcpu-dev run``'s socket in the run directory, beside N.pid."""
+    return f"{name}.madvise"
 
 
 def temp_link_name(name: str, pid: int) -> str:

@@ -113,7 +113,9 @@ def _load(file: str) -> Recording:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
 @click.option("--kind", "only", default=None, help="Only this command (STEP, HOT, ...).")
 def log_cmd(file: str, as_json: bool, only: str | None) -> None:
-    """Print a recording decoded, as tcpdump -r does (times from its start)."""
+    """Print a recording decoded, as tcpdump -r does (times from its start).
+    A command that came through madvise (kvcpu-dev run) ends in
+    [via madvise(104|105|106)]."""
     from kvcpu_dev.bench import kvrec as fmt
 
     rec = _load(file)

@@ -40,7 +40,8 @@ usage: kvctl [--device PATH] <command> [args]
   reset | unplug | replug     function-level reset; surprise removal and return
   top [--interval S] [--once|--count N]
                               live view: rates, latencies, tiers, DMA, faults
-numbers: decimal, 0x hex or 0 octal; PATH defaults to $KVCPU_DEVICE or /dev/kvcpu0"""
+numbers: decimal, 0x hex or 0 octal; PATH defaults to $KVCPU_DEVICE or /dev/kvcpu0
+a program's own madvise(MADV_KV_HOT/EVICT/PREFETCH): kvcpu-dev run -- CMD"""
 
 
 #: The reference tool's commands: label in its messages, client method,

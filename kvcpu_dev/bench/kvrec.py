@@ -36,7 +36,10 @@ Version 1, all integers little-endian::
             48  1 comm_len    the requester's command name (/proc/PID/comm,
                               best effort, cached per pid)
             49  .  data, then nwrites x (u64 BAR0 write seq, u32 offset,
-                   u64 value), then comm
+                   u64 value), then comm, then (optional) u32 advice: a
+                   command that came through madvise (kvcpu-dev run) ends
+                   with its advice, 104-106; a reader of the body's fields
+                   alone skips it
 
 A mark record opens and closes every recording session:
 ``{"mark": "start", "device": NAME, "telemetry": {...}, "model_config":
@@ -72,8 +75,10 @@ HEADER = struct.Struct("<8sHHIQQ")
 FRAME = struct.Struct("<II")
 BODY = struct.Struct("<QQIIiIIQBBHB")
 WRITE = struct.Struct("<QIQ")
+#: The optional last field: the madvise advice a command came through.
+ADVICE = struct.Struct("<I")
 #: A body larger than this is not a record of ours (a corrupt length).
-MAX_BODY = BODY.size + 65535 + 255 * WRITE.size + 255
+MAX_BODY = BODY.size + 65535 + 255 * WRITE.size + 255 + ADVICE.size
 
 KIND_IOCTL, KIND_STORE, KIND_RESET, KIND_UNPLUG, KIND_REPLUG = 1, 2, 3, 4, 5
 KIND_MARK = 100
@@ -117,6 +122,7 @@ class Record:
     latency_us: int = 0
     service_ns: int = 0
     comm: str = ""
+    advice: int = 0  # madvise advice it came through (kvcpu-dev run), 0: the node
 
     # -- decoding ------------------------------------------------------------------
     @property
@@ -181,6 +187,8 @@ class Record:
             out["fault"] = self.fault
         if self.latency_us:
             out["latency_us"] = self.latency_us
+        if self.advice:
+            out["via"] = f"madvise({self.advice})"
         out["service_ns"] = self.service_ns
         return out
 
@@ -198,14 +206,14 @@ def header_bytes(meta: dict[str, Any] | None = None) -> bytes:
 
 def encode(seq: int, t_ns: int, kind: int, cmd: int, pid: int, err: int, data: bytes,
            writes: Sequence[tuple[int, int, int]] = (), fault: int = 0, latency_us: int = 0, service_ns: int = 0,
-           comm: bytes = b"") -> bytes:
+           comm: bytes = b"", advice: int = 0) -> bytes:
     """One framed record.  ``writes``: (seq, offset, value) triples, or
     regs.RegWrite, which is the same tuple."""
     comm = comm[:255]
     body = b"".join((
         BODY.pack(seq, t_ns, cmd & 0xFFFF_FFFF, pid & 0xFFFF_FFFF, err, fault, latency_us,
                   service_ns, kind, len(writes), len(data), len(comm)),
-        data, *(WRITE.pack(*w) for w in writes), comm))
+        data, *(WRITE.pack(*w) for w in writes), comm, ADVICE.pack(advice) if advice else b""))
     return FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -268,8 +276,10 @@ def decode_body(body: bytes) -> Record:
     writes = tuple(WRITE.unpack_from(body, pos + i * WRITE.size) for i in range(nwrites))
     pos += nwrites * WRITE.size
     comm = body[pos:pos + comm_len].decode(errors="replace")
+    pos += comm_len
+    advice = ADVICE.unpack_from(body, pos)[0] if len(body) >= pos + ADVICE.size else 0
     return Record(seq, t_ns, kind, cmd, pid, err, bytes(data), writes, fault, latency_us,
-                  service_ns, comm)
+                  service_ns, comm, advice)
 
 
 def iter_records(f: BinaryIO, start: int) -> Iterator[tuple[Record | None, int]]:
@@ -334,6 +344,8 @@ def describe(r: Record, base_ns: int = 0) -> str:
         extra += f" [fault {r.fault}]"
     if r.latency_us:
         extra += f" [+{r.latency_us}us]"
+    if r.advice:
+        extra += f" [via madvise({r.advice})]"
     if r.kind == KIND_IOCTL:
         what = f"{r.name}({args})"
     elif r.kind == KIND_STORE:

@@ -161,7 +161,7 @@ class Recorder:
         try:
             _write_all(self.fd, fmt.encode(ev.seq, ev.t_ns, ev.kind, ev.cmd, ev.pid, ev.errno,
                                            ev.data, ev.writes, ev.fault, ev.latency_us,
-                                           ev.service_ns, comm))
+                                           ev.service_ns, comm, ev.aux))
         except OSError as exc:  # a full disk must not take the device down
             self.error = exc.strerror or str(exc)
             log.warning("recording to %s stopped: %s", self.path, self.error)

@@ -52,14 +52,17 @@ def stale_temp_links(opts: Options) -> list[pathlib.Path]:
 def remove_leftovers(opts: Options, run_dir: RunDir) -> list[str]:
     """Undo what a killed daemon left, and only what is provably its own:
     a kvcpu-N mount at RUN_DIR/N, a link to our node target, a temporary
-    link of a dead maker, the pid file, a CDI spec naming our node.  Call
-    with the name's lock held."""
+    link of a dead maker, the pid file, a CDI spec naming our node, the
+    madvise socket.  Call with the name's lock held."""
     removed = []
     if mounts.is_mounted(opts.attr_dir) and mounts.is_ours(opts.attr_dir, opts.name):
         mounts.detach(opts.attr_dir)
         removed.append(f"a stale mount at {opts.attr_dir}")
     if run_dir.unlink(opts.pid_name):
         removed.append("a stale pid file")
+    st = run_dir.lstat(opts.madvise_name)
+    if st is not None and stat.S_ISSOCK(st.st_mode) and run_dir.unlink(opts.madvise_name):
+        removed.append("a stale madvise socket")
     node = opts.node
     if node.is_symlink() and _is_our_link(opts, node):
         node.unlink()

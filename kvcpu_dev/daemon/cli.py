@@ -64,7 +64,10 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
     return seconds
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="kvcpu-dev run [--name N | --device PATH] -- CMD [ARGS...] runs CMD so that its "
+                      "madvise(MADV_KV_HOT/EVICT/PREFETCH) calls reach the device on a stock kernel "
+                      "(kvcpu-dev run --help).")
 @click.option("--mock", is_flag=True, help="Emulate the device (there is no hardware).")
 @click.option("--name", default="kvcpu0", show_default=True, help="Device name: /dev/NAME.")
 @click.option("--transport", type=click.Choice(["auto", "cuse", "fuse", "uring"]), default="auto",

@@ -325,12 +325,16 @@ class _Watch:
                 log.warning("%s: %s", opts.name, exc)
 
     def _final(self) -> None:
-        """The daemon is gone: its pid file (if it names it) and the mount point."""
+        """The daemon is gone: its pid file (if it names it), its madvise
+        socket and the mount point."""
         from .rundir import RunDir  # noqa: PLC0415 - no cycle at import
 
         run_dir_fd = self.keep[1] if len(self.keep) > 1 else -1
         if run_dir_fd >= 0:
             run_dir = RunDir(self.opts.run_dir, run_dir_fd)
             run_dir.remove_pid(self.opts.pid_name, self.daemon)
+            st = run_dir.lstat(self.opts.madvise_name)
+            if st is not None and stat.S_ISSOCK(st.st_mode):
+                run_dir.unlink(self.opts.madvise_name)  # kvcpu-dev run's socket: the daemon gave up root
             with contextlib.suppress(OSError):
                 os.rmdir(self.opts.name, dir_fd=run_dir_fd)

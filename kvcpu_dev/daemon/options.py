@@ -17,6 +17,7 @@ from ..paths import (
     KERNEL_DEV_DIR,
     RING_EVENTS,
     cdi_spec_name,
+    madvise_socket_name,
     mount_source,
     temp_link_name,
 )
@@ -79,6 +80,15 @@ class Options:
     @property
     def pid_name(self) -> str:
         return f"{self.name}.pid"
+
+    @property
+    def madvise_name(self) -> str:
+        """The socket ``kvcpu-dev run`` hands madvise listeners over (daemon/madvise.py)."""
+        return madvise_socket_name(self.name)
+
+    @property
+    def madvise_socket(self) -> pathlib.Path:
+        return self.run_dir / self.madvise_name
 
     @property
     def lock_file(self) -> pathlib.Path:

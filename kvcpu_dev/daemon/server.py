@@ -36,6 +36,7 @@ from ..transport import libfuse, uring_param
 from ..transport.attrfs import NodeFS, device_mount_options, mount_options
 from ..transport.cuse_node import CuseNode
 from ..transport.device_session import DeviceSession, FastSession, UringSession
+from .madvise import MadviseSocket, NodeId, node_id
 from .options import Options, is_device_file  # names every path a device uses
 
 if TYPE_CHECKING:
@@ -117,6 +118,10 @@ class Server:
             if self.transport == "cuse" else None
         )
         self._symlink: pathlib.Path | None = None
+        #: ``kvcpu-dev run``'s socket (made in open(), as root), and what
+        #: identifies our node to it once published.
+        self.madvise_socket: MadviseSocket | None = None
+        self._node_id: NodeId | None = None
 
     # -- setup ---------------------------------------------------------
 
@@ -126,6 +131,11 @@ class Server:
         is mounted in run(), once the attribute mount answers lookups."""
         opts = self.opts
         opts.attr_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.madvise_socket = MadviseSocket(opts.madvise_socket, opts.mode, opts.gid, opts.name)
+        except OSError as exc:  # the node is what a device is for: it serves without
+            log.warning("%s: no madvise socket at %s (%s): kvcpu-dev run cannot reach this device",
+                        opts.name, opts.madvise_socket, exc.strerror or exc)
         self.attr_session = libfuse.Session.mount_fuse(
             self.fs, str(opts.attr_dir), mount_options(opts.name))
         if self.transport == "cuse":
@@ -154,8 +164,12 @@ class Server:
             await self.cuse_node.settle()
             if self.opts.node != self.cuse_node.path:  # --dev-dir elsewhere
                 self._link_node(self.cuse_node.path)
+            st = os.stat(self.cuse_node.path)
         else:
             self._link_node(self.opts.device_file)
+            # A lookup in the attribute mount, which this thread serves.
+            st = await trio.to_thread.run_sync(os.stat, self.opts.device_file)
+        self._node_id = node_id(st, self.transport)
 
     def _link_node(self, target: pathlib.Path) -> None:
         """The node as a link to ``target``, made under a temporary name and
@@ -194,6 +208,9 @@ class Server:
                     await self.publish()
                     nursery.start_soon(self._watch_fast_path, self.fast, nursery.cancel_scope)
                     nursery.start_soon(self._drain_loop)
+                    if self.madvise_socket is not None:
+                        nursery.start_soon(self.madvise_socket.serve, self.driver.madvise,
+                                           lambda: self._node_id, self.transport)
                     if on_ready is not None:
                         on_ready()
                     async for signum in signals:
@@ -332,13 +349,24 @@ class Server:
         self._drain(None)
         stats = {"transport": self.transport, "poll_us": self.opts.poll_us,
                  **(self.fast.stats() if self.fast is not None else {}), **self.ring.stats(),
-                 **self.priority.stats(), "delivery_failures": self.delivery_failures}
+                 **self.priority.stats(), "delivery_failures": self.delivery_failures,
+                 **self._madvise_stats()}
         return "".join(f"{k}={v}\n" for k, v in stats.items())
+
+    def _madvise_stats(self) -> dict[str, int]:
+        """``kvcpu-dev run``'s programs: listeners open, the supervisor's counts."""
+        sock = self.madvise_socket
+        return {"madvise_runs": sock.accepted if sock else 0, "madvise_refused": sock.refused if sock else 0,
+                "madvise_listeners": self.driver.madvise.listeners(),
+                **{f"madvise_{k}": v for k, v in self.driver.madvise.stats().items()}}
 
     # -- teardown ------------------------------------------------------
 
     def close(self) -> None:
         """Unlink the node, release the device, unmount; safe to call twice."""
+        if self.madvise_socket is not None:  # no program is handed over any more
+            self.madvise_socket.close()
+            self.madvise_socket = None
         self.bench.close()  # metrics server, the recording's last events
         if self._symlink is not None:
             with contextlib.suppress(FileNotFoundError):

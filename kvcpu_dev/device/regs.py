@@ -30,6 +30,10 @@ IMEVICT_LEN = 0x0218
 PREFETCH_ADDR = 0x0300
 PREFETCH_LEN = 0x0308
 PREFETCH_STEP = 0x0310
+#: Not in the driver's map: the lookahead window W (decode steps) that a
+#: madvise(MADV_KV_PREFETCH) hint sets before its STEP_ADVANCE doorbell
+#: (kvcpu-dev run; docs/device-model.md, "The lookahead window").
+PREFETCH_WINDOW = 0x0318
 SHARE_ADDR = 0x0400
 SHARE_LEN = 0x0408
 WEIGHT_R = 0x0500
@@ -49,6 +53,7 @@ NAMES = {
     PREFETCH_ADDR: "PREFETCH_ADDR",
     PREFETCH_LEN: "PREFETCH_LEN",
     PREFETCH_STEP: "PREFETCH_STEP",
+    PREFETCH_WINDOW: "PREFETCH_WINDOW",
     SHARE_ADDR: "SHARE_ADDR",
     SHARE_LEN: "SHARE_LEN",
     WEIGHT_R: "WEIGHT_R",

@@ -34,6 +34,16 @@ class FaultMode(enum.IntEnum):
     ALWAYS = 4  # every matching command
 
 
+class Advice(enum.IntEnum):
+    """The madvise(2) advice values of the linux-mm RFC (kvcpu-dev run):
+    what a program passes, and what an event that came through madvise
+    carries in its ``aux`` field (0: it came through the node)."""
+
+    HOT = 104  # MADV_KV_HOT: MARK_HOT on the range
+    EVICT = 105  # MADV_KV_EVICT: EVICT on the range
+    PREFETCH = 106  # MADV_KV_PREFETCH: len = (W << 32) | t; STEP_ADVANCE to t, window W
+
+
 #: kvctl's names for the commands (the reference tool's ioctl labels), used
 #: by recordings, fault rules, metrics and ``kvctl log``.
 COMMAND_NAMES = {
@@ -72,5 +82,6 @@ def c_defines() -> dict[str, int]:
     """Every fact above that the C fast path uses, as ``KV_*`` defines."""
     defines = {f"KV_EV_{kind.name}": int(kind) for kind in EventKind}
     defines.update({f"KV_FAULT_{mode.name}": int(mode) for mode in FaultMode})
+    defines.update({f"KV_MADV_{advice.name}": int(advice) for advice in Advice})
     defines.update(KV_RUN_NS=RUN_PUBLISH_NS, KV_RUN_FLOOD=FLOOD_RUN_STEPS, KV_RUN_FLOOD_NS=FLOOD_RUN_PUBLISH_NS)
     return defines

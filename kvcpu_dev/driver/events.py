@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..device import abi, regs
-from ..device.tables import EventKind
+from ..device.tables import Advice, EventKind
 from ..native._fuse import ffi
 
 log = logging.getLogger("kvcpu_dev.trace")
@@ -89,6 +89,7 @@ class Event(NamedTuple):
     fault: int = 0  # the injected fault that fired (its id), or 0
     latency_us: int = 0  # injected latency
     service_ns: int = 0  # time the command held the device
+    aux: int = 0  # the madvise advice it came through (tables.Advice), 0: the node
 
 
 def writes_of(raw: tuple[Any, ...]) -> tuple[regs.RegWrite, ...]:
@@ -100,7 +101,7 @@ def decode(raw: tuple[Any, ...]) -> Event:
     a = AT
     return Event(raw[a["seq"]], raw[a["t_ns"]], raw[a["kind"]], raw[a["cmd"]], raw[a["pid"]],
                  raw[a["err"]], raw[a["data"]][:raw[a["size"]]], writes_of(raw), raw[a["fault"]],
-                 raw[a["latency_us"]], raw[a["service_ns"]])
+                 raw[a["latency_us"]], raw[a["service_ns"]], raw[a["aux"]])
 
 
 def log_command(ev: Event) -> None:
@@ -112,6 +113,8 @@ def log_command(ev: Event) -> None:
     if ev.kind != EventKind.IOCTL:
         log.info("%s", EventKind(ev.kind).name.lower())
         return
+    if ev.aux:  # the command's own line follows, as an ioctl's would
+        log.info("madvise MADV_KV_%s from pid %d:", Advice(ev.aux).name, ev.pid)
     command = abi.BY_NUMBER.get(ev.cmd)
     if command is None:
         log.info("ioctl %#x from pid %d: %s", ev.cmd, ev.pid, errno.errorcode.get(ev.errno, ev.errno))

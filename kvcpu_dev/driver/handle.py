@@ -26,6 +26,7 @@ from ..device.spec import driver_attributes
 from ..device.sysfs import Attribute
 from ..native._fuse import ffi, lib
 from ..paths import RING_EVENTS
+from .madvise import MadviseSupervisor
 from .reader import RingReader
 from .sinks import Listener, ModelSink, NoModel
 
@@ -64,12 +65,15 @@ class NativeDriver:
         #: Each fault rule's seed as given: the C rule's ``seed`` is its
         #: random stream's state, which moves with every draw.
         self._seeds: dict[int, int] = {}
+        #: madvise(MADV_KV_*) of the programs ``kvcpu-dev run`` started.
+        self.madvise = MadviseSupervisor(self.handle)
 
     def close(self) -> None:
         """Stop the fast-path thread and free the state."""
         if self.handle is not None:
             self._final = self.telemetry()
             lib.kv_fast_stop(self.handle)
+            self.madvise.close()  # after the fast path's stop: a hint waiting for room gives up
             ffi.release(self.handle)
             self.handle = None
             os.close(self.wake_fd)

@@ -37,7 +37,7 @@ log = logging.getLogger("kvcpu_dev.trace")
 #: Events read from the ring at a time.
 BATCH = 1024
 
-_SEQ, _REG_SEQ, _SLOT, _DATA = AT["seq"], AT["reg_seq"], AT["slot"], AT["data"]
+_SEQ, _REG_SEQ, _SLOT, _DATA = AT["seq"], AT["reg_seq"], AT["aux"], AT["data"]
 _RESET, _STEPS = EventKind.RESET, EventKind.STEPS
 _WRITE_INDEX = np.arange(lib.KV_EV_REGS)
 

@@ -57,7 +57,7 @@ class DeviceModel:
         self._event_ns: int | None = None  # at(): when the command being applied reached the device
         self._now: Callable[[], int] = self._sim_now if config.clock == "sim" else self._wall_now
         self._latch = {regs.BOOST_ADDR: 0, regs.IMEVICT_ADDR: 0, regs.PREFETCH_ADDR: 0, regs.PREFETCH_LEN: 0, regs.SHARE_ADDR: 0}
-        self._pending: tuple[int, hepc.Weights] | None = None  # (step, weights latched at the doorbell)
+        self._pending: tuple[int, hepc.Weights, int] | None = None  # (step, weights, window latched at the doorbell)
         self._hint_va = self._hint_len = 0  # the hint being applied
         #: The rest of a hint still being applied (incremental mode only).
         self._work: Iterator[object] | None = None
@@ -66,6 +66,11 @@ class DeviceModel:
         #: Off, every write has taken full effect when mmio_write returns.
         self.incremental = False
         self._targets: list[tuple[int, int, int]] = []  # heap of (target, arm seq, entry)
+        #: The lookahead window (PREFETCH_WINDOW, written by a madvise
+        #: PREFETCH hint before its STEP): 0, none, a PREFETCH stages at its
+        #: hint; W > 0, only once its target is at most W steps ahead.
+        self.window = 0
+        self._windowed: list[tuple[int, int, int]] = []  # heap of (target, arm seq, entry) not yet staged
         self._arm_seq = np.zeros(config.entries, dtype=np.int64)
         self._arms = 0
         self._due: list[tuple[int, int, int]] = []  # (entry, gen, deadline ns)
@@ -117,6 +122,8 @@ class DeviceModel:
             self._latch[offset] = value
         elif offset in self._doorbells:
             self._doorbells[offset](value)
+        elif offset == regs.PREFETCH_WINDOW:
+            self.window = self._to_step32(value, "PREFETCH_WINDOW")
         elif offset in hepc.WEIGHT_REGS:
             self.regs.write(offset, value)
         else:
@@ -137,7 +144,7 @@ class DeviceModel:
         if self.config.clock == "sim":
             self._sim_ns += count * self._period_ns
         self.counts["scans_superseded"] += count if self._pending is not None else count - 1
-        self._pending = (self.step32, self.regs.weights)
+        self._pending = (self.step32, self.regs.weights, self.window)
         return True
 
     def coalesce_limit(self) -> int:
@@ -148,6 +155,8 @@ class DeviceModel:
         if self._work is not None:
             return 0
         limit = U32 + 1
+        if self._windowed:  # the step at which the first armed block enters the window
+            limit = min(limit, max(0, self._windowed[0][0] - self.window) if self.window else 0)
         return min(limit, self._targets[0][0]) if self._targets else limit
 
     def _to_step32(self, value: int, what: str) -> int:
@@ -165,13 +174,15 @@ class DeviceModel:
             self._sim_ns += self._period_ns
         if self._pending is not None:
             self.counts["scans_superseded"] += 1
-        self._pending = (self.step32, self.regs.weights)
+        self._pending = (self.step32, self.regs.weights, self.window)
         now = self._now()
         heap = self._targets
         while heap and heap[0][0] <= self.step32:
             _, seq, i = heapq.heappop(heap)
             if self.dir.live[i] and self._arm_seq[i] == seq:
                 self._due.append((i, int(self.dir.gen[i]), now))
+        if self._windowed:
+            self._enter_window(now)
 
     def _prefetch_doorbell(self, value: int) -> None:
         target = self._to_step32(value, "PREFETCH target")
@@ -305,7 +316,8 @@ class DeviceModel:
             d.ref[i] += 1
 
     def _prefetch(self, i: int, target: int) -> None:
-        """PREFETCH: arm the target step and start staging into T1 now."""
+        """PREFETCH: arm the target step and start staging into T1 now, or,
+        with a lookahead window W, once the target is at most W steps ahead."""
         self._touch(i)
         d = self.dir
         d.armed[i] = True
@@ -314,20 +326,44 @@ class DeviceModel:
         self._arm_seq[i] = self._arms
         heapq.heappush(self._targets, (target, self._arms, i))
         if len(self._targets) > 4 * d.size + 1024:
-            self._prune_targets()
+            self._targets = self._pruned(self._targets)
         if d.tier[i] <= T1:
             self.counts["prefetch_already_staged"] += 1
         elif d.mv_dst[i] == NO_MOVE:
-            if self.dma.room(T1) > 0:
+            if self.window and target > self.step32 + self.window:
+                heapq.heappush(self._windowed, (target, self._arms, i))
+                self.counts["prefetch_held_window"] += 1
+                if len(self._windowed) > 4 * d.size + 1024:
+                    self._windowed = self._pruned(self._windowed)
+            elif self.dma.room(T1) > 0:
                 self.dma.enqueue_one(PROMOTE, i, T1, self._now())
                 self.counts["prefetch_issued_hint"] += 1
             else:
                 self.counts["prefetch_deferred_full"] += 1
 
-    def _prune_targets(self) -> None:
-        heap = [(t, s, i) for t, s, i in self._targets if self.dir.live[i] and self._arm_seq[i] == s]
-        heapq.heapify(heap)
-        self._targets = heap
+    def _enter_window(self, now: int) -> None:
+        """At a STEP: armed blocks whose target is now within the window
+        (every one, once the window is 0 again), still below T1 with no move
+        queued, are staged; what T1 has no room for is left to the scan,
+        which stages targets within the window first."""
+        d, heap = self.dir, self._windowed
+        horizon = self.step32 + self.window if self.window else U64
+        while heap and heap[0][0] <= horizon:
+            target, seq, i = heapq.heappop(heap)
+            if not (d.live[i] and self._arm_seq[i] == seq and d.armed[i]) or target < self.step32:
+                continue  # re-armed, reclaimed, or its target passed: judged as any other
+            if d.tier[i] <= T1 or d.mv_dst[i] != NO_MOVE:
+                continue
+            if self.dma.room(T1) > 0:
+                self.dma.enqueue_one(PROMOTE, i, T1, now)
+                self.counts["prefetch_issued_window"] += 1
+            else:
+                self.counts["prefetch_deferred_full"] += 1
+
+    def _pruned(self, heap: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        kept = [(t, s, i) for t, s, i in heap if self.dir.live[i] and self._arm_seq[i] == s]
+        heapq.heapify(kept)
+        return kept
 
     def _evict(self, i: int) -> None:
         """EVICT: a shared block loses one reference; an unshared one is
@@ -368,9 +404,9 @@ class DeviceModel:
         self._settle()
         if self._pending is None:
             return False
-        step32, weights = self._pending
+        step32, weights, window = self._pending
         self._pending = None
-        self._scan(step32, weights)
+        self._scan(step32, weights, window)
         return True
 
     def _settle(self) -> None:
@@ -392,10 +428,10 @@ class DeviceModel:
                 self.counts["prefetch_late"] += 1
         self._due.clear()
 
-    def _scan(self, step32: int, weights: hepc.Weights) -> None:
+    def _scan(self, step32: int, weights: hepc.Weights, window: int = 0) -> None:
         t0 = time.perf_counter_ns()
         d = self.dir
-        res = self._scanner.scan(d, step32, weights, self.config.hot_protect_steps, self.dma.room())
+        res = self._scanner.scan(d, step32, weights, self.config.hot_protect_steps, self.dma.room(), window)
         n = len(res.priority)  # the scanned prefix: every live entry
         d.priority[:n] = res.priority
         now = self._now()

@@ -130,12 +130,15 @@ class Scanner:
         np.add(p, t16, out=p)
         return p
 
-    def scan(self, d: Directory | DirectoryPrefix, step32: int, w: Weights, hot_protect_steps: int, room: list[int]) -> ScanResult:
+    def scan(self, d: Directory | DirectoryPrefix, step32: int, w: Weights, hot_protect_steps: int, room: list[int],
+             window: int = 0) -> ScanResult:
         """Score every entry and decide this step's moves.
 
         ``room`` is the free block count per tier (capacity - resident -
         inbound); moves a tier has no room for are deferred to a later scan,
         the lowest-priority demotions and the most urgent stagings first.
+        ``window`` (PREFETCH_WINDOW, 0: none): a PREFETCH target asks for a
+        stage only once it is at most this many steps ahead.
         """
         n = getattr(d, "high_water", d.size)
         if n == 0:  # nothing was ever allocated: nothing to decide
@@ -174,14 +177,17 @@ class Scanner:
         stage &= idle
         stage &= d.live
         np.greater(stage, evict, out=stage)
+        asked = ahead
+        if window:  # targets within the lookahead window only (wide: no uint32 wrap)
+            asked = ahead & (d.target.astype(np.int64) - step32 <= window)
         np.greater(p, np.uint16(w.prefetch_thresh), out=tmp)
         np.greater(tmp, _guarded(d, out=guard), out=tmp)  # the scorer's own stage skips guarded blocks
-        tmp |= ahead
+        tmp |= asked
         stage &= tmp  # below T1, idle, not evicted, above threshold (unguarded) or targeted
 
         room = [max(0, r) for r in room]
         stage_idx = np.flatnonzero(stage)
-        staged = _select_stage(stage_idx, p, ahead, room[T1])
+        staged = _select_stage(stage_idx, p, asked, room[T1])
         room[T1] -= len(staged)
         demote, deferred = _select_down(d.tier, down, p, room, tmp)
         return ScanResult(
@@ -208,9 +214,10 @@ def _guarded(d: Directory | DirectoryPrefix, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def scan(d: Directory, step32: int, w: Weights, hot_protect_steps: int, room: list[int]) -> ScanResult:
+def scan(d: Directory, step32: int, w: Weights, hot_protect_steps: int, room: list[int],
+         window: int = 0) -> ScanResult:
     """One scan with throwaway buffers (tests; the device keeps a Scanner)."""
-    return Scanner(d.size).scan(d, step32, w, hot_protect_steps, room)
+    return Scanner(d.size).scan(d, step32, w, hot_protect_steps, room, window)
 
 
 def _select_stage(idx: np.ndarray, p: np.ndarray, ahead: np.ndarray, room: int) -> np.ndarray:

@@ -70,10 +70,19 @@ def target_ahead(e: Entry, step: int) -> bool:
     return e.armed and e.target >= step
 
 
-def decide(entries: list[Entry], step: int, w: Weights, hot_protect_steps: int, room: list[int]) -> Decision:
+def target_in_window(e: Entry, step: int, window: int) -> bool:
+    """A PREFETCH target the device stages for: ahead, and within the
+    lookahead window (PREFETCH_WINDOW; 0: no window, every target ahead)."""
+    return target_ahead(e, step) and (window == 0 or e.target - step <= window)
+
+
+def decide(entries: list[Entry], step: int, w: Weights, hot_protect_steps: int, room: list[int],
+           window: int = 0) -> Decision:
     """Score every entry, apply the rules, then fit the moves into ``room``
-    (free blocks per tier): stagings into T1 first (targeted, then highest
-    P), then demotions per source tier (lowest P); ties to the lower index."""
+    (free blocks per tier): stagings into T1 first (targeted within the
+    lookahead ``window``, then highest P), then demotions per source tier
+    (lowest P); ties to the lower index.  A target ahead protects its block
+    from demotion whatever the window."""
     out = Decision()
     want_down: list[tuple[int, int, int]] = []  # (P, index, source tier)
     want_stage: list[tuple[bool, int, int]] = []  # (not targeted, -P, index)
@@ -103,8 +112,9 @@ def decide(entries: list[Entry], step: int, w: Weights, hot_protect_steps: int, 
                 out.busy += 1
             else:
                 want_down.append((p, i, e.tier))
-        elif e.tier > T1 and not e.moving and ((p > w.prefetch_thresh and not guarded(e)) or ahead):
-            want_stage.append((not ahead, -p, i))
+        elif e.tier > T1 and not e.moving and ((p > w.prefetch_thresh and not guarded(e))
+                                               or target_in_window(e, step, window)):
+            want_stage.append((not target_in_window(e, step, window), -p, i))
 
     room = [max(0, r) for r in room]
     out.stage_wanted = len(want_stage)

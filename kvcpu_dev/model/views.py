@@ -29,6 +29,7 @@ class ModelState(Protocol):
     last_scan: dict[str, int]
     step32: int
     block_size: int
+    window: int
 
     def now_ns(self) -> int: ...
     def has_pending(self) -> bool: ...
@@ -43,6 +44,7 @@ def stats(m: ModelState) -> dict[str, Any]:
         "clock": m.config.clock,
         "now_ns": m.now_ns(),
         "current_step": m.step32,
+        "prefetch_window": m.window,  # PREFETCH_WINDOW (madvise PREFETCH's W); 0: none
         "scan_pending": int(m.has_pending()),
         # 0 once the daemon's event ring dropped commands: from then on the
         # model has not seen everything the driver did.

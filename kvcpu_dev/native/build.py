@@ -11,8 +11,11 @@ ring.c (the event ring and coalesced runs), driver.c (the driver's
 semantics and the bench's controls), delayed.c (replies held by an
 injected latency), sessions.c (the device's FUSE and CUSE sessions and
 their thread), uring.c (the device file over FUSE io_uring, one queue
-per CPU; uring_proto.h the kernel ABI bookworm's headers lack), device.c (one device's life: made, shared, freed), and
-apart, attrs_shim.c (the attribute mount's helpers); internal.h is their
+per CPU; uring_proto.h the kernel ABI bookworm's headers lack), device.c
+(one device's life: made, shared, freed), and apart, attrs_shim.c (the
+attribute mount's helpers), and madvise.c and launch.c (madvise.h:
+``kvcpu-dev run``'s supervisor, calling the driver, and its launcher);
+internal.h is their
 private header, kvcpu.h and attrs_shim.h what Python sees.  Facts Python also states (registers, default weights,
 event kinds, fault modes, run timings) are generated here as ``KV_*``
 defines from kvcpu_dev/device/regs.py and tables.py, never typed twice.
@@ -31,9 +34,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 #: <linux/kv_cpu.h>: the command numbers and structs, as C clients see them.
 UAPI_INCLUDE = PACKAGE / "uapi"
-SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "uring.c", "device.c", "attrs_shim.c")
+SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "uring.c", "device.c", "attrs_shim.c",
+           "madvise.c", "launch.c")
 #: What Python sees: also the cffi declaration.
-PUBLIC_HEADERS = ("kvcpu.h", "attrs_shim.h")
+PUBLIC_HEADERS = ("kvcpu.h", "attrs_shim.h", "madvise.h")
 #: attrs_shim.h's marker before the callbacks Python defines.
 CALLBACKS_MARKER = "/* KV_PYTHON_CALLBACKS */"
 
@@ -117,7 +121,7 @@ def cdef(defines: dict[str, int]) -> str:
     shim = (HERE / "attrs_shim.h").read_text()
     helpers, _, callbacks = shim.partition(CALLBACKS_MARKER)
     constants = "".join(f"#define {name} ...\n" for name in defines)
-    return (LIBFUSE_CDEF + constants + (HERE / "kvcpu.h").read_text() + helpers
+    return (LIBFUSE_CDEF + constants + (HERE / "kvcpu.h").read_text() + (HERE / "madvise.h").read_text() + helpers
             + 'extern "Python+C" {\n' + callbacks + "}\n")
 
 

@@ -120,8 +120,10 @@ static int payload_size(uint32_t cmd)
     }
 }
 
+/* `window`: a madvise PREFETCH's lookahead W, written to PREFETCH_WINDOW
+ * before the STEP doorbell (NULL: a STEP as the driver makes it). */
 static int run_command(struct kv_dev *d, struct kv_pending *p, uint32_t cmd,
-                       const uint8_t *in, uint8_t *out, size_t outsz)
+                       const uint8_t *in, uint8_t *out, size_t outsz, const uint64_t *window)
 {
     union {
         struct kv_cpu_step_info step;
@@ -133,6 +135,8 @@ static int run_command(struct kv_dev *d, struct kv_pending *p, uint32_t cmd,
     switch (cmd) {
     case KV_CPU_STEP_ADVANCE:
         memcpy(&u.step, in, sizeof(u.step));
+        if (window != NULL)
+            write64(d, p, KV_REG_PREFETCH_WINDOW, *window);
         set_step(d, u.step.step);
         write64(d, p, KV_REG_STEP_ADVANCE, u.step.step);
         return 0;
@@ -197,20 +201,24 @@ static struct kv_fault *fire(struct kv_dev *d, uint32_t cmd)
 
 /* -- one command ------------------------------------------------------------------ */
 
-int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uint8_t *in,
-                   size_t insz, uint8_t *out, size_t outsz, int32_t pid, int *wakep,
-                   uint64_t *delay_ns)
+/* One command; `aux` and `window` as kv_dev_madvise() gives them (0 and
+ * NULL for the node's ioctls). */
+static int command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uint8_t *in,
+                   size_t insz, uint8_t *out, size_t outsz, int32_t pid, uint32_t aux,
+                   const uint64_t *window, int *wakep, uint64_t *delay_ns)
 {
     struct kv_pending p;
     struct kv_fault *f = NULL;
     int size = payload_size(cmd);
-    uint64_t t0, step;
+    uint64_t t0, step = 0;
     int err, plain;
 
     *wakep = 0;
     *delay_ns = 0;
     pthread_mutex_lock(&d->lock);
-    plain = kv_plain_step(d, cmd, in, insz, &step);
+    /* A hint that came through madvise is never coalesced (a PREFETCH
+     * carries its window; every one is its own event, marked). */
+    plain = aux == 0 && kv_plain_step(d, cmd, in, insz, &step);
     if (plain && kv_run_take(d, t0 = kv_now_ns(), wakep)) {
         /* The driver's work, and no event: the run accounts for the STEP. */
         set_step(d, step);
@@ -221,6 +229,7 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
     }
     kv_ring_make_room(d, who);
     kv_ev_begin(d, &p, KV_EV_IOCTL, cmd, pid);
+    p.ev->aux = aux;
     t0 = p.ev->t_ns;
     if (size > 0)
         kv_ev_data(&p, in, insz);
@@ -233,7 +242,7 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
     else if (size > 0 && insz != (size_t)size)
         err = EINVAL;   /* only an unrestricted transport can deliver this */
     else
-        err = run_command(d, &p, cmd, in, out, outsz);
+        err = run_command(d, &p, cmd, in, out, outsz, window);
     if (f != NULL) {
         p.ev->fault = f->id;
         p.ev->latency_us = (uint32_t)(f->latency_ns / 1000u);
@@ -243,6 +252,36 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
     *wakep = kv_ev_end(d, &p, err, plain);
     pthread_mutex_unlock(&d->lock);
     return err;
+}
+
+int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uint8_t *in,
+                   size_t insz, uint8_t *out, size_t outsz, int32_t pid, int *wakep,
+                   uint64_t *delay_ns)
+{
+    return command(d, who, cmd, in, insz, out, outsz, pid, 0, NULL, wakep, delay_ns);
+}
+
+/* madvise(addr, len, advice) as the RFC's device handler takes it: HOT and
+ * EVICT are the driver's MARK_HOT and EVICT on {addr, len, target_step 0};
+ * PREFETCH (len = W << 32 | t) is one STEP_ADVANCE to t whose register
+ * writes are PREFETCH_WINDOW = W, then the STEP doorbell.  The same fault
+ * rules, counters, ring and lock as the ioctls; the event's aux is the
+ * advice. */
+int kv_dev_madvise(struct kv_dev *d, int advice, uint64_t addr, uint64_t len, int32_t pid,
+                   int *wakep, uint64_t *delay_ns)
+{
+    if (advice == KV_MADV_PREFETCH) {
+        struct kv_cpu_step_info st = { .step = (uint32_t)len };
+        uint64_t window = len >> 32;
+
+        return command(d, KV_CALLER_SESSION, KV_CPU_STEP_ADVANCE, (const uint8_t *)&st,
+                       sizeof(st), NULL, 0, pid, KV_MADV_PREFETCH, &window, wakep, delay_ns);
+    }
+    struct kv_cpu_block_info b = { .va = addr, .len = len, .target_step = 0 };
+
+    return command(d, KV_CALLER_SESSION, advice == KV_MADV_HOT ? KV_CPU_MARK_HOT : KV_CPU_EVICT,
+                   (const uint8_t *)&b, sizeof(b), NULL, 0, pid, (uint32_t)advice, NULL,
+                   wakep, delay_ns);
 }
 
 /* An in-process call (Python's thread, which is the ring's consumer: it

@@ -46,10 +46,7 @@ struct kv_run_slot {
     uint64_t steps[KV_STEPS_TAIL];  /* circular: the run's step i at i % TAIL */
 };
 
-struct kv_delayed;              /* sessions.c: a session thread's stop signal, which only ends a blocking
- * call (EINTR) so that the thread sees it should stop. */
-#define KV_WAKE_SIGNAL (SIGRTMIN + 5)
-int kv_wake_signal_install(void);
+struct kv_delayed;              /* delayed.c */
 
 /* delayed.c */
 
@@ -165,6 +162,12 @@ int kv_dev_command(struct kv_dev *d, enum kv_caller who, uint32_t cmd, const uin
  * call (EINTR) so that the thread sees it should stop. */
 #define KV_WAKE_SIGNAL (SIGRTMIN + 5)
 int kv_wake_signal_install(void);
+
+/* A hint that came through madvise(2) (madvise.c): advice KV_MADV_*, the
+ * caller's arguments as checked; 0 or the errno the call returns.  Sets
+ * *wakep and *delay_ns as kv_dev_command does; may wait for room. */
+int kv_dev_madvise(struct kv_dev *d, int advice, uint64_t addr, uint64_t len, int32_t pid,
+                   int *wakep, uint64_t *delay_ns);
 
 /* delayed.c */
 void kv_delayed_init(struct kv_dev *d);

@@ -28,7 +28,8 @@ struct kv_event {
     uint32_t fault;      /* the id of the injected fault that fired, or 0 */
     uint32_t latency_us; /* injected latency, microseconds */
     uint32_t service_ns; /* time the command held the device */
-    uint32_t slot;       /* KV_EV_STEPS: where the run's detail is */
+    uint32_t aux;        /* KV_EV_STEPS: the run's detail slot; KV_EV_IOCTL: the
+                            madvise advice it came through (KV_MADV_*), 0: the node */
     uint64_t reg_seq;    /* BAR0 write number of regs[0] (1-based) */
     uint8_t data[96];    /* the payload copied in; GET_TELEMETRY: the reply */
     uint32_t reg_off[6];
@@ -127,7 +128,7 @@ uint64_t kv_dev_served(struct kv_dev *d);
 
 /* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is
  * installed, the step is below `step_limit`) writes no event; it joins the
- * open run, which becomes one KV_EV_STEPS event (its `slot`: where its
+ * open run, which becomes one KV_EV_STEPS event (its `aux`: where its
  * detail is) when anything else happens or at kv_ring_seal().  Any other
  * command ends the grant.  kv_ring_coalesce grants it (returns 1) only if
  * every event after `seen_seq` is a plain STEP: the consumer's view up to

@@ -129,7 +129,7 @@ void kv_ev_begin(struct kv_dev *d, struct kv_pending *p, uint32_t kind, uint32_t
     p->ev->fault = 0;
     p->ev->latency_us = 0;
     p->ev->service_ns = 0;
-    p->ev->slot = 0;
+    p->ev->aux = 0;
     p->ev->reg_seq = d->reg_seq + 1;
 }
 
@@ -227,7 +227,7 @@ static void publish_run(struct kv_dev *d)
     ev->cmd = KV_CPU_STEP_ADVANCE;
     ev->pid = d->run_pid;
     ev->reg_seq = d->run_reg_seq;
-    ev->slot = d->run_slot;
+    ev->aux = d->run_slot;
     memcpy(ev->data, &head, sizeof(head));
     ev->size = sizeof(head);
     atomic_store_explicit(&d->head, h + 1, memory_order_release);

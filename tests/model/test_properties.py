@@ -60,6 +60,22 @@ def test_vectorized_scan_matches_reference(items, step32, w, hot_steps, room):
     assert_same(hepc.scan(d, step32, w, hot_steps, room), reference.decide(items, step32, w, hot_steps, room))
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(entries, min_size=1, max_size=40),
+    step32=steps,
+    w=weights,
+    hot_steps=st.integers(0, 8),
+    room=rooms,
+    window=st.one_of(st.integers(0, 8), st.integers(0, 600), st.integers(0, U32)),
+)
+def test_vectorized_scan_matches_reference_with_a_lookahead_window(items, step32, w, hot_steps, room, window):
+    """PREFETCH_WINDOW: a target asks for a stage only within the window."""
+    d = directory_of(items)
+    assert_same(hepc.scan(d, step32, w, hot_steps, room, window),
+                reference.decide(items, step32, w, hot_steps, room, window))
+
+
 @settings(max_examples=150, deadline=None)
 @given(items=st.lists(entries, min_size=1, max_size=40), dead_tail=st.integers(1, 40),
        step32=steps, w=weights, hot_steps=st.integers(0, 8), room=rooms)
