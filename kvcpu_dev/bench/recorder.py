@@ -1,4 +1,4 @@
-"""The daemon's recorder: a listener on the event ring writing record.py's
+"""The daemon's recorder: a listener on the event ring writing kvrec.py's
 format, and how the root daemon opens the file it is told to write.
 
 Paths come from root's command line (``--record``) or from the ``record``
@@ -14,7 +14,9 @@ node's group) may write.  A path is therefore treated as hostile:
 - an existing file is appended to only if it is a regular file of the
   daemon's user, with one link, not writable by group or others, and
   starts with a recording header of this version (so no other file can be
-  appended to); a torn record at its end is truncated away first;
+  appended to); nothing in it is ever truncated or rewritten: a torn
+  record at its end (a crash mid-write) stays, is logged, and readers
+  skip it;
 - when the node's group may write attributes (``--mode`` with group
   write), a path given through the attribute must end in ``.kvrec``, so
   a group member cannot have root create files that other programs read
@@ -41,8 +43,8 @@ _COMM_CACHE = 1024
 
 
 def open_recording(path: pathlib.Path) -> int:
-    """An O_APPEND descriptor on ``path``, with a valid header and no torn
-    tail.  Raises StartError with one line."""
+    """An O_APPEND descriptor on ``path``, after a valid header.  Raises
+    StartError with one line."""
     path = pathlib.Path(path)
     if not path.is_absolute():
         raise StartError(f"recording path must be absolute: {path}")
@@ -86,23 +88,31 @@ def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
         if st.st_uid != os.geteuid() or st.st_nlink != 1 or st.st_mode & 0o022:
             raise StartError(f"{path} exists and is not a private file of ours "
                              "(owner, one link, not writable by others); refusing")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            try:
-                header = fmt.read_header(f)
-            except fmt.FormatError as exc:
-                raise StartError(f"{path} exists and is not a recording to append to: {exc}") from None
-            end = header.size
-            for rec, pos in fmt.iter_records(f, header.size):
-                if rec is None:
-                    log.warning("%s: a torn record at byte %d (a crash mid-write) is cut off", path, pos)
-                    break
-                end = pos
-        if end != st.st_size:
-            os.ftruncate(fd, end)
+        _check_appendable(path, fd, st.st_size)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _check_appendable(path: pathlib.Path, fd: int, size: int) -> None:
+    """A recording of this version; what it ends with is logged, never cut:
+    a later session is appended after it and readers skip what is torn."""
+    with os.fdopen(os.dup(fd), "rb") as f:
+        try:
+            header = fmt.read_header(f)
+        except fmt.FormatError as exc:
+            raise StartError(f"{path} exists and is not a recording to append to: {exc}") from None
+    if header.version != fmt.VERSION:
+        raise StartError(f"{path} is a recording of format version {header.version}, which this "
+                         f"kvcpu-dev reads but does not append to; record to a new file")
+    torn = fmt.torn_tail(fd, header.size, size)
+    if torn:
+        log.warning("%s: appending after %d bytes that are not a whole record (a crash or a full disk "
+                    "mid-write?); they are kept, and readers skip them", path, torn)
+    elif torn is None:
+        log.warning("%s: its end is not a whole record (damaged?); appending after it, nothing is "
+                    "rewritten, and readers skip what they cannot read", path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
