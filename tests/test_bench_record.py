@@ -6,6 +6,7 @@ and kvctl staying light."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -243,7 +244,7 @@ def recdir(tmp_path):
 def _append(path: pathlib.Path, *chunks: bytes) -> None:
     from kvcpu_dev.bench.recorder import open_recording
 
-    fd = open_recording(path)
+    fd = open_recording(path).keep()
     for chunk in chunks:
         os.write(fd, chunk)
     os.close(fd)
@@ -280,7 +281,11 @@ def test_append_after_damage_in_the_middle_keeps_every_good_record(recdir):
     assert len(rec.records) == 5 * 50 - 1 + 1 and rec.damage.places == 1
 
 
-def test_version_1_is_not_appended_to(recdir):
+def test_an_empty_file_gets_a_header_and_version_1_is_not_appended_to(recdir):
+    empty = recdir / "empty.kvrec"
+    empty.touch(mode=0o600)
+    _append(empty, _records()[1])
+    assert [r.name for r in fmt.read(empty).records] == ["STEP"]
     old = recdir / "old.kvrec"
     write(old, *_records(1), version=1)
     os.chmod(old, 0o600)
@@ -322,6 +327,19 @@ def test_hostile_paths_are_refused(recdir, case):
         open_recording(path)
     assert not (recdir / "target").exists()
     assert {p.name: p.lstat() for p in recdir.iterdir()}.keys() == before.keys()
+
+
+def test_a_failed_header_removes_only_the_file_it_created(recdir, monkeypatch):
+    from kvcpu_dev.bench import recorder
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(recorder, "_write_all", full)
+    path = recdir / "r.kvrec"
+    with pytest.raises(StartError, match="No space left") as refused:
+        recorder.open_recording(path)
+    assert refused.value.errno == errno.ENOSPC and not path.exists()
 
 
 def test_kvctl_bench_commands_do_not_load_numpy():

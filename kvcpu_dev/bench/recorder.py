@@ -10,13 +10,14 @@ node's group) may write.  A path is therefore treated as hostile:
   writable by others unless sticky, the directory itself owned by root
   (or the daemon's user) and not group- or world-writable);
 - a new file is created relative to that directory's descriptor with
-  ``O_CREAT|O_EXCL|O_NOFOLLOW``, mode 0600 whatever the umask;
+  ``O_CREAT|O_EXCL|O_NOFOLLOW``, mode 0600 whatever the umask; if its
+  header or the session's start mark cannot be written (a full disk), the
+  start fails and that file, and only it (the same inode), is removed;
 - an existing file is appended to only if it is a regular file of the
   daemon's user, with one link, not writable by group or others, and
-  starts with a recording header of this version (so no other file can be
-  appended to); nothing in it is ever truncated or rewritten: a torn
-  record at its end (a crash mid-write) stays, is logged, and readers
-  skip it;
+  starts with a recording header of this version (an empty file gets
+  one); nothing in it is ever truncated or rewritten: a torn record at its
+  end (a crash mid-write) stays, is logged, and readers skip it;
 - when the node's group may write attributes (``--mode`` with group
   write), a path given through the attribute must end in ``.kvrec``, so
   a group member cannot have root create files that other programs read
@@ -42,9 +43,38 @@ log = logging.getLogger("kvcpu_dev")
 _COMM_CACHE = 1024
 
 
-def open_recording(path: pathlib.Path) -> int:
-    """An O_APPEND descriptor on ``path``, after a valid header.  Raises
-    StartError with one line."""
+class Opened:
+    """A recording's O_APPEND descriptor, until its session has started:
+    ``discard()`` closes it and removes the file if this start created it
+    (by identity: the inode the descriptor holds, never another file put
+    under its name meanwhile); ``keep()`` lets the recorder have it."""
+
+    def __init__(self, fd: int, dfd: int, name: str, created: bool):
+        self.fd, self._dfd, self._name, self.created = fd, dfd, name, created
+
+    def keep(self) -> int:
+        os.close(self._dfd)
+        return self.fd
+
+    def discard(self) -> None:
+        try:
+            if self.created:
+                mine = os.fstat(self.fd)
+                try:
+                    there = os.stat(self._name, dir_fd=self._dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                        os.unlink(self._name, dir_fd=self._dfd)
+        finally:
+            os.close(self.fd)
+            os.close(self._dfd)
+
+
+def open_recording(path: pathlib.Path) -> Opened:
+    """``path`` opened to append records after a valid header; raises
+    StartError with one line (its errno ENOSPC on a full disk)."""
     path = pathlib.Path(path)
     if not path.is_absolute():
         raise StartError(f"recording path must be absolute: {path}")
@@ -58,20 +88,24 @@ def open_recording(path: pathlib.Path) -> int:
         try:
             fd = os.open(path.name, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
         except FileExistsError:
-            fd = _open_existing(path, dfd, flags)
+            opened = Opened(_open_existing(path, dfd, flags), dfd, path.name, created=False)
         else:
-            try:
-                os.fchmod(fd, 0o600)
-                _write_all(fd, fmt.header_bytes({"created_by": "kvcpu-dev"}))
-            except OSError:
-                os.close(fd)
-                raise
-        os.set_blocking(fd, True)
-        return fd
+            opened = Opened(fd, dfd, path.name, created=True)
+            os.fchmod(fd, 0o600)
+        os.set_blocking(opened.fd, True)
     except OSError as exc:
-        raise StartError(f"cannot record to {path}: {exc.strerror or exc}") from None
-    finally:
         os.close(dfd)
+        raise StartError(f"cannot record to {path}: {exc.strerror or exc}", exc.errno or errno.EINVAL) from None
+    except BaseException:
+        os.close(dfd)
+        raise
+    try:
+        if os.fstat(opened.fd).st_size == 0:  # new, or an empty file of ours
+            _write_all(opened.fd, fmt.header_bytes({"created_by": "kvcpu-dev"}))
+    except OSError as exc:
+        opened.discard()
+        raise StartError(f"cannot record to {path}: {exc.strerror or exc}", exc.errno or errno.EINVAL) from None
+    return opened
 
 
 def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
@@ -88,7 +122,8 @@ def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
         if st.st_uid != os.geteuid() or st.st_nlink != 1 or st.st_mode & 0o022:
             raise StartError(f"{path} exists and is not a private file of ours "
                              "(owner, one link, not writable by others); refusing")
-        _check_appendable(path, fd, st.st_size)
+        if st.st_size:
+            _check_appendable(path, fd, st.st_size)
         return fd
     except BaseException:
         os.close(fd)
@@ -200,12 +235,21 @@ class RecordControl:
             raise StartError(f"already recording to {self.recorder.path}; stop first")
         if from_attribute and self.group_writable and not path.name.endswith(".kvrec"):
             raise StartError("with a group-writable node, a recording's name must end in .kvrec")
-        fd = open_recording(path)
-        rec = Recorder(fd, path, self.name)
+        opened = open_recording(path)
+        rec = Recorder(opened.fd, path, self.name)
         # What happened before the start goes to the other listeners only,
         # and the fast path stops coalescing STEPs: a recording wants each.
         self.device.add_listener(rec)
-        rec.write_mark("start", telemetry=self.device.telemetry(), model_config=self.model_config())
+        try:  # a session that cannot say where it starts does not start
+            _write_all(rec.fd, fmt.mark("start", device=self.name, telemetry=self.device.telemetry(),
+                                        model_config=self.model_config()))
+        except OSError as exc:
+            self.device.listeners.remove(rec)
+            rec.fd = -1
+            opened.discard()
+            raise StartError(f"cannot record to {path}: {exc.strerror or exc}",
+                             exc.errno or errno.EINVAL) from None
+        opened.keep()
         self.recorder = rec
         log.info("recording %s to %s", self.name, path)
 
@@ -257,4 +301,4 @@ class RecordControl:
         except StartError as exc:
             log.warning("record: %s", exc)
             self.last_error = str(exc)
-            raise OSError(errno.EINVAL, str(exc)) from None
+            raise OSError(exc.errno, str(exc)) from None

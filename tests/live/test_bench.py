@@ -5,6 +5,7 @@ these on FUSE here and on CUSE under User-Mode Linux."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -259,6 +260,73 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
                 ["add", "STEP", "--errno", "EIO", "--count", "1", "--every", "2"], ["del", "999"]):
         r = kvctl_run(kvctl, node, "fault", *bad, check=False)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root's, 0755, as a recording directory must be),
+    unmounted afterwards whatever happened."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "kvtsmall", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(mnt: pathlib.Path) -> None:
+    with open(mnt / "filler", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as full:
+            while True:
+                f.write(b"\0" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0")
+
+
+def test_record_start_on_a_full_disk_fails_and_leaves_no_file(dev, kvctl, small_disk):
+    """Issue 23 (10): on a full disk `record start` answered 0 with state=on
+    and wrote nothing, or left a 0-byte file that refused every later start
+    ("bad magic") until deleted by hand."""
+    kept = small_disk / "kept.kvrec"
+    kvctl_run(kvctl, dev.node, "record", "start", kept)
+    _steps(dev.node, 2)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    with open(kept, "ab") as f:  # its last page full too (tmpfs gives pages): readers skip the padding
+        f.write(bytes(-kept.stat().st_size % 4096))
+    _fill(small_disk)
+    before = kept.read_bytes()
+    for name in ("new.kvrec", "kept.kvrec"):
+        r = kvctl_run(kvctl, dev.node, "record", "start", small_disk / name, check=False)
+        assert r.returncode == 1 and "No space left on device" in r.stderr and r.stderr.count("\n") == 1, r
+        state = dev.attr("record")
+        assert "state=off" in state and "last_error=cannot record to" in state
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "kept.kvrec"]
+    assert kept.read_bytes()[:len(before)] == before  # appended to at most: a torn start mark
+    os.unlink(small_disk / "filler")
+    kvctl_run(kvctl, dev.node, "record", "start", small_disk / "new.kvrec")
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    kvctl_run(kvctl, dev.node, "record", "start", kept)
+    _steps(dev.node, 1, first=9)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert [r.step for r in fmt.read(kept).commands()] == [1, 2, 9]
+
+
+def test_record_option_on_a_full_disk_leaves_no_file(daemons, small_disk):
+    _fill(small_disk)
+    d = daemons(start=False)
+    r = d.start("--record", str(small_disk / "run.kvrec"), check=False)
+    assert r.returncode == 1 and "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert not (small_disk / "run.kvrec").exists()
+    os.unlink(small_disk / "filler")
+    d.start("--record", str(small_disk / "run.kvrec"))
+    assert d.stop().returncode == 0
+    assert [r.meta["mark"] for r in fmt.read(small_disk / "run.kvrec").records if r.kind == fmt.KIND_MARK] == ["start", "stop"]
 
 
 def test_reset_unplug_replug(dev, kvclient, kvctl, tmp_path):
