@@ -272,8 +272,10 @@ def fault_clear(ctx: click.Context) -> None:
 @click.pass_context
 def fault_del(ctx: click.Context, rule_id: str) -> None:
     """Remove rule ID."""
-    if not rule_id.isdigit():
-        raise Failure(f"kvctl: fault del: {rule_id!r} is not a rule id")
+    try:
+        fault_rules.parse_id(rule_id)
+    except ValueError as exc:
+        raise Failure(f"kvctl: fault del: {exc}") from None
     try:
         _write(ctx, "faults", f"del {rule_id}\n")
     except Failure:

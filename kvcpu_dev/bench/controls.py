@@ -38,8 +38,12 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
         words = buf.decode(errors="replace").split()
         if words == ["clear"]:
             driver.clear_faults()
-        elif len(words) == 2 and words[0] == "del" and words[1].isdigit():
-            driver.delete_fault(int(words[1]))  # ENOENT if there is none
+        elif len(words) == 2 and words[0] == "del":
+            try:
+                rule_id = faults.parse_id(words[1])
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+            driver.delete_fault(rule_id)  # ENOENT if there is none
         elif words[:1] == ["add"]:
             try:
                 rule = faults.parse_rule(words[1:])

@@ -262,6 +262,25 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
 
 
+def test_fault_ids_and_numbers_are_checked_as_ascii(dev, kvctl):
+    """Issue 23 (10): `del 4294967297` logged an internal-error traceback and
+    answered EIO; Unicode digits passed as an errno and as a count."""
+    mark = dev.mark()
+    assert dev.write_attr("faults", b"del 4294967297\n") == errno.EINVAL
+    assert dev.write_attr("faults", b"del 0\n") == errno.EINVAL
+    assert dev.write_attr("faults", "del \u0663".encode()) == errno.EINVAL
+    assert dev.write_attr("faults", b"del 7\n") == errno.ENOENT
+    for rule in ("errno=\u0663", "errno=EIO count=\u0663", "errno=EIO every=\u00b3",
+                 "errno=EIO probability=\u0660.5", "latency=\u0665ms", "errno=errorcode"):
+        assert dev.write_attr("faults", f"add cmd=STEP {rule}\n".encode()) == errno.EINVAL, rule
+    assert dev.attr("faults") == ""
+    log = dev.log(since=mark)
+    assert "Traceback" not in log and "internal error" not in log
+    assert "control write refused: '4294967297' is not a rule id" in log
+    r = kvctl_run(kvctl, dev.node, "fault", "del", "4294967297", check=False)
+    assert r.returncode == 1 and r.stderr == "kvctl: fault del: '4294967297' is not a rule id (1 to 4294967295)\n"
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB tmpfs (root's, 0755, as a recording directory must be),
