@@ -68,7 +68,7 @@ def record_group(ctx: click.Context) -> None:
 
 
 @record_group.command("start")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.pass_context
 def record_start(ctx: click.Context, file: str) -> None:
     """Start recording to FILE (created 0600, or appended to if it is a recording)."""
@@ -111,7 +111,7 @@ def _say_damage(file: str, reader: Reader) -> None:
 
 
 @click.command("log")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
 @click.option("--kind", "only", default=None, help="Only this command (STEP, HOT, ...).")
 def log_cmd(file: str, as_json: bool, only: str | None) -> None:
@@ -155,7 +155,7 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 
 
 @click.command("replay")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--device", "device", metavar="PATH", default=None, help="The node (default: kvctl's --device).")
 @click.option("--speed", default="1.0", callback=_speed, show_default=True,
               help="max, or a factor of the recorded pace (pauses over a minute are cut to one).")

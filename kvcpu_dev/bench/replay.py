@@ -240,10 +240,14 @@ def model_config_for(recorded: str | None, config_path: pathlib.Path | None) -> 
     if config_path is not None:
         base = ModelConfig.from_toml(config_path)
     elif recorded:
+        where = "the recording's model configuration"
         try:
-            base = ModelConfig.from_dict(tomllib.loads(recorded), "the recording's model configuration")
+            data = tomllib.loads(recorded)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         except RecursionError:
-            raise ValueError("the recording's model configuration is nested too deeply") from None
+            raise ValueError(f"{where} is nested too deeply") from None
+        base = ModelConfig.from_dict(data, where)
     else:
         base = ModelConfig()
     return base.replace(clock="sim")

@@ -53,6 +53,7 @@ from ..device import abi
 from ..device.regs import U64
 from . import arc, belady, lru, priolru, progress
 from .result import Counts, EvalResult, add_bytes
+from .traces import MAX_ACCESSES
 
 if TYPE_CHECKING:
     from ..model import DeviceModel
@@ -65,9 +66,6 @@ HINT_COMMANDS = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX,
 #: A single hint spanning more device blocks than this is left out of the
 #: access sequence (and counted): the default directory's size.
 MAX_HINT_BLOCKS = 1 << 16
-#: The most accesses one evaluation holds (the trace mode's cap too): 14x
-#: the shipped trace's, about 0.3 GB for Belady's next-use table.
-MAX_ACCESSES = 1 << 22
 CLASSIC = ("lru", "arc", "prio-lru", "belady")
 POLICIES = CLASSIC + ("hepc",)
 
