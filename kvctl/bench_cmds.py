@@ -72,7 +72,10 @@ def record_group(ctx: click.Context) -> None:
 @click.pass_context
 def record_start(ctx: click.Context, file: str) -> None:
     """Start recording to FILE (created 0600, or appended to if it is a recording)."""
-    path = os.path.abspath(file)
+    # The daemon opens a path from anyone but root with that user's rights
+    # and follows no symlink for them: resolve it here, as that user.  A
+    # path from root stays as given, for the daemon to check its links.
+    path = os.path.abspath(file) if os.geteuid() == 0 else os.path.realpath(file)
     if not os.path.isdir(os.path.dirname(path)):
         raise Failure(f"kvctl: record start: no directory {os.path.dirname(path)}")
     try:

@@ -342,6 +342,41 @@ def test_a_failed_header_removes_only_the_file_it_created(recdir, monkeypatch):
     assert refused.value.errno == errno.ENOSPC and not path.exists()
 
 
+def test_a_caller_is_known_by_its_live_thread_or_refused():
+    """A control acting for a caller reads the caller's groups from
+    /proc/PID/status, and only while that thread has the request's ids."""
+    from kvcpu_dev.safe_paths import who_called
+
+    me = who_called(os.geteuid(), os.getegid(), os.getpid())
+    assert me.groups == frozenset(os.getgroups())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    for uid, gid, pid in ((os.geteuid(), os.getegid(), 0), (os.geteuid() + 1, os.getegid(), os.getpid()),
+                          (os.geteuid(), os.getegid() + 1, os.getpid()), (0, 0, child.pid)):
+        with pytest.raises(StartError, match="refusing"):
+            who_called(uid, gid, pid)
+
+
+def test_mode_bits_as_the_kernel_picks_their_class():
+    from kvcpu_dev.safe_paths import R_OK, W_OK, X_OK, Who, may
+
+    def st(mode: int, uid: int = 10, gid: int = 20) -> os.stat_result:
+        return os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+    owner, member, other = Who(10, 99, frozenset()), Who(11, 99, frozenset({20})), Who(12, 12, frozenset())
+    assert not may(st(0o470), owner, W_OK)  # the owner's class, though the group's allows it
+    assert may(st(0o470), member, R_OK | W_OK | X_OK) and not may(st(0o470), other, R_OK)
+    assert may(st(0o007), other, W_OK | X_OK) and not may(st(0o007), member, X_OK)
+
+
+def test_a_caller_s_path_has_no_dots(recdir):
+    from kvcpu_dev.safe_paths import Who, caller_dir
+
+    for path in (pathlib.Path("rel"), recdir / ".." / "rec"):
+        with pytest.raises(StartError, match="without . or .."):
+            caller_dir(path, Who(65534, 65534, frozenset()))
+
+
 def test_kvctl_bench_commands_do_not_load_numpy():
     code = ("import sys\n"
             "from kvctl import cli\n"

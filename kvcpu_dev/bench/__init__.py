@@ -37,7 +37,7 @@ class Bench:
         opts = server.opts
         model = opts.model
         self.control = RecordControl(
-            server.driver, opts.name, group_writable=bool(opts.mode & 0o020),
+            server.driver, opts.name,
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None))
         self.stats = stats.CommandStats()
         server.driver.add_listener(self.stats)
@@ -61,7 +61,7 @@ class Bench:
 
     def attributes(self) -> list[Attribute]:
         return [
-            Attribute("record", self.control.show, self.control.store, private=True),
+            Attribute("record", self.control.show, self.control.store, control=True),
             Attribute("metrics", lambda: self.metrics.text()),
         ]
 

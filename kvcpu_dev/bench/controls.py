@@ -1,6 +1,8 @@
 """The bench's control files beside the driver's attributes: injected
 faults and the device's presence and resets.  Writable by the node's owner
-(and group, with --mode), like the node itself.
+(root) only, and by the node's group when the daemon is started with
+--control-group (transport/attrfs.py); the driver's ioctls stay open to
+whoever may open the node, as in the driver.
 
 ``faults``   read: one rule per line; write: ``add KEY=VALUE...``, ``del ID``
              or ``clear`` (see faults.py)
@@ -13,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from ..device.sysfs import Attribute
+from ..device.sysfs import Attribute, Caller
 from ..driver.handle import FaultRule, NativeDriver
 from ..native._fuse import lib
 from . import faults
@@ -34,7 +36,7 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
     def show_faults() -> str:
         return faults.render(driver.faults(), _MODE_NAMES)
 
-    def store_faults(buf: bytes) -> None:
+    def store_faults(buf: bytes, caller: Caller) -> None:
         words = buf.decode(errors="replace").split()
         if words == ["clear"]:
             driver.clear_faults()
@@ -58,7 +60,7 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
     def show_control() -> str:
         return f"present={int(driver.present)}\nresets={driver.resets()}\n"
 
-    def store_control(buf: bytes) -> None:
+    def store_control(buf: bytes, caller: Caller) -> None:
         word = buf.decode(errors="replace").strip()
         if word == "reset":
             driver.reset()
@@ -70,6 +72,6 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
             raise _invalid(f"expected reset, unplug or replug, got {buf[:40]!r}")
 
     return [
-        Attribute("faults", show_faults, store_faults, private=True),
-        Attribute("control", show_control, store_control, private=True),
+        Attribute("faults", show_faults, store_faults, control=True),
+        Attribute("control", show_control, store_control, control=True),
     ]

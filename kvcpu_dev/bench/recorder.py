@@ -2,8 +2,9 @@
 format, and how the root daemon opens the file it is told to write.
 
 Paths come from root's command line (``--record``) or from the ``record``
-attribute, which the node's owner (and, with ``--mode`` granting it, the
-node's group) may write.  A path is therefore treated as hostile:
+attribute, which the node's owner (root) may write, and, with
+``--control-group``, the node's group.  A path from root is treated as
+hostile:
 
 - it must be absolute, and its directory must pass safe_paths.secure_dir
   (no symlink on the way owned by someone else, no directory on the way
@@ -18,10 +19,14 @@ node's group) may write.  A path is therefore treated as hostile:
   starts with a recording header of this version (an empty file gets
   one); nothing in it is ever truncated or rewritten: a torn record at its
   end (a crash mid-write) stays, is logged, and readers skip it;
-- when the node's group may write attributes (``--mode`` with group
-  write), a path given through the attribute must end in ``.kvrec``, so
-  a group member cannot have root create files that other programs read
-  by directory (``/etc/cron.d``, ``sudoers.d`` ignore names with a dot).
+
+A path written to the attribute by anyone else (a group member) is opened
+with that caller's rights instead (``open_recording``'s ``who``): the
+directory must be reachable and writable by the caller's uid and groups by
+mode bits (no ACL, no symlink on the way), a new file is the caller's, an
+existing one is appended to only if it is the caller's and writable by
+them, and its name must end in ``.kvrec`` (programs that read files by
+directory, ``/etc/cron.d``, ``sudoers.d``, ignore names with a dot).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from ..device.sysfs import IN_PROCESS, Caller
 from ..errors import StartError
-from ..safe_paths import secure_dir
+from ..safe_paths import W_OK, Who, caller_dir, may, secure_dir, who_called
 from . import kvrec as fmt
 
 log = logging.getLogger("kvcpu_dev")
@@ -72,27 +78,34 @@ class Opened:
             os.close(self._dfd)
 
 
-def open_recording(path: pathlib.Path) -> Opened:
+def open_recording(path: pathlib.Path, who: Who | None = None) -> Opened:
     """``path`` opened to append records after a valid header; raises
-    StartError with one line (its errno ENOSPC on a full disk)."""
+    StartError with one line (its errno ENOSPC on a full disk).
+
+    ``who``: a caller other than root (a member of the node's group, with
+    --control-group), for whom root creates a file only in a directory
+    ``who`` may reach and write (safe_paths.caller_dir), gives it to
+    ``who``, and appends only to a file of ``who``'s that ``who`` may
+    write: a control never makes root touch what its caller could not."""
     path = pathlib.Path(path)
     if not path.is_absolute():
         raise StartError(f"recording path must be absolute: {path}")
     if path.name in ("", ".", ".."):
         raise StartError(f"not a file name: {path}")
-    dfd = secure_dir(path.parent, create=False, what="recording directory")
-    if dfd is None:
-        raise StartError(f"recording directory {path.parent} does not exist")
+    if who is None:
+        dfd = secure_dir(path.parent, create=False, what="recording directory")
+        if dfd is None:
+            raise StartError(f"recording directory {path.parent} does not exist")
+    else:
+        dfd = caller_dir(path.parent, who)
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_APPEND | os.O_NONBLOCK
     try:
-        flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_APPEND | os.O_NONBLOCK
         try:
             fd = os.open(path.name, flags | os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
         except FileExistsError:
-            opened = Opened(_open_existing(path, dfd, flags), dfd, path.name, created=False)
+            opened = Opened(_open_existing(path, dfd, flags, who), dfd, path.name, created=False)
         else:
             opened = Opened(fd, dfd, path.name, created=True)
-            os.fchmod(fd, 0o600)
-        os.set_blocking(opened.fd, True)
     except OSError as exc:
         os.close(dfd)
         raise StartError(f"cannot record to {path}: {exc.strerror or exc}", exc.errno or errno.EINVAL) from None
@@ -100,15 +113,35 @@ def open_recording(path: pathlib.Path) -> Opened:
         os.close(dfd)
         raise
     try:
+        if opened.created:
+            os.fchmod(opened.fd, 0o600)
+            if who is not None:
+                _give(opened.fd, dfd, who)
+        os.set_blocking(opened.fd, True)
         if os.fstat(opened.fd).st_size == 0:  # new, or an empty file of ours
             _write_all(opened.fd, fmt.header_bytes({"created_by": "kvcpu-dev"}))
     except OSError as exc:
         opened.discard()
         raise StartError(f"cannot record to {path}: {exc.strerror or exc}", exc.errno or errno.EINVAL) from None
+    except BaseException:
+        opened.discard()
+        raise
     return opened
 
 
-def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
+def _give(fd: int, dfd: int, who: Who) -> None:
+    """A new file to its caller, with the group the kernel would give it
+    (the directory's if set-group-ID, else the caller's)."""
+    parent = os.fstat(dfd)
+    gid = parent.st_gid if parent.st_mode & stat.S_ISGID else who.gid
+    try:
+        os.fchown(fd, who.uid, gid)
+    except PermissionError:
+        raise StartError(f"the daemon (uid {os.geteuid()}) cannot give a file to uid {who.uid}; "
+                         "a recording for another user needs a daemon running as root") from None
+
+
+def _open_existing(path: pathlib.Path, dfd: int, flags: int, who: Who | None) -> int:
     try:
         fd = os.open(path.name, flags | os.O_RDWR, dir_fd=dfd)
     except OSError as exc:
@@ -119,9 +152,13 @@ def _open_existing(path: pathlib.Path, dfd: int, flags: int) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StartError(f"{path} exists and is not a regular file; refusing")
-        if st.st_uid != os.geteuid() or st.st_nlink != 1 or st.st_mode & 0o022:
-            raise StartError(f"{path} exists and is not a private file of ours "
+        owner = os.geteuid() if who is None else who.uid
+        if st.st_uid != owner or st.st_nlink != 1 or st.st_mode & 0o022:
+            whose = "ours" if who is None else f"uid {who.uid}'s"
+            raise StartError(f"{path} exists and is not a private file of {whose} "
                              "(owner, one link, not writable by others); refusing")
+        if who is not None and not may(st, who, W_OK):
+            raise StartError(f"{path} is not writable by uid {who.uid}; refusing")
         if st.st_size:
             _check_appendable(path, fd, st.st_size)
         return fd
@@ -218,11 +255,9 @@ class RecordControl:
     """Starting and stopping the recorder on a running device; the
     ``record`` attribute's two halves."""
 
-    def __init__(self, device: Any, name: str, group_writable: bool,
-                 model_config: Callable[[], str | None]):
+    def __init__(self, device: Any, name: str, model_config: Callable[[], str | None]):
         self.device = device
         self.name = name
-        self.group_writable = group_writable
         self.model_config = model_config
         self.recorder: Recorder | None = None
         self.last: Recorder | None = None
@@ -230,12 +265,14 @@ class RecordControl:
         #: only EINVAL; kvctl reads this line back to say why).
         self.last_error: str | None = None
 
-    def start(self, path: pathlib.Path, from_attribute: bool = False) -> None:
+    def start(self, path: pathlib.Path, who: Who | None = None) -> None:
+        """Record to ``path``: as root's, or for ``who``, a caller other
+        than root, with ``who``'s rights (open_recording)."""
         if self.recorder is not None:
             raise StartError(f"already recording to {self.recorder.path}; stop first")
-        if from_attribute and self.group_writable and not path.name.endswith(".kvrec"):
-            raise StartError("with a group-writable node, a recording's name must end in .kvrec")
-        opened = open_recording(path)
+        if who is not None and not path.name.endswith(".kvrec"):
+            raise StartError("a recording started by a user other than root must be named *.kvrec")
+        opened = open_recording(path, who)
         rec = Recorder(opened.fd, path, self.name)
         # What happened before the start goes to the other listeners only,
         # and the fast path stops coalescing STEPs: a recording wants each.
@@ -288,14 +325,18 @@ class RecordControl:
             lines.append(f"last_error={self.last_error}")
         return "".join(line + "\n" for line in lines)
 
-    def store(self, buf: bytes) -> None:
+    def store(self, buf: bytes, caller: Caller = IN_PROCESS) -> None:
+        """The ``record`` attribute's write: ``start PATH`` or ``stop``.  A
+        start written by anyone but root is checked with the writer's own
+        uid and groups (the FUSE request's, groups from /proc)."""
         words = buf.decode(errors="replace").split(maxsplit=1)
         self.last_error = None
         try:
             if words == ["stop"]:
                 self.stop()
             elif len(words) == 2 and words[0] == "start":
-                self.start(pathlib.Path(words[1].strip()), from_attribute=True)
+                who = None if caller.uid == 0 else who_called(caller.uid, caller.gid, caller.pid)
+                self.start(pathlib.Path(words[1].strip()), who)
             else:
                 raise StartError(f"expected 'start PATH' or 'stop', got {buf[:60]!r}")
         except StartError as exc:

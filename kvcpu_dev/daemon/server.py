@@ -85,6 +85,7 @@ class Server:
             device_file=self.transport == "fuse",
             device_mode=opts.mode,
             device_gid=opts.gid,
+            control_group=opts.control_group,
         )
         self.attr_session: libfuse.Session | None = None
         self.fast: FastSession | None = None

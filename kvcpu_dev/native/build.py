@@ -27,6 +27,9 @@ FASTPATH_C = HERE / "fastpath.c"
 
 CDEF = r"""
 typedef int... off_t;
+typedef int... uid_t;
+typedef int... gid_t;
+typedef int... pid_t;
 typedef uint64_t fuse_ino_t;
 typedef struct fuse_req *fuse_req_t;
 struct fuse_session;
@@ -59,6 +62,10 @@ struct fuse_lowlevel_ops {
 
 #define FUSE_IOCTL_DIR ...
 #define FUSE_SET_ATTR_SIZE ...
+
+/* Who made a request (the attribute stores' caller). */
+struct fuse_ctx { uid_t uid; gid_t gid; pid_t pid; ...; };
+const struct fuse_ctx *fuse_req_ctx(fuse_req_t req);
 
 void *fuse_req_userdata(fuse_req_t req);
 int fuse_reply_err(fuse_req_t req, int err);
