@@ -422,6 +422,54 @@ def test_metrics_scrape_and_top(daemons, kvclient, kvctl):
     assert "rate=0.0/s" in blocks[1]
 
 
+def test_the_metrics_endpoint_is_bounded(daemons):
+    """Issue 23 (9), through a daemon: every path answered 200, a request
+    line without a version hung, 500 concurrent scrapes took 82 s to
+    connect (a backlog of 5), and 300 idle connections held 202 threads."""
+    port = _free_port()
+    dev = daemons("--metrics", f"127.0.0.1:{port}")
+    address = ("127.0.0.1", port)
+
+    def ask(raw: bytes) -> bytes:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(raw)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    assert ask(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    t0 = time.monotonic()
+    assert ask(b"GET /metrics\r\n").startswith(b"HTTP/1.1 400 ") and time.monotonic() - t0 < 2
+    assert b"kvcpu_commands_total" in ask(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    tasks = len(os.listdir(f"/proc/{dev.pid}/task"))
+    idle = [socket.create_connection(address, timeout=10) for _ in range(300)]
+    try:
+        time.sleep(0.5)
+        assert len(os.listdir(f"/proc/{dev.pid}/task")) == tasks  # no thread per connection
+        t0 = time.monotonic()
+        burst = [socket.create_connection(address, timeout=10) for _ in range(500)]
+        connected = time.monotonic() - t0
+        try:
+            for s in burst:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            answers = []
+            for s in burst:
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                answers.append(data)
+        finally:
+            for s in burst:
+                s.close()
+        assert connected < 5 and all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
+        assert len(os.listdir(f"/proc/{dev.pid}/task")) == tasks
+    finally:
+        for s in idle:
+            s.close()
+    assert dev.answers() and "Traceback" not in dev.log()
+
+
 def test_metrics_bad_address(daemons):
     dev = daemons(start=False)
     r = dev.start("--metrics", "nonsense", check=False)
