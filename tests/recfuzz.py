@@ -131,6 +131,45 @@ def bogus_frames(count: int) -> bytes:
     return (head + zlib.crc32(head).to_bytes(4, "little")) * count
 
 
+def body(kind: int, cmd: int = 0, err: int = 0, data: bytes = b"", writes: tuple = (), nwrites: int | None = None,
+         comm: bytes = b"") -> bytes:
+    """A record body as a writer lays it out, whatever its contents."""
+    n = len(writes) if nwrites is None else nwrites
+    return b"".join((fmt.BODY.pack(7, 1000, cmd, 1, err, 0, 0, 0, kind, n, len(data), len(comm)),
+                     data, *(fmt.WRITE.pack(*w) for w in writes), comm))
+
+
+#: Records whose frame and CRC check but whose contents no writer
+#: produces; each made kvctl log, replay or kvcpu-eval raise a traceback.
+IMPOSSIBLE = {
+    "register writes past the body": body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE,
+                                          data=abi.STEP_INFO.codec.pack(1), nwrites=200),
+    "seven register writes": body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
+                                  writes=((1, 0x100, 1),) * 7),
+    "a write outside BAR0": body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
+                                 writes=((1, 0x10000, 1),)),
+    "a mark that is a list": body(fmt.KIND_MARK, data=b"[1, 2]"),
+    "a mark that is a string": body(fmt.KIND_MARK, data=b'"start"'),
+    "a 30,000-deep mark": body(fmt.KIND_MARK, data=b"[" * 30000 + b"]" * 30000),
+    "a start mark without telemetry": body(fmt.KIND_MARK, data=b'{"mark": "start", "telemetry": [1]}'),
+    "a start mark with NaN telemetry": body(
+        fmt.KIND_MARK, data=b'{"mark": "start", "telemetry": {%s}}' % b", ".join(
+            b'"%s": NaN' % k.encode() for k in abi.TELEMETRY_FIELDS)),
+    "a stop mark with a negative count": body(fmt.KIND_MARK, data=b'{"mark": "stop", "lost": -1}'),
+    "a mark named by a list": body(fmt.KIND_MARK, data=b'{"mark": ["start"]}'),
+    "a mark with a key no writer writes": body(fmt.KIND_MARK, data=b'{"mark": "stop", "x": NaN}'),
+    "a short TELEMETRY reply": body(fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY, data=b"\x01" * 40),
+    "a successful unknown ioctl": body(fmt.KIND_IOCTL, 0xC0DE),
+    "a store of weight 99": body(fmt.KIND_STORE, 99, data=b"\x01\0\0\0"),
+    "a store of 3 bytes": body(fmt.KIND_STORE, 1, data=b"\x01\0\0"),
+    "a reset with a payload": body(fmt.KIND_RESET, data=b"x"),
+    "kind 77": body(77),
+    "errno 70000": body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, err=70000),
+    "a failed ioctl that wrote": body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, err=5, writes=((1, 0x100, 1),)),
+    "a 97-byte payload": body(fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY, err=5, data=bytes(97)),
+}
+
+
 def trace_line(rng: random.Random) -> bytes:
     """One line of a request trace, valid or hostile."""
     roll = rng.random()

@@ -17,6 +17,7 @@ import time
 import zlib
 
 import pytest
+from recfuzz import IMPOSSIBLE, body
 
 from kvcpu_dev.bench import kvrec as fmt
 from kvcpu_dev.device import abi
@@ -161,42 +162,6 @@ def _refusal(path: pathlib.Path) -> object:
     return None
 
 
-def _body(kind: int, cmd: int = 0, err: int = 0, data: bytes = b"", writes: tuple = (), nwrites: int | None = None,
-          comm: bytes = b"") -> bytes:
-    n = len(writes) if nwrites is None else nwrites
-    return b"".join((fmt.BODY.pack(7, 1000, cmd, 1, err, 0, 0, 0, kind, n, len(data), len(comm)),
-                     data, *(fmt.WRITE.pack(*w) for w in writes), comm))
-
-
-#: Records whose frame and CRC check but whose contents no writer
-#: produces; each made kvctl log, replay or kvcpu-eval raise a traceback.
-IMPOSSIBLE = {
-    "register writes past the body": _body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE,
-                                           data=abi.STEP_INFO.codec.pack(1), nwrites=200),
-    "seven register writes": _body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
-                                   writes=((1, 0x100, 1),) * 7),
-    "a write outside BAR0": _body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
-                                  writes=((1, 0x10000, 1),)),
-    "a mark that is a list": _body(fmt.KIND_MARK, data=b"[1, 2]"),
-    "a mark that is a string": _body(fmt.KIND_MARK, data=b'"start"'),
-    "a 30,000-deep mark": _body(fmt.KIND_MARK, data=b"[" * 30000 + b"]" * 30000),
-    "a start mark without telemetry": _body(fmt.KIND_MARK, data=b'{"mark": "start", "telemetry": [1]}'),
-    "a start mark with NaN telemetry": _body(
-        fmt.KIND_MARK, data=b'{"mark": "start", "telemetry": {%s}}' % b", ".join(
-            b'"%s": NaN' % k.encode() for k in abi.TELEMETRY_FIELDS)),
-    "a stop mark with a negative count": _body(fmt.KIND_MARK, data=b'{"mark": "stop", "lost": -1}'),
-    "a short TELEMETRY reply": _body(fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY, data=b"\x01" * 40),
-    "a successful unknown ioctl": _body(fmt.KIND_IOCTL, 0xC0DE),
-    "a store of weight 99": _body(fmt.KIND_STORE, 99, data=b"\x01\0\0\0"),
-    "a store of 3 bytes": _body(fmt.KIND_STORE, 1, data=b"\x01\0\0"),
-    "a reset with a payload": _body(fmt.KIND_RESET, data=b"x"),
-    "kind 77": _body(77),
-    "errno 70000": _body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, err=70000),
-    "a failed ioctl that wrote": _body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, err=5, writes=((1, 0x100, 1),)),
-    "a 97-byte payload": _body(fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY, err=5, data=bytes(97)),
-}
-
-
 @pytest.mark.parametrize("case", IMPOSSIBLE)
 def test_a_record_no_writer_produces_is_skipped_and_counted(tmp_path, case):
     """Issue 23 (7)."""
@@ -210,7 +175,7 @@ def test_a_record_no_writer_produces_is_skipped_and_counted(tmp_path, case):
 
 
 def test_what_a_record_shows_is_escaped():
-    r = fmt.decode_body(_body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
+    r = fmt.decode_body(body(fmt.KIND_IOCTL, abi.KV_CPU_STEP_ADVANCE, data=abi.STEP_INFO.codec.pack(1),
                               comm=b"\x1b[2Jevil\n"))
     line = fmt.describe(r)
     assert "\x1b" not in line and "\n" not in line and "\\x1b[2Jevil\\n" in line

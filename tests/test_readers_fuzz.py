@@ -91,6 +91,24 @@ def test_trace_reader(tmp_path, seed):
     one_line_or_ok(code, err, seed)
 
 
+@pytest.mark.parametrize("line, why", [
+    ('{"hash_ids": [9223372036854775808]}', "hash_ids must be a list of integers from 0"),
+    ('{"hash_ids": [-1]}', "hash_ids must be a list of integers from 0"),
+    ('{"timestamp": NaN, "hash_ids": [1]}', "timestamp must be a finite number"),
+    ('{"timestamp": Infinity, "hash_ids": [1]}', "timestamp must be a finite number"),
+    ('{"input_length": 1e400, "hash_ids": [1]}', "input_length must be a whole number"),
+    ('{"output_length": -3, "hash_ids": [1]}', "output_length must be a whole number"),
+    ("[" * 100000, "nested too deeply"),
+    ('"a string"', "a request must be a JSON object"),
+])
+def test_a_bad_trace_value_is_one_line_naming_its_line(tmp_path, line, why):
+    """Issue 23 (8): hash ids >= 2^63 and NaN timestamps gave tracebacks."""
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"hash_ids": [1, 2]}\n' + line + "\n")
+    code, out, err = kvcpu_eval(str(f), "--capacity-blocks", "1")
+    assert code == 1 and err.count("\n") == 1 and f"{f}:2: " in err and why in err, err
+
+
 def test_a_valid_trace_of_extreme_but_legal_numbers(tmp_path):
     f = tmp_path / "edge.jsonl"
     f.write_text('{"timestamp": 1e15, "input_length": 2147483647, "output_length": 0, '

@@ -6,11 +6,12 @@ The daemon calls ``attach(server)`` once its attributes are built and
 ``detach(server)`` first thing when it closes; everything else here is
 used by kvctl and the pytest plugin.  Modules:
 
-``record``         the file format (no cffi, no numpy: kvctl reads it)
-``recorder``       the daemon's recorder and how it opens paths
+``kvrec``          the file format and its readers (no cffi, no numpy: kvctl reads it)
+``recorder``       the daemon's recorder and how it opens paths (root's, or a caller's)
 ``replay``         re-issuing a recording against a node, or the model
+``controls``       the ``faults`` and ``control`` files; ``faults``: rules as text
 ``stats``          the ring listener counting commands (no prometheus-client)
-``metrics``        Prometheus collector and the ``--metrics`` server
+``metrics``        Prometheus collector; ``httpd``: the bounded ``--metrics`` server
 ``pytest_plugin``  the ``kvcpu_device`` fixture
 """
 

@@ -313,6 +313,11 @@ def _check_kind(kind: int, cmd: int, err: int, data: bytes, nwrites: int) -> Non
         raise BadRecord(f"unknown kind {kind}")
 
 
+#: What the recorder writes in each mark (recorder.RecordControl).
+_MARK_KEYS = {"start": {"mark", "device", "telemetry", "model_config"},
+              "stop": {"mark", "device", "events", "lost"}}
+
+
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U64_MAX
 
@@ -325,6 +330,12 @@ def check_mark(data: bytes) -> dict[str, Any]:
         raise BadRecord("a mark that is not JSON") from None
     if not isinstance(meta, dict):
         raise BadRecord("a mark that is not a JSON object")
+    kind = meta.get("mark")
+    known = _MARK_KEYS.get(kind) if isinstance(kind, str) else None
+    if known is None:
+        raise BadRecord("a mark that neither starts nor stops a session")
+    if not set(meta) <= known:
+        raise BadRecord(f"a mark with keys no writer writes: {sorted(set(meta) - known)[:3]}")
     device = meta.get("device")
     if device is not None and not isinstance(device, str):
         raise BadRecord("a mark whose device is not a name")
@@ -336,11 +347,8 @@ def check_mark(data: bytes) -> dict[str, Any]:
         config = meta.get("model_config")
         if config is not None and not isinstance(config, str):
             raise BadRecord("a start mark whose model configuration is not text")
-    elif meta.get("mark") == "stop":
-        if not all(_count(meta.get(k, 0)) for k in ("events", "lost")):
-            raise BadRecord("a stop mark whose counts are not counts")
-    else:
-        raise BadRecord("a mark that neither starts nor stops a session")
+    elif not all(_count(meta.get(k, 0)) for k in ("events", "lost")):
+        raise BadRecord("a stop mark whose counts are not counts")
     return meta
 
 

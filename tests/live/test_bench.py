@@ -262,6 +262,28 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
 
 
+def test_a_file_of_records_no_writer_produces_is_appended_to_and_read(dev, kvctl, tmp_path):
+    """Issue 23 (7): records with a valid CRC but impossible contents made
+    kvctl log and replay raise tracebacks, and the daemon, appending to the
+    same file, answered EIO ("internal error") to record start."""
+    from recfuzz import IMPOSSIBLE
+
+    target = tmp_path / "odd.kvrec"
+    target.write_bytes(fmt.header_bytes() + b"".join(fmt.frame(body) for body in IMPOSSIBLE.values()))
+    os.chmod(target, 0o600)
+    mark = dev.mark()
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 2, first=3)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert "Traceback" not in dev.log(since=mark)
+    for args in (["log", target], ["log", "--json", target], ["replay", "--model", target],
+                 ["replay", "--speed", "max", target], ["replay", "--check", "--speed", "max", target]):
+        r = kvctl_run(kvctl, dev.node, *args, check=False)
+        assert "Traceback" not in r.stderr and r.returncode in (0, 1), (args, r)
+        assert f"{len(IMPOSSIBLE)} records of them with contents no writer produces" in r.stderr, (args, r.stderr)
+    assert [r.step for r in fmt.read(target).commands()] == [3, 4]
+
+
 def test_fault_ids_and_numbers_are_checked_as_ascii(dev, kvctl):
     """Issue 23 (10): `del 4294967297` logged an internal-error traceback and
     answered EIO; Unicode digits passed as an errno and as a count."""
