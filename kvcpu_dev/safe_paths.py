@@ -64,18 +64,14 @@ def secure_dir(path: pathlib.Path, create: bool, what: str = "directory") -> int
             here = here / part
             made = False
             try:
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                nfd = _open_dir(fd, part, here, f"{what} ")
             except FileNotFoundError:
                 if not create:
                     return None
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, DIR_MODE, dir_fd=fd)
                     made = True
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise StartError(f"{here} is not a directory (a symlink or a file); refusing") from None
-                raise StartError(f"cannot open {what} {here}: {exc.strerror}") from None
+                nfd = _open_dir(fd, part, here, f"{what} ")
             os.close(fd)
             fd = nfd
             st = os.fstat(fd)
@@ -94,6 +90,20 @@ def secure_dir(path: pathlib.Path, create: bool, what: str = "directory") -> int
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_dir(fd: int, part: str, here: pathlib.Path, what: str) -> int:
+    """Directory ``part`` of directory ``fd``, without following a symlink;
+    StartError (one line) for a symlink, a file or another failure there;
+    FileNotFoundError passed on."""
+    try:
+        return os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StartError(f"{here} is not a directory (a symlink or a file); refusing") from None
+        raise StartError(f"cannot open {what}{here}: {exc.strerror}") from None
 
 
 def check_own_file(fd: int, path: pathlib.Path) -> None:
@@ -189,11 +199,9 @@ def caller_dir(path: pathlib.Path, who: Who) -> int:
                 raise StartError(f"{here} is not searchable by uid {who.uid}; refusing")
             here = here / part
             try:
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise StartError(f"{here} is a symlink or not a directory; give the real path") from None
-                raise StartError(f"cannot open {here}: {exc.strerror}") from None
+                nfd = _open_dir(fd, part, here, "")
+            except FileNotFoundError:
+                raise StartError(f"{here} does not exist") from None
             os.close(fd)
             fd = nfd
         _mode_bits_only(fd, here)

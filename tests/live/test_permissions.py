@@ -211,7 +211,7 @@ def test_a_member_records_only_where_the_member_could_write(open_dir, open_daemo
         inner / "x.kvrec": "rootonly is not searchable by uid 65534",
         roots: "is not a private file of uid 65534's",
         rootdir / "r.kvrec": "uid 65534 may not create files in",
-        open_dir / "link" / "x.kvrec": "is a symlink or not a directory",
+        open_dir / "link" / "x.kvrec": "is not a directory (a symlink or a file)",
         acl / "x.kvrec": "has an access ACL",
         mine / "x.txt": "must be named *.kvrec",
         open_dir / "x.kvrec": "uid 65534 may not create files in",
