@@ -109,6 +109,7 @@ class MetricsServer:
         self.address: tuple[str, int] = (str(bound[0]), int(bound[1]))
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_lock = threading.Lock()
         self._conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._accepting = False
@@ -130,16 +131,22 @@ class MetricsServer:
         self._stop = True
         self._requests.put(None)
         self._wake()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(5)
+        io, renderer = self._threads
+        if io.is_alive():
+            io.join(5)  # woken through the pipe: at once
+        # A rendering in progress may wait on the attribute mount, which the
+        # daemon tears down after this: it is not waited for, and finds the
+        # wake pipe closed when it returns.
+        renderer.join(0.5)
         for conn in list(self._conns.values()):
             conn.sock.close()
         self._conns.clear()
         self._listener.close()
         self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     @property
     def connections(self) -> int:
@@ -178,8 +185,9 @@ class MetricsServer:
                 return
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        with self._wake_lock, contextlib.suppress(BlockingIOError):
+            if self._wake_w >= 0:  # not closed (a descriptor number is reused at once)
+                os.write(self._wake_w, b"x")
 
     # -- the connections ------------------------------------------------------------------
 
