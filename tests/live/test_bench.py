@@ -12,9 +12,11 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -260,6 +262,36 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
                 ["add", "STEP", "--errno", "EIO", "--count", "1", "--every", "2"], ["del", "999"]):
         r = kvctl_run(kvctl, node, "fault", *bad, check=False)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
+
+
+def test_a_daemon_killed_while_recording_loses_nothing_written(daemons, kvclient, tmp_path):
+    """Kill -9 mid-flood: what the recorder wrote stays, the next daemon
+    appends after it (a start mark, no stop mark before it), and readers
+    see both sessions."""
+    target = tmp_path / "killed.kvrec"
+    first = daemons("--record", str(target))
+    flood = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, struct, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\nn = 0\n"
+        f"while True:\n    n += 1\n    fcntl.ioctl(fd, {STEP}, struct.pack('<Q', n))\n"), str(first.node)],
+        stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        os.kill(first.pid, signal.SIGKILL)
+        flood.wait(10)
+    finally:
+        flood.kill()
+        flood.wait()
+    first.cleanup()
+    before = target.read_bytes()
+    second = daemons("--record", str(target))
+    assert c_errno(kvclient, second.node, "step", 7) == 0
+    assert second.stop().returncode == 0
+    assert target.read_bytes()[:len(before)] == before
+    rec = fmt.read(target)
+    marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
+    assert marks == ["start", "start", "stop"] and rec.commands()[-1].step == 7
+    steps = [r.step for r in rec.commands() if r.name == "STEP"][:-1]
+    assert len(steps) > 100 and steps == list(range(1, len(steps) + 1))  # the ring's tail at most is lost
 
 
 def test_a_file_of_records_no_writer_produces_is_appended_to_and_read(dev, kvctl, tmp_path):
