@@ -60,7 +60,7 @@ BACKLOG = 1024
 MAX_CONNECTIONS = 64
 TIMEOUT = 10.0
 EVICT_AFTER = 0.25
-MAX_AGE = 0.25
+MAX_AGE = 1.0
 MAX_HEAD = 8192
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
