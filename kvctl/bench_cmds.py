@@ -25,7 +25,7 @@ from .device import attr_hint
 from .errors import Failure
 
 if TYPE_CHECKING:
-    from kvcpu_dev.bench.kvrec import Recording
+    from kvcpu_dev.bench.kvrec import Reader
 
 
 def _attr_dir(ctx: click.Context) -> pathlib.Path:
@@ -70,11 +70,14 @@ def record_group(ctx: click.Context) -> None:
 
 
 @record_group.command("start")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.pass_context
 def record_start(ctx: click.Context, file: str) -> None:
     """Start recording to FILE (created 0600, or appended to if it is a recording)."""
-    path = os.path.abspath(file)
+    # The daemon opens a path from anyone but root with that user's rights
+    # and follows no symlink for them: resolve it here, as that user.  A
+    # path from root stays as given, for the daemon to check its links.
+    path = os.path.abspath(file) if os.geteuid() == 0 else os.path.realpath(file)
     if not os.path.isdir(os.path.dirname(path)):
         raise Failure(f"kvctl: record start: no directory {os.path.dirname(path)}")
     try:
@@ -93,23 +96,27 @@ def record_stop(ctx: click.Context) -> None:
     _write(ctx, "record", "stop\n")
 
 
-def _load(file: str) -> Recording:
+def _open(file: str) -> Reader:
+    """The recording, to be read record by record; one line if it cannot be."""
     from kvcpu_dev.bench import kvrec as fmt
 
     try:
-        rec = fmt.read(file)
+        return fmt.Reader(file)
     except fmt.FormatError as exc:
         raise Failure(f"kvctl: {file}: {exc}") from None
     except OSError as exc:
         raise Failure(f"kvctl: {file}: {exc.strerror}") from None
-    if rec.torn:
-        click.echo(f"kvctl: {file}: the last {rec.torn} bytes are a torn record (a crash mid-write); skipped",
-                   err=True)
-    return rec
+
+
+def _say_damage(file: str, reader: Reader) -> None:
+    """What the reader skipped, on stderr (the records it kept were used)."""
+    note = reader.damage.note()
+    if note:
+        click.echo(f"kvctl: {file}: {note}", err=True)
 
 
 @click.command("log")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
 @click.option("--kind", "only", default=None, help="Only this command (STEP, HOT, ...).")
 def log_cmd(file: str, as_json: bool, only: str | None) -> None:
@@ -118,22 +125,25 @@ def log_cmd(file: str, as_json: bool, only: str | None) -> None:
     [via madvise(104|105|106)]."""
     from kvcpu_dev.bench import kvrec as fmt
 
-    rec = _load(file)
-    records = rec.records
+    number = None
     if only:
         try:
             number = fmt.command_number(only)
         except ValueError as exc:
             raise Failure(f"kvctl: {exc}") from None
-        records = [r for r in records if r.kind == fmt.KIND_IOCTL and r.cmd == number]
-    base = rec.header.mono_ns
-    out = sys.stdout
-    try:
-        for r in records:
-            out.write((json.dumps(r.as_dict()) if as_json else fmt.describe(r, base)) + "\n")
-        out.flush()
-    except BrokenPipeError:  # kvctl log F | head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with _open(file) as reader:
+        base = reader.header.mono_ns
+        out = sys.stdout
+        try:
+            for r in reader:
+                if number is not None and (r.kind != fmt.KIND_IOCTL or r.cmd != number):
+                    continue
+                out.write((json.dumps(r.as_dict()) if as_json else fmt.describe(r, base)) + "\n")
+            out.flush()
+        except BrokenPipeError:  # kvctl log F | head
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+    _say_damage(file, reader)
 
 
 # -- replay -------------------------------------------------------------------------
@@ -152,10 +162,10 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 
 
 @click.command("replay")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.option("--device", "device", metavar="PATH", default=None, help="The node (default: kvctl's --device).")
 @click.option("--speed", default="1.0", callback=_speed, show_default=True,
-              help="max, or a factor of the recorded pace.")
+              help="max, or a factor of the recorded pace (pauses over a minute are cut to one).")
 @click.option("--check", is_flag=True, help="Exit 1 at the first errno or reply that differs.")
 @click.option("--model", "model", is_flag=True, help="Run it through the device model in-process instead.")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
@@ -168,14 +178,20 @@ def replay_cmd(ctx: click.Context, file: str, device: str | None, speed: float |
     """Re-issue a recording against a node, or through the model (--model)."""
     from kvcpu_dev.bench import replay
 
-    rec = _load(file)
     if model:
+        recorded = None
+        if config is None:
+            with _open(file) as reader:
+                recorded = replay.recorded_model_config(reader)
         try:
-            cfg = replay.model_config_for(rec, config)
+            cfg = replay.model_config_for(recorded, config)
         except (OSError, ValueError) as exc:
             raise Failure(f"kvctl: model configuration: {getattr(exc, 'strerror', None) or exc}") from None
-        stats = replay.replay_model(rec, cfg, timing=timing)
-        note = replay.reset_note(rec)
+        tally = replay.ResetTally()
+        with _open(file) as reader:
+            stats = replay.replay_model(tally.watch(reader), cfg, timing=timing)
+        _say_damage(file, reader)
+        note = tally.note()
         if note:
             click.echo(f"kvctl: note: {note}", err=True)
         if as_json:
@@ -186,12 +202,15 @@ def replay_cmd(ctx: click.Context, file: str, device: str | None, speed: float |
         return
     path = device or ctx.obj["device"]
     attrs = find_attr_dir(path) if device else _attr_dir(ctx)
-    try:
-        res = replay.replay_node(rec, path, speed=speed, check=check, attr_dir=attrs)
-    except replay.Mismatch as exc:
-        raise Failure(f"replay: {exc}") from None
-    except OSError as exc:
-        raise Failure(f"kvctl: replay: {exc.filename or path}: {exc.strerror}") from None
+    with _open(file) as reader:
+        try:
+            res = replay.replay_node(reader, path, speed=speed, check=check, attr_dir=attrs)
+        except replay.Mismatch as exc:
+            _say_damage(file, reader)
+            raise Failure(f"replay: {exc}") from None
+        except OSError as exc:
+            raise Failure(f"kvctl: replay: {exc.filename or path}: {exc.strerror}") from None
+    _say_damage(file, reader)
     errors = ", ".join(f"{k} {v}" for k, v in sorted(res.errors.items()))
     line = (f"replayed {res.commands} commands in {res.seconds:.3f} s ({res.rate:.0f}/s)"
             f"{'; errors ' + errors if errors else ''}")
@@ -199,8 +218,12 @@ def replay_cmd(ctx: click.Context, file: str, device: str | None, speed: float |
         line += f"; {res.stores} stores, {res.controls} controls"
     if res.skipped_faulted:
         line += f"; {res.skipped_faulted} refused by injected faults not re-issued"
+    if res.skipped_unknown:
+        line += f"; {res.skipped_unknown} unknown ioctl numbers not re-issued"
     if res.skipped_no_attrs:
         line += f"; {res.skipped_no_attrs} stores/controls skipped (no attribute files)"
+    if res.pauses_cut:
+        line += f"; {res.pauses_cut} pauses over {replay.MAX_PAUSE_S:.0f} s cut to {replay.MAX_PAUSE_S:.0f} s"
     if check:
         line += "; every errno and reply as recorded"
     click.echo(line)
@@ -260,8 +283,10 @@ def fault_clear(ctx: click.Context) -> None:
 @click.pass_context
 def fault_del(ctx: click.Context, rule_id: str) -> None:
     """Remove rule ID."""
-    if not rule_id.isdigit():
-        raise Failure(f"kvctl: fault del: {rule_id!r} is not a rule id")
+    try:
+        fault_rules.parse_id(rule_id)
+    except ValueError as exc:
+        raise Failure(f"kvctl: fault del: {exc}") from None
     try:
         _write(ctx, "faults", f"del {rule_id}\n")
     except Failure:

@@ -53,7 +53,7 @@ fi
 extras=test
 ((test_setup)) && extras=test,eval
 stamp=.venv/.kvcpu-installed
-want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/*.[ch] kvcpu_dev/device/regs.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/*.[ch] kvcpu_dev/device/regs.py kvcpu_dev/device/tables.py | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi

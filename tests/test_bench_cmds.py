@@ -23,7 +23,8 @@ def kvctl(capsys, *args: str) -> tuple[int, str, str]:
 
 def recording(path: pathlib.Path, *kinds: str) -> pathlib.Path:
     """A recording of ``kinds`` ("step", "hot", "reset") after a start mark."""
-    chunks = [fmt.mark("start", device="t", telemetry={"current_step": 0})]
+    telemetry = dict.fromkeys(abi.TELEMETRY_FIELDS, 0)
+    chunks = [fmt.mark("start", device="t", telemetry=telemetry, model_config=None)]
     reg = 0
     for seq, kind in enumerate(kinds, 1):
         t = seq * 1_000_000

@@ -83,6 +83,7 @@ class Events:
     """A listener keeping every command whole, as a recorder does."""
 
     whole_commands = True
+    backlog = 0
     run_bounds_ns: tuple[int, ...] = ()
 
     def __init__(self, on_command=None) -> None:
@@ -549,6 +550,7 @@ class WholeCommands:
     while it listens."""
 
     whole_commands = True
+    backlog = 0
     run_bounds_ns: tuple[int, ...] = ()
 
     def __init__(self, inner) -> None:
@@ -702,7 +704,7 @@ from kvcpu_dev import bench
 from kvcpu_dev.device import abi
 from kvcpu_dev.driver.handle import NativeDriver
 driver = NativeDriver()
-b = bench.Bench(driver, "kvx", group_writable=False, model_config=lambda: None, model_view=lambda: None)
+b = bench.Bench(driver, "kvx", model_config=lambda: None, model_view=lambda: None)
 attrs = {a.name: a for a in b.attributes()}
 for step in range(3):
     driver.ioctl(abi.KV_CPU_STEP_ADVANCE, struct.pack("<Q", step))

@@ -152,4 +152,4 @@ def test_trailing_junk_is_einval(value, junk):
 
 def test_attribute_modes():
     assert Attribute("ro", lambda: "").mode == 0o444
-    assert Attribute("rw", lambda: "", lambda b: None).mode == 0o644
+    assert Attribute("rw", lambda: "", lambda buf, caller: None).mode == 0o644

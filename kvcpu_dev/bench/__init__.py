@@ -7,13 +7,12 @@ line asks for, publishes its ``attributes`` and ``close``s it first thing
 when it stops; everything else here is used by kvctl and the pytest
 plugin.  Modules:
 
-``kvrec``          the recording format (no cffi, no numpy: kvctl reads it)
-``recorder``       the daemon's recorder and how it opens paths
+``kvrec``          the file format and its readers (no cffi, no numpy: kvctl reads it)
+``recorder``       the daemon's recorder and how it opens paths (root's, or a caller's)
 ``replay``         re-issuing a recording against a node, or the model
+``controls``       the ``faults`` and ``control`` files; ``faults``: rules as text
 ``stats``          the ring listener counting commands (no prometheus-client)
-``faults``         fault rules as text (kvctl checks a rule before sending it)
-``controls``       the ``faults`` and ``control`` attribute files
-``metrics``        Prometheus collector and the ``--metrics`` server
+``metrics``        Prometheus collector; ``httpd``: the bounded ``--metrics`` server
 ``pytest_plugin``  the ``kvcpu_device`` fixture
 """
 
@@ -37,13 +36,13 @@ class Bench:
     """The bench of one running device: its recorder, the listener counting
     its commands, and its metrics (made when first read or served)."""
 
-    def __init__(self, driver: NativeDriver, name: str, *, group_writable: bool,
+    def __init__(self, driver: NativeDriver, name: str, *,
                  model_config: Callable[[], str | None], model_view: ModelView):
         from . import stats
         from .recorder import RecordControl
 
         self.name = name
-        self.control = RecordControl(driver, name, group_writable=group_writable, model_config=model_config)
+        self.control = RecordControl(driver, name, model_config=model_config)
         self.stats = stats.CommandStats()
         driver.add_listener(self.stats)
         self._driver = driver
@@ -86,7 +85,7 @@ class Bench:
 
     def attributes(self) -> list[Attribute]:
         return [
-            Attribute("record", self.control.show, self.control.store, private=True),
+            Attribute("record", self.control.show, self.control.store, control=True),
             Attribute("metrics", lambda: self.metrics.text()),
         ]
 

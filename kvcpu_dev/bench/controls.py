@@ -1,6 +1,8 @@
 """The bench's control files beside the driver's attributes: injected
 faults and the device's presence and resets.  Writable by the node's owner
-(and group, with --mode), like the node itself.
+(root) only, and by the node's group when the daemon is started with
+--control-group (transport/attrfs.py); the driver's ioctls stay open to
+whoever may open the node, as in the driver.
 
 ``faults``   read: one rule per line; write: ``add KEY=VALUE...``, ``del ID``
              or ``clear`` (see faults.py)
@@ -13,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from ..device.sysfs import Attribute
+from ..device.sysfs import Attribute, Caller
 from ..device.tables import FaultMode
 from ..driver.handle import FaultRule, NativeDriver
 from . import faults
@@ -33,12 +35,16 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
     def show_faults() -> str:
         return faults.render(driver.faults(), _MODE_NAMES)
 
-    def store_faults(buf: bytes) -> None:
+    def store_faults(buf: bytes, caller: Caller) -> None:
         words = buf.decode(errors="replace").split()
         if words == ["clear"]:
             driver.clear_faults()
-        elif len(words) == 2 and words[0] == "del" and words[1].isdigit():
-            driver.delete_fault(int(words[1]))  # ENOENT if there is none
+        elif len(words) == 2 and words[0] == "del":
+            try:
+                rule_id = faults.parse_id(words[1])
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+            driver.delete_fault(rule_id)  # ENOENT if there is none
         elif words[:1] == ["add"]:
             try:
                 rule = faults.parse_rule(words[1:])
@@ -53,7 +59,7 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
     def show_control() -> str:
         return f"present={int(driver.present)}\nresets={driver.resets()}\n"
 
-    def store_control(buf: bytes) -> None:
+    def store_control(buf: bytes, caller: Caller) -> None:
         word = buf.decode(errors="replace").strip()
         if word == "reset":
             driver.reset()
@@ -65,6 +71,6 @@ def attributes(driver: NativeDriver) -> list[Attribute]:
             raise _invalid(f"expected reset, unplug or replug, got {buf[:40]!r}")
 
     return [
-        Attribute("faults", show_faults, store_faults, private=True),
-        Attribute("control", show_control, store_control, private=True),
+        Attribute("faults", show_faults, store_faults, control=True),
+        Attribute("control", show_control, store_control, control=True),
     ]

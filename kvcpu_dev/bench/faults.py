@@ -36,6 +36,14 @@ _UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 #: A latency above this would look like a hang, which is not a fault we offer.
 MAX_LATENCY_NS = 10 * 1_000_000_000
 MAX_N = 2**63
+#: Rule ids are the fast path's u32s.
+MAX_ID = 2**32 - 1
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also passes '٣' and '³', which
+    int() then reads, or raises on."""
+    return text.isascii() and text.isdigit()
 
 
 class Rule(NamedTuple):
@@ -56,14 +64,22 @@ def command_name(number: int) -> str:
 
 
 def parse_errno(text: str) -> int:
-    code = int(text) if text.isdigit() else getattr(errno_mod, text.upper(), None)
+    name = text.upper()
+    code = int(text) if _digits(text) else getattr(errno_mod, name, None) if name.startswith("E") else None
     if not isinstance(code, int) or not 0 <= code <= 4095:
         raise ValueError(f"unknown errno {text!r}")
     return code
 
 
+def parse_id(text: str) -> int:
+    """A rule id as ``del`` takes it: 1 to 2^32-1, ASCII digits."""
+    if not _digits(text) or len(text) > 10 or not 0 < int(text) <= MAX_ID:
+        raise ValueError(f"{text[:20]!r} is not a rule id (1 to {MAX_ID})")
+    return int(text)
+
+
 def parse_latency(text: str) -> int:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ns|us|ms|s)?", text.strip())
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(ns|us|ms|s)?", text.strip(), re.ASCII)
     if not m:
         raise ValueError(f"bad latency {text!r} (say 5ms, 200us, 1s)")
     ns = float(m.group(1)) * _UNITS[m.group(2) or "ns"]
@@ -73,7 +89,7 @@ def parse_latency(text: str) -> int:
 
 
 def _count(key: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < MAX_N:
+    if not _digits(text) or len(text) > 19 or not 0 < int(text) < MAX_N:
         raise ValueError(f"{key} must be a whole number from 1, got {text!r}")
     return int(text)
 
@@ -108,10 +124,10 @@ def parse_rule(words: list[str]) -> Rule:
     if mode in ("count", "every"):
         return rule._replace(n=_count(mode, fields[mode]))
     if mode == "probability":
-        try:
-            p = float(fields["probability"])
-        except ValueError:
-            raise ValueError(f"bad probability {fields['probability']!r}") from None
+        text = fields["probability"]
+        if not re.fullmatch(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", text, re.ASCII):
+            raise ValueError(f"bad probability {text!r}")
+        p = float(text)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"probability must be within 0..1, got {fields['probability']!r}")
         seed = _count("seed", fields["seed"]) if "seed" in fields else 0

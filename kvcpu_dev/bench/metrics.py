@@ -10,11 +10,11 @@ loads this module, and prometheus-client with it, on the first read of
 ``metrics`` or with ``--metrics``.
 
 The same text is served at ``/metrics`` by ``--metrics HOST:PORT``
-(prometheus-client's HTTP server, in its own thread) and in the ``metrics``
-attribute file, which ``kvctl top`` reads.  The model is not thread-safe:
-the daemon hands the collector a view that reads it on the daemon's own
-thread, after draining the ring (daemon/server.py, Server.model_view),
-whichever thread scrapes.
+(httpd.py: a bounded server of our own; prometheus-client only renders)
+and in the ``metrics`` attribute file, which ``kvctl top`` reads.  The
+model is not thread-safe: the daemon hands the collector a view that reads
+it on the daemon's own thread, after draining the ring (daemon/server.py,
+Server.model_view), whichever thread scrapes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
+from .httpd import MetricsServer
 from .stats import BUCKETS, CommandStats, command_label
 
 if TYPE_CHECKING:
@@ -166,26 +167,23 @@ class Metrics:
     def __init__(self, collector: Collector):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        self._httpd: Any = None
+        self._httpd: MetricsServer | None = None
         self.address: tuple[str, int] | None = None
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
 
     def serve(self, host: str, port: int) -> None:
-        from prometheus_client import start_http_server
-
-        result = start_http_server(port, addr=host, registry=self.registry)
-        httpd = result[0] if isinstance(result, tuple) else None
+        """Serve /metrics on HOST:PORT (httpd.MetricsServer); OSError if
+        the address cannot be bound."""
+        httpd = MetricsServer(host, port, lambda: generate_latest(self.registry))
+        httpd.start()
         self._httpd = httpd
-        if httpd is not None:
-            bound_host, bound_port = httpd.server_address[:2]
-            self.address = (str(bound_host), bound_port)
+        self.address = httpd.address
 
     def close(self) -> None:
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+            self._httpd.close()
             self._httpd = None
 
 

@@ -5,7 +5,10 @@ Against a node (``kvctl replay FILE``):
 
 - every ioctl record is re-issued on one open descriptor, with the
   recorded payload (GET_TELEMETRY: a 96-byte buffer), at the recorded pace
-  scaled by ``speed`` (None: as fast as possible);
+  scaled by ``speed`` (None: as fast as possible), the pace restarting at
+  each session and no pause longer than MAX_PAUSE_S;
+- a recorded ioctl number that is none of the seven is never sent (the
+  file is not trusted to choose what root asks of a node);
 - a command the recording shows refused by an injected fault (a fault id
   and an errno) is not re-issued: it had no effect on the device.
   Injected latency is not reproduced;
@@ -21,7 +24,8 @@ Against a node (``kvctl replay FILE``):
 Through the model (``kvctl replay FILE --model``): the recorded register
 writes (what the device saw, in order) go to a fresh DeviceModel on the
 simulated clock, a reset starts it over, and a STEP's scan runs before the
-next command.  The model configuration is ``--config``'s, else the one the
+next command.  Both read the recording record by record (kvrec.Reader):
+memory does not grow with the file.  The model configuration is ``--config``'s, else the one the
 daemon recorded at the start, else the defaults; the clock is always
 ``sim``.  Same file, same ``model_stats`` bit for bit, apart from the
 scan's wall-clock durations (``scan_ns_*``), which are left out unless
@@ -35,7 +39,7 @@ import fcntl
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +48,9 @@ from . import kvrec as fmt
 
 #: model_stats keys measured on the wall clock: not reproducible.
 WALL_CLOCK_KEYS = ("scan_ns_total", "scan_ns_max", "scan_ns_avg", "last_scan_scan_ns")
+#: The longest pause a paced replay makes: a longer gap between two records
+#: (an idle runtime, or a damaged time) is cut to this, and counted.
+MAX_PAUSE_S = 60.0
 
 
 class Mismatch(Exception):
@@ -57,6 +64,8 @@ class Result:
     controls: int = 0
     skipped_faulted: int = 0
     skipped_no_attrs: int = 0
+    skipped_unknown: int = 0  # ioctl numbers that are none of the seven: never sent
+    pauses_cut: int = 0  # gaps longer than MAX_PAUSE_S, cut to it
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -69,13 +78,9 @@ def _errname(err: int) -> str:
     return errno_mod.errorcode.get(err, str(err)) if err else "ok"
 
 
-def start_telemetry(rec: fmt.Recording) -> dict[str, int] | None:
-    for r in rec.records:
-        if r.kind == fmt.KIND_MARK and r.meta.get("mark") == "start":
-            return r.meta.get("telemetry")
-        if r.kind != fmt.KIND_MARK:
-            return None
-    return None
+def _start_mark(r: fmt.Record) -> dict[str, Any] | None:
+    meta = r.meta
+    return meta if r.kind == fmt.KIND_MARK and meta.get("mark") == "start" else None
 
 
 def _issue(fd: int, r: fmt.Record) -> tuple[int, bytes]:
@@ -101,36 +106,75 @@ def _write_attr(attr_dir: pathlib.Path, name: str, text: str) -> None:
         os.close(fd)
 
 
-def replay_node(rec: fmt.Recording, device: str, *, speed: float | None = None, check: bool = False,
-                attr_dir: pathlib.Path | None = None,
+def _check_start(fd: int, want: dict[str, int]) -> None:
+    got_err, buf = _issue(fd, fmt.Record(0, 0, fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY, 0, 0, b""))
+    if got_err:
+        raise Mismatch(f"reading the device's telemetry before replaying: {_errname(got_err)}")
+    got = dict(zip(abi.TELEMETRY_FIELDS, abi.TELEMETRY_INFO.codec.unpack(buf)))
+    diff = [k for k in abi.TELEMETRY_FIELDS if got.get(k) != want.get(k)]
+    if diff:
+        k = diff[0]
+        raise Mismatch(f"the device does not start in the recorded state: {k} is {got[k]}, "
+                       f"the recording started at {want.get(k)}")
+
+
+class _Pace:
+    """The recorded pace, scaled: each session (a start mark) starts the
+    clock again, since sessions appended to one file may lie hours or boots
+    apart; a pause longer than MAX_PAUSE_S is cut to it."""
+
+    def __init__(self, speed: float | None, res: Result):
+        self.speed, self.res = speed, res
+        self.t0 = 0.0
+        self.t_rec0: int | None = None
+
+    def restart(self) -> None:
+        self.t_rec0 = None
+
+    def wait(self, t_ns: int) -> None:
+        if self.speed is None:
+            return
+        if self.t_rec0 is None:
+            self.t_rec0, self.t0 = t_ns, time.monotonic()
+            return
+        wait = self.t0 + (t_ns - self.t_rec0) / 1e9 / self.speed - time.monotonic()
+        if wait > MAX_PAUSE_S:
+            self.t0 -= wait - MAX_PAUSE_S  # what follows keeps its pace after the cut
+            self.res.pauses_cut += 1
+            wait = MAX_PAUSE_S
+        if wait > 0:
+            time.sleep(wait)
+
+
+def replay_node(records: Iterable[fmt.Record], device: str, *, speed: float | None = None,
+                check: bool = False, attr_dir: pathlib.Path | None = None,
                 on_command: Callable[[fmt.Record, int], None] | None = None) -> Result:
-    """Re-issue ``rec`` against the node ``device``; raises Mismatch (with
-    ``check``) or OSError (the node cannot be opened)."""
+    """Re-issue ``records`` (a Recording's, or a Reader) against the node
+    ``device``; raises Mismatch (with ``check``) or OSError (the node
+    cannot be opened).  Only the seven commands are re-issued: a recorded
+    number that is none of them (ENOTTY when recorded) is counted, never
+    sent to a node as root."""
     res = Result()
-    records = [r for r in rec.records if r.kind != fmt.KIND_MARK]
+    pace = _Pace(speed, res)
+    started = not check  # the state check comes before the first command
     fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    t0 = time.monotonic()
     try:
-        if check:
-            want = start_telemetry(rec)
-            if want is not None:
-                got_err, buf = _issue(fd, fmt.Record(0, 0, fmt.KIND_IOCTL, abi.KV_CPU_GET_TELEMETRY,
-                                                    0, 0, b""))
-                if got_err:
-                    raise Mismatch(f"reading the device's telemetry before replaying: {_errname(got_err)}")
-                got = dict(zip(abi.TELEMETRY_FIELDS, abi.TELEMETRY_INFO.codec.unpack(buf)))
-                diff = [k for k in abi.TELEMETRY_FIELDS if got.get(k) != want.get(k)]
-                if diff:
-                    k = diff[0]
-                    raise Mismatch(f"the device does not start in the recorded state: {k} is {got[k]}, "
-                                   f"the recording started at {want.get(k)}")
-        t_rec0 = records[0].t_ns if records else 0
-        t0 = time.monotonic()
         for r in records:
-            if speed is not None:
-                wait = t0 + (r.t_ns - t_rec0) / 1e9 / speed - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+            if r.kind == fmt.KIND_MARK:
+                meta = _start_mark(r)
+                if meta is not None:
+                    if not started:
+                        _check_start(fd, meta["telemetry"])
+                    pace.restart()
+                started = True
+                continue
+            started = True
+            pace.wait(r.t_ns)
             if r.kind == fmt.KIND_IOCTL:
+                if r.cmd not in abi.BY_NUMBER:
+                    res.skipped_unknown += 1
+                    continue
                 if r.fault and r.errno:
                     res.skipped_faulted += 1
                     continue
@@ -175,28 +219,46 @@ def _compare(r: fmt.Record, err: int, reply: bytes) -> None:
 # -- through the model --------------------------------------------------------------
 
 
-def model_config_for(rec: fmt.Recording, config_path: pathlib.Path | None) -> Any:
-    """--config's, else the recorded one, else defaults; clock sim."""
+def recorded_model_config(records: Iterable[fmt.Record]) -> str | None:
+    """The model configuration the daemon recorded (the first start mark
+    that has one), or None."""
+    for r in records:
+        meta = _start_mark(r)
+        if meta is not None and meta.get("model_config"):
+            text: str = meta["model_config"]
+            return text
+    return None
+
+
+def model_config_for(recorded: str | None, config_path: pathlib.Path | None) -> Any:
+    """--config's, else the recorded one, else defaults; clock sim.
+    ValueError (one line) for a configuration the model refuses."""
     import tomllib
 
     from ..model import ModelConfig
 
     if config_path is not None:
         base = ModelConfig.from_toml(config_path)
+    elif recorded:
+        where = "the recording's model configuration"
+        try:
+            data = tomllib.loads(recorded)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"{where} is nested too deeply") from None
+        base = ModelConfig.from_dict(data, where)
     else:
-        text = next((r.meta.get("model_config") for r in rec.records
-                     if r.kind == fmt.KIND_MARK and r.meta.get("mark") == "start"
-                     and r.meta.get("model_config")), None)
-        base = ModelConfig.from_dict(tomllib.loads(text), "the recording") if text else ModelConfig()
+        base = ModelConfig()
     return base.replace(clock="sim")
 
 
-def replay_model(rec: fmt.Recording, config: Any, timing: bool = False) -> dict[str, Any]:
+def replay_model(records: Iterable[fmt.Record], config: Any, timing: bool = False) -> dict[str, Any]:
     """The model's stats after the recording's register writes."""
     from ..model import DeviceModel
 
     model = DeviceModel(config)
-    for r in rec.records:
+    for r in records:
         if r.kind == fmt.KIND_RESET:
             model.reset()
             continue
@@ -212,19 +274,36 @@ def replay_model(rec: fmt.Recording, config: Any, timing: bool = False) -> dict[
     return stats
 
 
-def reset_note(rec: fmt.Recording) -> str | None:
+class ResetTally:
     """Why ``replay_model``'s statistics may look empty: a reset is the
-    power-on state, so they count only what came after the last one.  One
-    line, or None for a recording without a reset."""
-    resets = [i for i, r in enumerate(rec.records) if r.kind == fmt.KIND_RESET]
-    if not resets:
-        return None
-    last = resets[-1]
-    after = sum(1 for r in rec.records[last + 1:] if r.writes)
-    before = sum(1 for r in rec.records[:last] if r.writes)
-    which = f"its last reset (#{rec.records[last].seq}, {len(resets)} in all)" if len(resets) > 1 \
-        else f"its reset (#{rec.records[last].seq})"
-    if not after:
-        return (f"the recording ends with {which}: these are the power-on statistics; the {before} "
-                "commands with register writes before it are not in them")
-    return f"these statistics count the {after} commands with register writes after {which} only"
+    power-on state, so they count only what came after the last one.
+    Counted as the records stream past (a reader holds a window, not the
+    file)."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.last_seq = 0
+        self.before = 0  # commands with register writes before the last reset
+        self.after = 0
+
+    def watch(self, records: Iterable[fmt.Record]) -> Iterator[fmt.Record]:
+        for r in records:
+            if r.kind == fmt.KIND_RESET:
+                self.resets += 1
+                self.last_seq = r.seq
+                self.before += self.after
+                self.after = 0
+            elif r.writes:
+                self.after += 1
+            yield r
+
+    def note(self) -> str | None:
+        """One line, or None for a recording without a reset."""
+        if not self.resets:
+            return None
+        which = (f"its last reset (#{self.last_seq}, {self.resets} in all)" if self.resets > 1
+                 else f"its reset (#{self.last_seq})")
+        if not self.after:
+            return (f"the recording ends with {which}: these are the power-on statistics; the "
+                    f"{self.before} commands with register writes before it are not in them")
+        return f"these statistics count the {self.after} commands with register writes after {which} only"

@@ -80,6 +80,9 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
 @click.option("--stop", "stop_", is_flag=True, help="Stop the running daemon for --name.")
 @click.option("--mode", default="0600", show_default=True, callback=_octal, help="Node permissions (octal).")
 @click.option("--group", default=None, callback=_group, help="Node group (name or gid).")
+@click.option("--control-group", is_flag=True,
+              help="Let the node's group use the bench's controls (record, faults, reset, unplug); "
+                   "default: root only. A recording started by a member is opened with the member's rights.")
 @click.option("--run-dir", type=click.Path(path_type=pathlib.Path), default=str(paths.DEFAULT_RUN_DIR),
               show_default=True, help="Mounts, pid, lock and log files (root's, not writable by others).")
 @click.option("--dev-dir", type=click.Path(path_type=pathlib.Path), default=str(paths.DEFAULT_DEV_DIR),
@@ -116,14 +119,14 @@ def _timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> f
               help="Where --cdi writes the spec (implies --cdi).")
 @click.version_option(__version__, prog_name="kvcpu-dev")
 def main(mock: bool, name: str, transport: str, foreground: bool, stop_: bool, mode: int, group: int,
-         run_dir: pathlib.Path, dev_dir: pathlib.Path, trace: bool, log_file: pathlib.Path | None,
+         control_group: bool, run_dir: pathlib.Path, dev_dir: pathlib.Path, trace: bool, log_file: pathlib.Path | None,
          runas: str | None, seccomp: bool, request_timeout: float | None, config: pathlib.Path | None,
          clock: str | None, settings: tuple[str, ...], no_model: bool, poll_us: int,
          lossy: bool, record: pathlib.Path | None, metrics: str | None, cdi: bool,
          cdi_dir: pathlib.Path | None) -> None:
     """A userspace KV-CPU device: /dev/kvcpu0 without the kernel driver."""
     opts = Options(name=name, transport=transport, run_dir=run_dir.absolute(),
-                   dev_dir=dev_dir.absolute(), mode=mode, gid=group, trace=trace, poll_us=poll_us, runas=runas,
+                   dev_dir=dev_dir.absolute(), mode=mode, gid=group, control_group=control_group, trace=trace, poll_us=poll_us, runas=runas,
                    seccomp=seccomp, request_timeout=request_timeout,
                    log_path=log_file.absolute() if log_file else None,
                    lossy=lossy, record=record.absolute() if record else None, metrics=metrics,

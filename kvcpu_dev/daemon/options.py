@@ -35,6 +35,9 @@ class Options:
     cuse_path: pathlib.Path = CUSE_PATH
     mode: int = 0o600
     gid: int = 0
+    #: --control-group: the node's group may write the bench's controls
+    #: (record, faults, control); otherwise only the owner (root) may.
+    control_group: bool = False
     trace: bool = False
     poll_us: int = 0  # --poll-us: spin this long after a reply before blocking
     ring_events: int = RING_EVENTS

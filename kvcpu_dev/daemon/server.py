@@ -94,7 +94,7 @@ class Server:
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.driver)
         self.bench = Bench(
-            self.driver, opts.name, group_writable=bool(opts.mode & 0o020),
+            self.driver, opts.name,
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None),
             model_view=self.model_view)
         try:
@@ -109,6 +109,7 @@ class Server:
             device_file=is_device_file(self.transport),
             device_mode=opts.mode,
             device_gid=opts.gid,
+            control_group=opts.control_group,
         )
         self.attr_session: libfuse.Session | None = None
         self.fast: DeviceSession | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from . import abi, regs
-from .sysfs import Attribute, kstrtou32, os_error
+from .sysfs import IN_PROCESS, Attribute, Caller, Store, kstrtou32, os_error
 
 log = logging.getLogger("kvcpu_dev.trace")
 
@@ -206,8 +206,8 @@ def driver_attributes(dev: DriverState, sync: Callable[[], object] | None = None
     def line(field: str) -> Callable[[dict[str, int]], str]:
         return lambda t: f"{t[field]}\n"
 
-    def storer(field: str) -> Callable[[bytes], None]:
-        def store(buf: bytes) -> None:
+    def storer(field: str) -> Store:
+        def store(buf: bytes, caller: Caller = IN_PROCESS) -> None:
             dev.store_weight(field, kstrtou32(buf))
 
         return store

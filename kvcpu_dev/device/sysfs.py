@@ -3,7 +3,9 @@ kernel's number parsing for writes.
 
 An attribute is what a driver declares with DEVICE_ATTR: a name, a mode, a
 ``show`` that renders the whole file, and an optional ``store`` that takes
-the bytes of one write() and raises ``OSError(errno, ...)`` to refuse it.
+the bytes of one write() and who wrote them (``Caller``: the FUSE
+request's uid, gid and pid), and raises ``OSError(errno, ...)`` to refuse
+it.
 """
 
 from __future__ import annotations
@@ -17,13 +19,34 @@ from .regs import U32 as U32_MAX
 from .regs import U64 as U64_MAX
 
 
+class Caller(NamedTuple):
+    """Who made a request: the FUSE request's uid, gid (the caller's
+    filesystem ids) and pid (the calling thread, in the daemon's pid
+    namespace; 0 when the kernel could not say)."""
+
+    uid: int
+    gid: int
+    pid: int
+
+
+#: A store called by the daemon itself (tests, the command line's options).
+IN_PROCESS = Caller(0, 0, 0)
+
+#: A store: the bytes of one write() and who wrote them.
+Store = Callable[[bytes, Caller], None]
+
+
 class Attribute(NamedTuple):
     name: str
     show: Callable[[], str]
-    store: Callable[[bytes], None] | None = None
+    store: Store | None = None
     #: A large view (megabytes to render): readable by the node's owner and
     #: group only, not by every local user.
     private: bool = False
+    #: A bench control (record, faults, control): readable as a private
+    #: view, writable by the node's owner, and by its group only when the
+    #: daemon is started with --control-group.
+    control: bool = False
 
     @property
     def mode(self) -> int:

@@ -4,6 +4,7 @@ Belady and the device model's HEPC, and report block hit ratios."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,22 @@ from .result import EvalResult
 from .traces import read_trace
 
 MiB = 2**20
+#: The model's largest block (model/config.py LIMITS): 1 TiB.
+MAX_BLOCK_BYTES = 2**40
+
+
+def _block_mib(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A block of at least a byte and at most 1 TiB (0, inf and nan are
+    not sizes)."""
+    if value is not None and not (math.isfinite(value) and 1 <= round(value * MiB) <= MAX_BLOCK_BYTES):
+        raise click.BadParameter(f"{value!r}: a block size in MiB, from 1 byte to 1 TiB")
+    return value
+
+
+def _fraction(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0 < value < 1:  # also refuses nan
+        raise click.BadParameter(f"{value!r}: a fraction strictly between 0 and 1")
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,8 +43,8 @@ MiB = 2**20
 @click.option("--policies", default=None,
               help=f"Comma-separated, from: {', '.join(POLICIES)} (default: lru,arc,prio-lru,belady; "
                    "for a recording also hepc, the device as recorded).")
-@click.option("--requests", "limit", type=int, default=None, help="Use only the first N requests.")
-@click.option("--block-mib", type=float, default=None,
+@click.option("--requests", "limit", type=click.IntRange(min=1), default=None, help="Use only the first N requests.")
+@click.option("--block-mib", type=float, default=None, callback=_block_mib,
               help="Bytes of KV one trace block holds, in MiB (default 64: 512 tokens of Llama-3-8B fp16). "
                    "For a recording: the device block size the hints are split into (default: the "
                    "recorded model configuration's).")
@@ -45,9 +62,12 @@ MiB = 2**20
               help="Write a markdown report (table, plot, parameters).")
 @click.option("--tune", is_flag=True, help="Search HEPC weights and thresholds on the first part of the trace "
                                             "(by time) and report them on the held-out rest.")
-@click.option("--train-fraction", type=float, default=0.5, show_default=True, help="With --tune: the training part.")
-@click.option("--budget", type=int, default=30, show_default=True, help="With --tune: settings sampled from the grid.")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Runs in parallel processes.")
+@click.option("--train-fraction", type=float, default=0.5, show_default=True, callback=_fraction,
+              help="With --tune: the training part.")
+@click.option("--budget", type=click.IntRange(1, 10_000), default=30, show_default=True,
+              help="With --tune: settings sampled from the grid.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Runs in parallel processes.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 def main(trace: Path, capacities: str, policies: str | None, limit: int | None, block_mib: float | None,
          is_recording: bool, access_hints: str, model_config: Path | None, hepc_set: tuple[str, ...],
@@ -122,12 +142,19 @@ def _asked(capacities: str) -> list[str]:
 
 
 def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """--hepc-set KEY=VALUE pairs, checked against the adapter's fields."""
+    from .runtime import AdapterConfig
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--hepc-set wants KEY=VALUE, got {item!r}")
-        out[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tf" else value
+        try:
+            out[key.strip()] = json.loads(value) if value.strip()[:1] in "0123456789-[{tf" else value
+        except RecursionError:
+            raise ValueError(f"--hepc-set {key}: nested too deeply") from None
+    AdapterConfig().replace(**out)  # ValueError with the key that is wrong
     return out
 
 

@@ -1,5 +1,5 @@
 """Record -> evaluate: a recording of a runtime's real ioctl stream
-(``.kvrec``, kvcpu_dev/bench/record.py) measured like a trace.
+(``.kvrec``, kvcpu_dev/bench/kvrec.py) measured like a trace.
 
 The access sequence (what every policy is fed):
 
@@ -12,7 +12,12 @@ The access sequence (what every policy is fed):
   (the recorded model configuration's, default 2 MiB; ``--block-mib``
   overrides it): block number ``va // block_size``, every block with a byte
   in ``[va, va + len)``, ascending, as the model maps a hint.  Each block
-  is one access;
+  is one access.  A hint spanning more than MAX_HINT_BLOCKS blocks (more
+  than the default directory holds: a runtime hints its own blocks, not
+  the address space) is left out of the sequence and counted
+  (``hints_too_large``); its register writes still reach hepc's model.
+  A recording of more than MAX_ACCESSES accesses is refused with one line
+  (a larger block size gives fewer);
 - a function-level reset (a reset record) starts a new *segment*: the
   device forgot everything, so every policy starts each segment with an
   empty cache, and the counts are summed over segments.
@@ -48,28 +53,32 @@ from ..device import abi
 from ..device.regs import U64
 from . import arc, belady, lru, priolru, progress
 from .result import Counts, EvalResult, add_bytes
+from .traces import MAX_ACCESSES
 
 if TYPE_CHECKING:
+    from ..model import DeviceModel
     from ..model.config import ModelConfig
 
 #: Hints that count as accesses by default, and every one that may.
 DEFAULT_ACCESS_HINTS = ("HOT", "SHARE")
 HINT_COMMANDS = {"HOT": abi.KV_CPU_MARK_HOT, "SHARE": abi.KV_CPU_SHARE_PREFIX,
                  "PREFETCH": abi.KV_CPU_PREFETCH, "EVICT": abi.KV_CPU_EVICT}
-#: A single hint spanning more device blocks than this is refused: give a
-#: larger block size (a runtime hints its own blocks, not the address space).
-MAX_HINT_BLOCKS = 1 << 20
+#: A single hint spanning more device blocks than this is left out of the
+#: access sequence (and counted): the default directory's size.
+MAX_HINT_BLOCKS = 1 << 16
 CLASSIC = ("lru", "arc", "prio-lru", "belady")
 POLICIES = CLASSIC + ("hepc",)
 
 
 def is_recording(path: str | Path) -> bool:
-    """True if the file starts with the recording format's magic."""
+    """True if the file starts with the recording format's magic (never
+    waits on a FIFO: a special file is not one)."""
     try:
-        with open(path, "rb") as f:
-            return f.read(len(fmt.MAGIC)) == fmt.MAGIC
-    except OSError:
+        fd = fmt.open_regular(path)
+    except (OSError, ValueError):
         return False
+    with open(fd, "rb") as f:
+        return f.read(len(fmt.MAGIC)) == fmt.MAGIC
 
 
 def parse_access_hints(text: str) -> tuple[str, ...]:
@@ -87,20 +96,36 @@ class Sequence:
     """A recording's access sequence and what the HEPC replay needs."""
 
     name: str
+    path: Path  # read again, record by record, by each hepc run
     block_size: int
     config: ModelConfig  # clock sim, block size as used
-    recording: fmt.Recording
     access_hints: tuple[str, ...]
     segments: list[list[int]] = field(default_factory=list)  # block numbers, split at resets
     priorities: list[list[int]] = field(default_factory=list)  # prio-lru's, per access
-    #: record index -> (first block, count) for each access hint
-    hint_blocks: dict[int, tuple[int, int]] = field(default_factory=dict)
+    damage: fmt.Damage = field(default_factory=fmt.Damage)  # what the reader skipped
     commands: int = 0  # ioctl records
     refused: int = 0  # ioctls with an errno (not applied by the device)
     hints: dict[str, int] = field(default_factory=dict)  # accepted access hints by kind
     resets: int = 0
     seq_gaps: int = 0  # events the recorder's ring lost (seq numbers skipped)
     lost: int = 0  # events the stop marks say were lost
+    hints_too_large: int = 0  # access hints over MAX_HINT_BLOCKS blocks, left out
+    wanted: dict[int, str] = field(init=False)  # ioctl number -> access hint name
+
+    def __post_init__(self) -> None:
+        self.wanted = {HINT_COMMANDS[n]: n for n in self.access_hints}
+
+    def span(self, r: fmt.Record) -> tuple[int, int] | None:
+        """(first block, count) of an accepted access hint, else None."""
+        if r.kind != fmt.KIND_IOCTL or r.errno or r.cmd not in self.wanted:
+            return None
+        f = r.fields
+        if not f or not f["len"]:
+            return None
+        first = f["va"] // self.block_size
+        last = (min(f["va"] + f["len"], U64 + 1) - 1) // self.block_size
+        n = last - first + 1
+        return None if n > MAX_HINT_BLOCKS else (first, n)
 
     @property
     def accesses(self) -> int:
@@ -113,57 +138,59 @@ class Sequence:
 
 def read_recording(path: str | Path, access_hints: tuple[str, ...] = DEFAULT_ACCESS_HINTS,
                    block_size: int | None = None, config_path: Path | None = None) -> Sequence:
-    """Read a recording and derive its access sequence (see the module doc)."""
-    from ..bench.replay import model_config_for
+    """Read a recording and derive its access sequence (see the module doc).
+    ValueError (one line) for what cannot be evaluated."""
+    from ..bench.replay import model_config_for, recorded_model_config
 
     path = Path(path)
-    rec = fmt.read(path)
-    config = model_config_for(rec, config_path)
+    with fmt.Reader(path) as reader:
+        recorded = None if config_path is not None else recorded_model_config(reader)
+    config = model_config_for(recorded, config_path)
     if block_size is not None:
         config = config.replace(block_size=block_size)
     bs = config.block_size
-    seq = Sequence(path.name, bs, config, rec, access_hints, segments=[[]], priorities=[[]],
+    seq = Sequence(path.name, path, bs, config, access_hints, segments=[[]], priorities=[[]],
                    hints=dict.fromkeys(access_hints, 0))
-    wanted = {HINT_COMMANDS[n]: n for n in access_hints}
+    wanted = seq.wanted
     last_seq = None
-    for i, r in enumerate(rec.records):
-        if r.kind == fmt.KIND_MARK:
-            meta = r.meta
-            if meta.get("mark") == "stop":
-                seq.lost += int(meta.get("lost") or 0)
-            continue
-        if last_seq is not None and r.seq > last_seq + 1:
-            seq.seq_gaps += r.seq - last_seq - 1
-        last_seq = r.seq
-        if r.kind == fmt.KIND_RESET:
-            seq.resets += 1
-            if seq.segments[-1]:
-                seq.segments.append([])
-                seq.priorities.append([])
-            continue
-        if r.kind != fmt.KIND_IOCTL:
-            continue
-        seq.commands += 1
-        if r.errno:
-            seq.refused += 1
-            continue
-        kind = wanted.get(r.cmd)
-        if kind is None:
-            continue
-        f = r.fields
-        if not f or not f["len"]:
-            continue
-        first = f["va"] // bs
-        last = (min(f["va"] + f["len"], U64 + 1) - 1) // bs
-        n = last - first + 1
-        if n > MAX_HINT_BLOCKS:
-            raise ValueError(f"{path.name}: record #{r.seq} ({kind} va={f['va']:#x} len={f['len']}) spans {n} "
-                             f"blocks of {bs} bytes (more than {MAX_HINT_BLOCKS}): give a larger --block-mib")
-        seq.hints[kind] += 1
-        seq.hint_blocks[i] = (first, n)
-        seq.segments[-1].extend(range(first, last + 1))
-        prio = priolru.PREFIX_PRIORITY if kind == "SHARE" else priolru.DEFAULT_PRIORITY
-        seq.priorities[-1].extend([prio] * n)
+    total = 0
+    with fmt.Reader(path) as reader:
+        for r in reader:
+            if r.kind == fmt.KIND_MARK:
+                meta = r.meta
+                if meta.get("mark") == "stop":
+                    seq.lost += int(meta.get("lost") or 0)
+                continue
+            if last_seq is not None and r.seq > last_seq + 1:
+                seq.seq_gaps += r.seq - last_seq - 1
+            last_seq = r.seq
+            if r.kind == fmt.KIND_RESET:
+                seq.resets += 1
+                if seq.segments[-1]:
+                    seq.segments.append([])
+                    seq.priorities.append([])
+                continue
+            if r.kind != fmt.KIND_IOCTL:
+                continue
+            seq.commands += 1
+            if r.errno:
+                seq.refused += 1
+                continue
+            span = seq.span(r)
+            if span is None:
+                seq.hints_too_large += r.cmd in wanted and bool(r.fields.get("len"))
+                continue
+            first, n = span
+            total += n
+            if total > MAX_ACCESSES:
+                raise ValueError(f"{path.name}: more than {MAX_ACCESSES} block accesses of {bs} bytes: "
+                                 "give a larger --block-mib")
+            kind = wanted[r.cmd]
+            seq.hints[kind] += 1
+            seq.segments[-1].extend(range(first, first + n))
+            prio = priolru.PREFIX_PRIORITY if kind == "SHARE" else priolru.DEFAULT_PRIORITY
+            seq.priorities[-1].extend([prio] * n)
+    seq.damage = reader.damage
     return seq
 
 
@@ -224,41 +251,50 @@ def run_hepc(seq: Sequence, capacity: int) -> Counts:
         x["evictions_hbm"] += int(m.dma.bytes_moved[HBM, T1] // m.block_size)
 
     m = DeviceModel(config)
-    for i, r in enumerate(seq.recording.records):
-        if r.kind == fmt.KIND_RESET:
-            tally(m)
-            m = DeviceModel(config)
-            seen = set()
-            continue
-        if r.writes and m.has_pending():
-            m.run_pending()  # the last STEP's scan, before what follows it
-        span = seq.hint_blocks.get(i)
-        if span is not None:
-            m.dma.advance_to(m.now_ns())  # moves finished by now have landed
-            index, tier, duration = m.dir.index, m.dir.tier, m.dma.duration
-            first, n = span
-            for b in range(first, first + n):
-                c.accesses += 1
-                e = index.get(b)
-                t = None if e is None else int(tier[e])
-                if t == HBM:
-                    c.hits += 1
-                else:
-                    if t is not None or b in seen:
-                        c.reloads += 1  # its data is somewhere below (or was: recomputed)
-                    if t == T1:
-                        c.t1_hits += 1
-                    if t is not None:
-                        c.stall_s += int(duration[t, HBM]) / 1e9
-                seen.add(b)
-        for _seq, offset, value in r.writes:
-            m.mmio_write(offset, value)
+    with fmt.Reader(seq.path) as reader:
+        for r in reader:
+            if r.kind == fmt.KIND_RESET:
+                tally(m)
+                m = DeviceModel(config)
+                seen = set()
+                continue
+            _hepc_record(m, seq, r, c, seen)
     tally(m)
     c.bytes_up, c.bytes_down = x.pop("bytes_up"), x.pop("bytes_down")
     c.prefetch_on_time, c.prefetch_late = x.pop("prefetch_on_time"), x.pop("prefetch_late")
     c.evictions = x.pop("evictions_hbm")
     c.extra = x
     return c
+
+
+def _hepc_record(m: DeviceModel, seq: Sequence, r: fmt.Record, c: Counts, seen: set[int]) -> None:
+    """One record through the model: an access hint's blocks looked up just
+    before its register writes."""
+    from ..model.config import HBM, T1
+
+    if r.writes and m.has_pending():
+        m.run_pending()  # the last STEP's scan, before what follows it
+    span = seq.span(r)
+    if span is not None:
+        m.dma.advance_to(m.now_ns())  # moves finished by now have landed
+        index, tier, duration = m.dir.index, m.dir.tier, m.dma.duration
+        first, n = span
+        for b in range(first, first + n):
+            c.accesses += 1
+            e = index.get(b)
+            t = None if e is None else int(tier[e])
+            if t == HBM:
+                c.hits += 1
+            else:
+                if t is not None or b in seen:
+                    c.reloads += 1  # its data is somewhere below (or was: recomputed)
+                if t == T1:
+                    c.t1_hits += 1
+                if t is not None:
+                    c.stall_s += int(duration[t, HBM]) / 1e9
+            seen.add(b)
+    for _seq, offset, value in r.writes:
+        m.mmio_write(offset, value)
 
 
 # -- all of it -----------------------------------------------------------------------------
@@ -303,7 +339,8 @@ def evaluate(seq: Sequence, capacities: list[int], policies: list[str],
             "resets": seq.resets,
             "segments": len([s for s in seq.segments if s]),
             "events_lost": max(seq.seq_gaps, seq.lost),
-            "torn_bytes": seq.recording.torn,
+            "hints_too_large": seq.hints_too_large,
+            "skipped_bytes": seq.damage.skipped,
         },
         "policies": {},
     }

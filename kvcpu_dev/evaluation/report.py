@@ -74,6 +74,10 @@ def summary(result: EvalResult) -> str:
         r = result["recording"]
         hints = ", ".join(f"{n} {k}" for k, n in r["hints"].items())
         lost = f"; {r['events_lost']} events lost by the recorder" if r["events_lost"] else ""
+        if r.get("hints_too_large"):
+            lost += f"; {r['hints_too_large']} hints spanning too many blocks left out"
+        if r.get("skipped_bytes"):
+            lost += f"; {r['skipped_bytes']} damaged bytes skipped"
         return (f"{result['trace']}: recording, {r['commands']} commands ({r['refused']} refused), "
                 f"access hints {hints}, {r['segments']} segment(s){lost}; {result['accesses']} block accesses "
                 f"of {result['block_bytes']} bytes, {result['unique_blocks']} unique blocks (infinite cache: "

@@ -3,6 +3,7 @@ shape of ``kvcpu-eval --json``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -21,17 +22,32 @@ SERIES = ("hit_ratio", "t1_hit_ratio", "hits", "t1_hits", "evictions", "reloads"
           "prefetch_on_time", "prefetch_late", "stall_s")
 
 
+#: The largest capacity taken, in blocks (2^40: a policy's cache is a
+#: Python dict, and more blocks than any trace holds change nothing).
+MAX_CAPACITY = 2**40
+
+
 def parse_capacities(text: str, unique_blocks: int) -> list[int]:
-    """"4000,16000" or percentages of the trace's unique blocks ("2%,10%")."""
+    """"4000,16000" or percentages of the trace's unique blocks ("2%,10%");
+    ValueError (one line) for anything else, 0, nan, inf or past MAX_CAPACITY."""
     out = []
     for part in text.split(","):
         part = part.strip()
-        if part.endswith("%"):
-            out.append(max(1, round(float(part[:-1]) / 100 * unique_blocks)))
-        else:
-            out.append(int(part))
-        if out[-1] <= 0:
-            raise ValueError(f"capacity must be positive: {part!r}")
+        try:
+            if part.endswith("%"):
+                share = float(part[:-1])
+                if not math.isfinite(share) or share <= 0:
+                    raise ValueError
+                cap = max(1, round(min(share, 1e6) / 100 * unique_blocks))
+            elif part.isascii() and part.isdigit() and len(part) <= 15:
+                cap = int(part)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"capacity must be N blocks or N% of the unique blocks, got {part[:40]!r}") from None
+        if not 0 < cap <= MAX_CAPACITY:
+            raise ValueError(f"capacity must be from 1 to {MAX_CAPACITY} blocks: {part!r}")
+        out.append(cap)
     return out
 
 

@@ -91,10 +91,31 @@ class AdapterConfig:
         return Weights(*(getattr(self, f) for f in WEIGHT_FIELDS))
 
     def replace(self, **overrides: Any) -> AdapterConfig:
+        """A copy with ``overrides``; ValueError for an unknown key or a
+        value of the wrong type or outside ADAPTER_LIMITS."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown hepc parameter {', '.join(sorted(unknown))}")
+        for key, value in overrides.items():
+            low, high = ADAPTER_LIMITS[key]
+            kind = type(getattr(self, key))
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high
+                    or (kind is int and isinstance(value, float) and not value.is_integer())):
+                raise ValueError(f"hepc parameter {key} must be {'a whole number' if kind is int else 'a number'} "
+                                 f"from {low} to {high}, got {str(value)[:40]}")
+            overrides[key] = kind(value)
         return dataclasses.replace(self, **overrides)
+
+
+#: What each adapter parameter may be (the registers' widths, the model's
+#: own ranges, and a runtime that makes progress).
+ADAPTER_LIMITS: dict[str, tuple[float, float]] = {
+    **{f: (0, 255) for f in ("w_r", "w_f", "w_s", "w_d")},
+    "evict_thresh": (0, 0xFFFF), "prefetch_thresh": (0, 0xFFFF),
+    "hot_protect_steps": (0, 2**31), "r_decay_shift": (0, 8), "step_period": (1e-9, 3600.0),
+    "entries_per_block": (1, 4096), "max_batch": (1, 1 << 16), "scan_interval": (1, 1 << 20),
+    "lookahead": (0, 1 << 16), "step_stride": (1, 1 << 20),
+}
 
 
 def recommended() -> dict[str, Any]:

@@ -44,6 +44,9 @@ CALLBACKS_MARKER = "/* KV_PYTHON_CALLBACKS */"
 #: libfuse3's types and calls that the Python side uses.
 LIBFUSE_CDEF = r"""
 typedef int... off_t;
+typedef int... uid_t;
+typedef int... gid_t;
+typedef int... pid_t;
 typedef uint64_t fuse_ino_t;
 typedef struct fuse_req *fuse_req_t;
 struct fuse_session;
@@ -51,9 +54,7 @@ struct fuse_conn_info;
 struct fuse_pollhandle;
 struct fuse_file_info { int flags; uint64_t fh; ...; };
 struct fuse_buf { size_t size; void *mem; ...; };
-typedef int... uid_t;
-typedef int... gid_t;
-typedef int... pid_t;
+/* Who made a request (the attribute stores' caller). */
 struct fuse_ctx { uid_t uid; gid_t gid; pid_t pid; ...; };
 struct stat { ...; };
 

@@ -11,7 +11,11 @@ Reads are bounded for hostile readers: an open file renders its text once
 from, and all snapshots together stay under ``SNAPSHOT_BUDGET`` bytes; when
 over, the oldest are dropped and re-rendered if their reader comes back.
 Large views (``Attribute.private``) are readable only by the node's owner
-and group, not by everyone.
+and group, not by everyone.  The bench's controls (``Attribute.control``:
+``record``, ``faults``, ``control``) are read like those and written by the
+node's owner (root) only, unless the daemon gives them to the node's group
+(``--control-group``); a store is told who writes (``Caller``), so a
+control can act with the writer's rights rather than root's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import stat
 import trio
 
 from .. import mounts
-from ..device.sysfs import Attribute
+from ..device.sysfs import Attribute, Caller
 from ..native._fuse import lib
 from ..paths import DEVICE_FILE
 from .libfuse import Attr, DirEntry
@@ -82,6 +86,7 @@ class NodeFS:
         device_mode: int = 0o600,
         device_uid: int = 0,
         device_gid: int = 0,
+        control_group: bool = False,
         snapshot_budget: int = SNAPSHOT_BUDGET,
     ):
         self.ready = trio.Event()
@@ -89,6 +94,7 @@ class NodeFS:
         self.device_mode = device_mode
         self.device_uid = device_uid
         self.device_gid = device_gid
+        self.control_group = control_group
         self.attrs: dict[int, Attribute] = {}
         self.names: dict[bytes, int] = {}
         if device_file:
@@ -113,6 +119,9 @@ class NodeFS:
         attr = self.attrs.get(ino)
         if attr is None:
             raise OSError(errno.ENOENT, "no such inode")
+        if attr.control:  # the owner's; the group reads as --mode lets it, writes with --control-group
+            mode = 0o660 if self.control_group else 0o600 | self.device_mode & 0o040
+            return Attr(ino, stat.S_IFREG | mode, 1, self.device_uid, self.device_gid, ATTR_SIZE)
         if attr.private:  # the owner's bits, and the group's if --mode gives them
             mode = attr.mode & 0o600
             mode |= self.device_mode & (mode >> 3)
@@ -171,14 +180,16 @@ class NodeFS:
             self.snapshots.put(fh, text)
         return text[off : off + size]
 
-    def write(self, ino: int, data: bytes, off: int, fh: int) -> int:
+    def write(self, ino: int, data: bytes, off: int, fh: int, caller: Caller) -> int:
         if fh not in self._open:
             raise OSError(errno.EINVAL, "not an attribute")
-        store = self.attrs[ino].store
-        if store is None:
+        attr = self.attrs[ino]
+        if attr.store is None:
             raise OSError(errno.EACCES, "read-only attribute")
+        if attr.control and not self.control_group and caller.uid != self.device_uid:
+            raise OSError(errno.EACCES, "a control is the owner's")  # the kernel refused the open already
         taken = min(len(data), ATTR_SIZE)  # kernfs hands a store one page
-        store(data[:taken])  # OSError -> errno, as a sysfs store
+        attr.store(data[:taken], caller)  # OSError -> errno, as a sysfs store
         return taken
 
     def release(self, ino: int, fh: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import trio
 
+from ..device.sysfs import Caller
 from ..native._fuse import ffi, lib
 
 log = logging.getLogger("kvcpu_dev")
@@ -126,7 +127,7 @@ class Operations(Protocol):
     def open(self, ino: int, flags: int) -> int: ...
     def opendir(self, ino: int) -> int: ...
     def read(self, ino: int, size: int, off: int, fh: int) -> bytes: ...
-    def write(self, ino: int, data: bytes, off: int, fh: int) -> int: ...
+    def write(self, ino: int, data: bytes, off: int, fh: int, caller: Caller) -> int: ...
     def readdir(self, ino: int, off: int) -> Sequence[DirEntry]: ...
     def release(self, ino: int, fh: int) -> None: ...
 
@@ -134,6 +135,12 @@ class Operations(Protocol):
 def _ops(req: Any) -> Operations:
     ops: Operations = ffi.from_handle(lib.fuse_req_userdata(req))
     return ops
+
+
+def _caller(req: Any) -> Caller:
+    """The request's uid, gid and pid, as the kernel gave them."""
+    ctx = lib.fuse_req_ctx(req)
+    return Caller(int(ctx.uid), int(ctx.gid), int(ctx.pid))
 
 
 def _answer(req: Any, reply: Callable[[Any, Any], object], handler: Callable[..., Any], *args: Any) -> None:
@@ -239,7 +246,7 @@ def kv_ll_read(req: Any, ino: Any, size: Any, off: Any, fi: Any) -> None:
 
 @_extern
 def kv_ll_write(req: Any, ino: Any, buf: Any, size: Any, off: Any, fi: Any) -> None:
-    _answer(req, _reply_written, _ops(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh)
+    _answer(req, _reply_written, _ops(req).write, ino, ffi.buffer(buf, size)[:], off, fi.fh, _caller(req))
 
 
 @_extern

@@ -5,6 +5,7 @@ these on FUSE here and on CUSE under User-Mode Linux."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -12,6 +13,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -69,7 +71,7 @@ def test_record_log_replay_check(daemons, kvclient, kvctl, tmp_path):
     smoke(kvclient, dev.node)
     assert dev.stop().returncode == 0
     rec = fmt.read(rec_file)
-    assert rec.torn == 0
+    assert rec.damage.note() == ""
     marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
     assert marks == ["start", "stop"]
     cmds = rec.commands()
@@ -174,6 +176,59 @@ def test_record_attribute_start_stop(dev, kvclient, kvctl, tmp_path):
     assert "state=off" in dev.attr("record")
 
 
+def _steps(node: pathlib.Path, count: int, first: int = 1) -> None:
+    fd = os.open(node, os.O_RDWR)
+    try:
+        for n in range(first, first + count):
+            fcntl.ioctl(fd, STEP, struct.pack("<Q", n))
+    finally:
+        os.close(fd)
+
+
+def test_appending_to_a_damaged_recording_keeps_every_good_record(dev, kvctl, tmp_path):
+    """Issue 23 (1): `record start` on a recording with one damaged byte in
+    the middle cut it at that byte, deleting every good record after it;
+    readers stopped there too.  Now nothing is cut, and readers skip the
+    damaged record, go on and say so."""
+    target = tmp_path / "run.kvrec"
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 3000)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 5, first=5000)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert target.read_bytes()[:len(data)] == bytes(data)
+    r = kvctl_run(kvctl, None, "log", "--kind", "STEP", target)
+    steps = [int(line.split("step=")[1].split(")")[0]) for line in r.stdout.splitlines()]
+    assert len(steps) == 3000 - 1 + 5 and steps[-5:] == list(range(5000, 5005))
+    assert r.stderr.startswith(f"kvctl: {target}: skipped ") and r.stderr.endswith(" in 1 place\n")
+    fresh_dev_steps = kvctl_run(kvctl, dev.node, "replay", target, "--speed", "max")
+    assert fresh_dev_steps.stdout.startswith(f"replayed {3000 - 1 + 5} commands")
+    assert "skipped" in fresh_dev_steps.stderr
+
+
+def test_appending_after_a_torn_record_cuts_nothing(dev, kvctl, tmp_path):
+    target = tmp_path / "torn.kvrec"
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 3)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    with open(target, "ab") as f:  # a crash in the middle of a write
+        f.write(fmt.encode(9, 9, fmt.KIND_RESET, 0, 0, 0, b"")[:30])
+    before = target.read_bytes()
+    mark = dev.mark()
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 2, first=10)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert target.read_bytes()[:len(before)] == before
+    assert "appending after 30 bytes that are not a whole record" in dev.log(since=mark)
+    rec = fmt.read(target)
+    assert [r.step for r in rec.commands()] == [1, 2, 3, 10, 11]
+    assert (rec.damage.skipped, rec.damage.places) == (30, 1)
+
+
 def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
     node = dev.node
     kvctl_run(kvctl, node, "fault", "add", "STEP", "--errno", "ENOSPC", "--count", "2")
@@ -208,6 +263,151 @@ def test_faults_seen_by_the_c_client(dev, kvclient, kvctl):
                 ["add", "STEP", "--errno", "EIO", "--count", "1", "--every", "2"], ["del", "999"]):
         r = kvctl_run(kvctl, node, "fault", *bad, check=False)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("kvctl: "), (bad, r)
+
+
+def test_a_daemon_killed_while_recording_loses_nothing_written(daemons, kvclient, tmp_path):
+    """Kill -9 mid-flood: what the recorder wrote stays, the next daemon
+    appends after it (a start mark, no stop mark before it), readers see
+    both sessions, and of what the client had been answered only the last
+    few hundred commands may be missing (issue 23: 6; 37% were)."""
+    from kvcpu_dev.bench.recorder import RECORD_BACKLOG
+
+    target = tmp_path / "killed.kvrec"
+    first = daemons("--record", str(target))
+    flood = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, struct, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\nn = 0\n"
+        "try:\n    while True:\n"
+        f"        fcntl.ioctl(fd, {STEP}, struct.pack('<Q', n + 1))\n        n += 1\n"
+        "except OSError:\n    print(n)\n"), str(first.node)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1.0)
+        os.kill(first.pid, signal.SIGKILL)
+        acknowledged = int(flood.communicate(timeout=10)[0])
+    finally:
+        flood.kill()
+        flood.wait()
+    first.cleanup()
+    before = target.read_bytes()
+    second = daemons("--record", str(target))
+    assert c_errno(kvclient, second.node, "step", 7) == 0
+    assert second.stop().returncode == 0
+    assert target.read_bytes()[:len(before)] == before
+    rec = fmt.read(target)
+    marks = [r.meta["mark"] for r in rec.records if r.kind == fmt.KIND_MARK]
+    assert marks == ["start", "start", "stop"] and rec.commands()[-1].step == 7
+    steps = [r.step for r in rec.commands() if r.name == "STEP"][:-1]
+    assert len(steps) > 100 and steps == list(range(1, len(steps) + 1))
+    # lost: at most what the device held back for the recorder, and the batch in hand
+    assert acknowledged - 2 * RECORD_BACKLOG <= len(steps) <= acknowledged + 1, (acknowledged, len(steps))
+
+
+def test_a_file_of_records_no_writer_produces_is_appended_to_and_read(dev, kvctl, tmp_path):
+    """Issue 23 (7): records with a valid CRC but impossible contents made
+    kvctl log and replay raise tracebacks, and the daemon, appending to the
+    same file, answered EIO ("internal error") to record start."""
+    from recfuzz import IMPOSSIBLE
+
+    target = tmp_path / "odd.kvrec"
+    target.write_bytes(fmt.header_bytes() + b"".join(fmt.frame(body) for body in IMPOSSIBLE.values()))
+    os.chmod(target, 0o600)
+    mark = dev.mark()
+    kvctl_run(kvctl, dev.node, "record", "start", target)
+    _steps(dev.node, 2, first=3)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert "Traceback" not in dev.log(since=mark)
+    for args in (["log", target], ["log", "--json", target], ["replay", "--model", target],
+                 ["replay", "--speed", "max", target], ["replay", "--check", "--speed", "max", target]):
+        r = kvctl_run(kvctl, dev.node, *args, check=False)
+        assert "Traceback" not in r.stderr and r.returncode in (0, 1), (args, r)
+        assert f"{len(IMPOSSIBLE)} records of them with contents no writer produces" in r.stderr, (args, r.stderr)
+    assert [r.step for r in fmt.read(target).commands()] == [3, 4]
+
+
+def test_fault_ids_and_numbers_are_checked_as_ascii(dev, kvctl):
+    """Issue 23 (10): `del 4294967297` logged an internal-error traceback and
+    answered EIO; Unicode digits passed as an errno and as a count."""
+    mark = dev.mark()
+    assert dev.write_attr("faults", b"del 4294967297\n") == errno.EINVAL
+    assert dev.write_attr("faults", b"del 0\n") == errno.EINVAL
+    assert dev.write_attr("faults", "del \u0663".encode()) == errno.EINVAL
+    assert dev.write_attr("faults", b"del 7\n") == errno.ENOENT
+    for rule in ("errno=\u0663", "errno=EIO count=\u0663", "errno=EIO every=\u00b3",
+                 "errno=EIO probability=\u0660.5", "latency=\u0665ms", "errno=errorcode"):
+        assert dev.write_attr("faults", f"add cmd=STEP {rule}\n".encode()) == errno.EINVAL, rule
+    assert dev.attr("faults") == ""
+    log = dev.log(since=mark)
+    assert "Traceback" not in log and "internal error" not in log
+    assert "control write refused: '4294967297' is not a rule id" in log
+    r = kvctl_run(kvctl, dev.node, "fault", "del", "4294967297", check=False)
+    assert r.returncode == 1 and r.stderr == "kvctl: fault del: '4294967297' is not a rule id (1 to 4294967295)\n"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root's, 0755, as a recording directory must be),
+    unmounted afterwards whatever happened."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "kvtsmall", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(mnt: pathlib.Path) -> None:
+    with open(mnt / "filler", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as full:
+            while True:
+                f.write(b"\0" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0")
+
+
+def test_record_start_on_a_full_disk_fails_and_leaves_no_file(dev, kvctl, small_disk):
+    """Issue 23 (10): on a full disk `record start` answered 0 with state=on
+    and wrote nothing, or left a 0-byte file that refused every later start
+    ("bad magic") until deleted by hand."""
+    kept = small_disk / "kept.kvrec"
+    kvctl_run(kvctl, dev.node, "record", "start", kept)
+    _steps(dev.node, 2)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    with open(kept, "ab") as f:  # its last page full too (tmpfs gives pages): readers skip the padding
+        f.write(bytes(-kept.stat().st_size % 4096))
+    _fill(small_disk)
+    before = kept.read_bytes()
+    for name in ("new.kvrec", "kept.kvrec"):
+        r = kvctl_run(kvctl, dev.node, "record", "start", small_disk / name, check=False)
+        assert r.returncode == 1 and "No space left on device" in r.stderr and r.stderr.count("\n") == 1, r
+        state = dev.attr("record")
+        assert "state=off" in state and "last_error=cannot record to" in state
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "kept.kvrec"]
+    assert kept.read_bytes()[:len(before)] == before  # appended to at most: a torn start mark
+    os.unlink(small_disk / "filler")
+    kvctl_run(kvctl, dev.node, "record", "start", small_disk / "new.kvrec")
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    kvctl_run(kvctl, dev.node, "record", "start", kept)
+    _steps(dev.node, 1, first=9)
+    kvctl_run(kvctl, dev.node, "record", "stop")
+    assert [r.step for r in fmt.read(kept).commands()] == [1, 2, 9]
+
+
+def test_record_option_on_a_full_disk_leaves_no_file(daemons, small_disk):
+    _fill(small_disk)
+    d = daemons(start=False)
+    r = d.start("--record", str(small_disk / "run.kvrec"), check=False)
+    assert r.returncode == 1 and "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert not (small_disk / "run.kvrec").exists()
+    os.unlink(small_disk / "filler")
+    d.start("--record", str(small_disk / "run.kvrec"))
+    assert d.stop().returncode == 0
+    assert [r.meta["mark"] for r in fmt.read(small_disk / "run.kvrec").records if r.kind == fmt.KIND_MARK] == ["start", "stop"]
 
 
 def test_reset_unplug_replug(dev, kvclient, kvctl, tmp_path):
@@ -319,6 +519,54 @@ def test_the_ready_line_names_the_recording_and_the_metrics_url(daemons, tmp_pat
     assert f"recording to {rec_file}; metrics at {m.group(1)} (pid" in d.log()
     plain = daemons(start=False).start().stdout  # without them, the line is as before
     assert "; " not in plain and "recording" not in plain and "metrics" not in plain
+
+
+def test_the_metrics_endpoint_is_bounded(daemons):
+    """Issue 23 (9), through a daemon: every path answered 200, a request
+    line without a version hung, 500 concurrent scrapes took 82 s to
+    connect (a backlog of 5), and 300 idle connections held 202 threads."""
+    port = _free_port()
+    dev = daemons("--metrics", f"127.0.0.1:{port}")
+    address = ("127.0.0.1", port)
+
+    def ask(raw: bytes) -> bytes:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(raw)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    assert ask(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+    t0 = time.monotonic()
+    assert ask(b"GET /metrics\r\n").startswith(b"HTTP/1.1 400 ") and time.monotonic() - t0 < 2
+    assert b"kvcpu_commands_total" in ask(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    tasks = len(os.listdir(f"/proc/{dev.pid}/task"))
+    idle = [socket.create_connection(address, timeout=10) for _ in range(300)]
+    try:
+        time.sleep(0.5)
+        assert len(os.listdir(f"/proc/{dev.pid}/task")) == tasks  # no thread per connection
+        t0 = time.monotonic()
+        burst = [socket.create_connection(address, timeout=10) for _ in range(500)]
+        connected = time.monotonic() - t0
+        try:
+            for s in burst:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            answers = []
+            for s in burst:
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                answers.append(data)
+        finally:
+            for s in burst:
+                s.close()
+        assert connected < 5 and all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
+        assert len(os.listdir(f"/proc/{dev.pid}/task")) == tasks
+    finally:
+        for s in idle:
+            s.close()
+    assert dev.answers() and "Traceback" not in dev.log()
 
 
 def test_metrics_bad_address(daemons):

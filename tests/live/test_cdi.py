@@ -37,7 +37,7 @@ def test_written_on_start_named_on_the_ready_line_removed_on_stop(daemons):
     (device,) = json.loads(path.read_text())["devices"]
     edits = device["containerEdits"]
     assert device["name"] == d.name and edits["env"] == [f"KVCPU_DEVICE=/dev/{d.name}"]
-    if d.transport == "fuse":
+    if d.transport != "cuse":  # the device file, over /dev/fuse or io_uring
         assert edits["mounts"] == [{"hostPath": str(d.attr_dir / "device"), "containerPath": f"/dev/{d.name}",
                                     "options": ["bind"]}]
     else:  # the character device the kernel made, with its numbers

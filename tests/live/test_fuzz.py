@@ -42,3 +42,28 @@ def test_fuzz_a_hardened_daemon_with_its_model(open_dir, daemons, c_programs):
     expected = run_fuzz(c_programs["kvfuzz"], d.node, 5_000, seed=88)
     assert d.telemetry() == expected
     assert "Traceback" not in d.log()
+
+
+def test_replay_of_hostile_recordings(daemons, kvctl, tmp_path):
+    """Issue 23 (7): `kvctl replay` and `replay --check` raised tracebacks on
+    records with a valid CRC but contents no writer produces.  Fuzzed
+    recordings (tests/recfuzz.py) replayed against one daemon: each ends
+    with exit 0 or one line, never a traceback, and the daemon logs none."""
+    import random
+
+    import recfuzz
+
+    d = daemons()
+    for seed in range(12):
+        f = tmp_path / f"fz{seed}.kvrec"
+        f.write_bytes(recfuzz.recording(random.Random(seed), version=1 + seed % 2))
+        for args in (["--speed", "max"], ["--speed", "max", "--check"], ["--speed", "1e12"]):
+            r = subprocess.run([kvctl, "--device", str(d.node), "replay", str(f), *args],
+                               capture_output=True, text=True, timeout=60)
+            assert "Traceback" not in r.stderr, (seed, args, r.stderr)
+            assert r.returncode in (0, 1), (seed, args, r)
+            errors = [line for line in r.stderr.splitlines() if " skipped " not in line]
+            assert (r.returncode == 0) == (errors == []) and len(errors) <= 1, (seed, args, r.stderr)
+        d.write_attr("control", b"replug\n")  # a recording may have unplugged it
+    assert d.answers()
+    assert "Traceback" not in d.log() and "internal error" not in d.log()
