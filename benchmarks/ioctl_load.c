@@ -1,7 +1,8 @@
 /* Load shapes for bench_fastpath.py, beside ioctl_rtt.c's single round trip.
  *
  * usage: ioctl_load PATH flood SECONDS
- *            STEPs back to back for SECONDS; prints how many succeeded
+ *            STEPs back to back for SECONDS (the n-th carries step n-1);
+ *            prints how many succeeded, also when one fails (then exits 1)
  *        ioctl_load PATH burst ROUNDS HOTS GAP_US
  *            ROUNDS times: HOTS MARK_HOTs then one STEP (a decode step's
  *            hints), then GAP_US of quiet; prints the burst time quantiles
@@ -45,6 +46,7 @@ static int flood(int fd, double seconds)
 		step.step = n;
 		if (ioctl(fd, KV_CPU_STEP_ADVANCE, &step)) {
 			perror("ioctl");
+			printf("%lld\n", n);  /* what the device acknowledged */
 			return 1;
 		}
 		n++;

@@ -60,6 +60,7 @@ class CommandStats:
 
     #: Runs of coalesced STEPs are counted as they come (step_run).
     whole_commands = False
+    backlog = 0
 
     def take(self, batch: CommandBatch) -> None:
         """A batch: one event at a time when small, in numpy when large

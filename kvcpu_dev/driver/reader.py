@@ -279,6 +279,7 @@ class RingReader(Traced):
             finally:
                 self._holding = False
         self.listeners.append(listener)
+        self._bound_backlog()
         if self.coalesce:
             self._grant()
 
@@ -287,6 +288,12 @@ class RingReader(Traced):
         self.drain()
         if listener in self.listeners:
             self.listeners.remove(listener)
+            self._bound_backlog()
+
+    def _bound_backlog(self) -> None:
+        """The fast path holds at most the smallest backlog a listener asks."""
+        bounds = [listener.backlog for listener in self.listeners if listener.backlog]
+        lib.kv_ring_set_backlog(self._h, min(bounds, default=0))
 
     # -- coalescing ----------------------------------------------------------------
 

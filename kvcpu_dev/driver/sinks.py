@@ -79,6 +79,11 @@ class Listener(Protocol):
         attached the fast path does not coalesce STEPs."""
 
     @property
+    def backlog(self) -> int:
+        """At most this many answered commands may wait for it (0: no
+        bound): a recorder's file then misses at most that many to a kill."""
+
+    @property
     def run_bounds_ns(self) -> Sequence[int]:
         """The histogram bounds (ns, ascending) a coalesced run's service
         times come bucketed by (its step_run's per_bucket)."""

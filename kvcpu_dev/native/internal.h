@@ -66,6 +66,7 @@ struct kv_dev {
     uint32_t cap;               /* a power of two */
     _Atomic uint64_t head, tail, dropped;
     int lossless;
+    _Atomic uint32_t backlog;   /* at most this many events waiting (0: the ring's size) */
     int wake_fd;                /* eventfd, or -1 */
     _Atomic int armed;          /* the consumer sleeps: wake it on push */
     _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */

@@ -114,6 +114,10 @@ uint64_t kv_ring_depth(struct kv_dev *d);
 uint32_t kv_ring_capacity(struct kv_dev *d);
 uint64_t kv_ring_head_seq(struct kv_dev *d);   /* the last command taken */
 int kv_ring_lossless(struct kv_dev *d);
+/* Lossless: at most `events` commands answered and not yet read (0: the
+ * ring's capacity), so that a consumer that persists them (a recorder)
+ * loses at most that many to a kill. */
+void kv_ring_set_backlog(struct kv_dev *d, uint32_t events);
 /* Requests that waited for room in a full ring, and for how long in all. */
 uint64_t kv_ring_stalls(struct kv_dev *d);
 uint64_t kv_ring_stall_ns(struct kv_dev *d);

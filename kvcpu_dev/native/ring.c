@@ -31,12 +31,22 @@ static uint64_t used(struct kv_dev *d)
     return atomic_load(&d->head) - atomic_load(&d->tail);
 }
 
-/* The slots a session's request may fill: all but the consumer's reserve. */
+/* The slots a session's request may fill: all but the consumer's reserve,
+ * or fewer while a listener bounds the backlog (kv_ring_set_backlog). */
 static uint64_t session_limit(struct kv_dev *d)
 {
     uint32_t reserve = d->cap >= 4 * KV_RING_RESERVE ? KV_RING_RESERVE : d->cap / 4;
+    uint32_t backlog = atomic_load_explicit(&d->backlog, memory_order_relaxed);
 
-    return d->cap - reserve;
+    return backlog && backlog < d->cap - reserve ? backlog : d->cap - reserve;
+}
+
+/* A quarter of the ring, or of the backlog a listener bounds it to. */
+static uint64_t raise_at(struct kv_dev *d)
+{
+    uint32_t backlog = atomic_load_explicit(&d->backlog, memory_order_relaxed);
+
+    return (backlog && backlog < d->cap ? backlog : d->cap) / 4;
 }
 
 static void publish_run(struct kv_dev *d);
@@ -169,10 +179,10 @@ int kv_ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
     flags = consumer_wake(d);
     /* A quarter full, which a 10 ms drain never lets happen to a single
      * client: the consumer (SCHED_IDLE) is starved by a load that leaves no
-     * CPU idle.  It cannot notice by itself, since it does not run; the
+     * CPU idle (or a quarter of a bounded backlog).  It cannot notice by itself, since it does not run; the
      * producer raises it, once, and it lowers itself when quiet
      * (driver/priority.py). */
-    if (h - atomic_load_explicit(&d->tail, memory_order_relaxed) >= d->cap / 4 && want_raise(d))
+    if (h - atomic_load_explicit(&d->tail, memory_order_relaxed) >= raise_at(d) && want_raise(d))
         flags |= KV_WAKE_RAISE;
     return flags;
 }
@@ -419,6 +429,12 @@ uint64_t kv_ring_dropped(struct kv_dev *d) { return atomic_load(&d->dropped); }
 uint32_t kv_ring_capacity(struct kv_dev *d) { return d->cap; }
 uint64_t kv_ring_depth(struct kv_dev *d) { return used(d); }
 int kv_ring_lossless(struct kv_dev *d) { return d->lossless; }
+
+void kv_ring_set_backlog(struct kv_dev *d, uint32_t events)
+{
+    atomic_store(&d->backlog, events);
+    kv_ring_wake_waiters(d);    /* a larger bound lets waiting requests on */
+}
 uint64_t kv_ring_stalls(struct kv_dev *d) { return atomic_load(&d->stalls); }
 uint64_t kv_ring_stall_ns(struct kv_dev *d) { return atomic_load(&d->stall_ns); }
 uint64_t kv_dev_served(struct kv_dev *d) { return atomic_load(&d->served); }
