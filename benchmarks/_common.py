@@ -121,3 +121,23 @@ class Report:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def p99_beside_blocks_reader(rtt: pathlib.Path, node: pathlib.Path, blocks: pathlib.Path,
+                             batches: int) -> tuple[float, float, float]:
+    """STEP p99 at a 2 ms cadence alone and while a process reads the
+    ``blocks`` attribute in a loop, alternated batch by batch.  Returns the
+    medians (us) alone and beside it, and the worst batch's ratio."""
+    quiet, loud = [], []
+    for _ in range(batches):
+        quiet.append(client_us([rtt, node, 1000, "step", 2000])[3])
+        reader = subprocess.Popen([sys.executable, "-c", "import sys\nwhile True:\n    open(sys.argv[1], 'rb').read()",
+                                   str(blocks)])
+        try:
+            time.sleep(0.3)
+            loud.append(client_us([rtt, node, 1000, "step", 2000])[3])
+        finally:
+            reader.kill()
+            reader.wait()
+    worst = max(lo / q for lo, q in zip(loud, quiet))
+    return statistics.median(quiet), statistics.median(loud), worst

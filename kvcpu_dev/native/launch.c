@@ -24,6 +24,7 @@
 #include <linux/seccomp.h>
 
 #include "madvise.h"
+#include "seccomp_arch.h"
 
 #ifndef SECCOMP_FILTER_FLAG_SPEC_ALLOW
 #define SECCOMP_FILTER_FLAG_SPEC_ALLOW (1UL << 2)           /* Linux 4.17 */
@@ -32,21 +33,6 @@
 #define SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (1UL << 5)   /* Linux 5.19 */
 #endif
 
-/* The native ABI only: other arches (i386 compat, ...) and x32 (its numbers
- * carry __X32_SYSCALL_BIT) fall through to ALLOW. */
-#if defined(__x86_64__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__riscv) && __riscv_xlen == 64
-#define KV_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define KV_AUDIT_ARCH AUDIT_ARCH_PPC64LE
-#elif defined(__s390x__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_S390X
-#else
-#error "no AUDIT_ARCH for this architecture"
-#endif
 
 /* The low 32 bits of args[2] (madvise's int advice; the kernel ignores the
  * high half, and so does the filter). */

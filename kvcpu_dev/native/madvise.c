@@ -48,6 +48,7 @@
 #include <linux/seccomp.h>
 
 #include "madvise.h"
+#include "seccomp_arch.h"
 
 /* Linux 6.6: wake the supervisor on the caller's CPU and the caller on the
  * supervisor's (Debian 12's 6.1 headers lack it). */
@@ -79,20 +80,6 @@ struct procmap_query {
 };
 #define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
 #define PROCMAP_QUERY_VMA_READABLE 0x01
-#endif
-
-#if defined(__x86_64__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__riscv) && __riscv_xlen == 64
-#define KV_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define KV_AUDIT_ARCH AUDIT_ARCH_PPC64LE
-#elif defined(__s390x__)
-#define KV_AUDIT_ARCH AUDIT_ARCH_S390X
-#else
-#error "no AUDIT_ARCH for this architecture"
 #endif
 
 enum { ST_RECEIVED, ST_APPLIED, ST_ANSWERED, ST_EINVAL, ST_EFAULT, ST_APPLY_ERR, ST_DROPPED,
