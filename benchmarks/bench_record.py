@@ -5,7 +5,7 @@ replay --speed max`` throughput.
 Run as root:  .venv/bin/python benchmarks/bench_record.py [--count N] [--rounds R]
                   [--clients C] [--seconds S]
 
-Flood: C processes (default 4, the issue's) send STEPs back to back, the
+Flood: C processes (default 8) send STEPs back to back, the
 n-th of each carrying step n-1, for S seconds, with a recording on and off
 in alternated rounds on one daemon; meanwhile the ``telemetry`` attribute
 is read every 0.2 s (its worst time is reported).  Each on round's file is
@@ -146,7 +146,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=3000, help="ioctls per round")
     ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--clients", type=int, default=4, help="flooding processes")
+    ap.add_argument("--clients", type=int, default=8, help="flooding processes")
     ap.add_argument("--seconds", type=float, default=3.0, help="per flood round")
     ap.add_argument("--flood-rounds", type=int, default=4)
     args = ap.parse_args()
