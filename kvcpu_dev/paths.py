@@ -66,10 +66,10 @@ def temp_link_name(name: str, pid: int) -> str:
     return f".{name}.{pid}"
 
 
-#: The fast path's event ring: events held between drains (240 bytes
-#: each: 4096 is 960 KiB).  Python looks every 10 ms, when one client's
-#: mixed flood brings ~600 events; a full ring is what a model view must
-#: catch up on before it answers (~6 us an event: ~25 ms), and when the
-#: ring is full a request waits for room (lossless).  (Here, not in
-#: driver/, so that the options need no cffi.)
-RING_EVENTS = 4096
+#: The fast path's event ring, the device's command queue: events held
+#: between drains (240 bytes each).  A full ring is what a model view
+#: must catch up on before it answers (~8-10 us an event under a mixed
+#: flood: ~10 ms), and when it is full a request waits for room
+#: (lossless).  4,096 made views under two flooding clients take up to
+#: 166 ms.  (Here, not in driver/, so that the options need no cffi.)
+RING_EVENTS = 1024

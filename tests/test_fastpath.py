@@ -18,12 +18,14 @@ import sys
 import threading
 import unittest.mock
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvcpu_dev.device import abi, regs
 from kvcpu_dev.device.spec import Driver
+from kvcpu_dev.device.sysfs import Attribute, Pieces
 from kvcpu_dev.device.tables import EventKind, FaultMode
 from kvcpu_dev.driver.events import Event
 from kvcpu_dev.driver.handle import FaultRule, NativeDriver
@@ -225,18 +227,68 @@ def test_a_model_view_read_finishes_the_work_first() -> None:
     native.close()
 
 
+def _text(body: str) -> Attribute:
+    return Attribute("t", lambda: body)
+
+
 def test_attribute_snapshots_share_one_budget() -> None:
-    from kvcpu_dev.transport.attrfs import Snapshots
+    from kvcpu_dev.transport.attrfs import Rendering, Snapshots
 
     s = Snapshots(budget=100)
     for fh in range(1, 11):
-        s.put(fh, b"x" * 30)
+        s.put(fh, Rendering(_text("x" * 30)))
     assert s.total <= 100  # the oldest were dropped
-    assert s.get(10) == b"x" * 30 and s.get(1) is None
-    s.put(11, b"y" * 500)  # one larger than the budget still renders
-    assert s.get(11) == b"y" * 500 and s.total == 500
+    assert s.read(10, 100, 0) == b"x" * 30 and s.get(1) is None
+    s.put(11, Rendering(_text("y" * 500)))  # one larger than the budget still renders
+    assert s.read(11, 1000, 0) == b"y" * 500 and s.total == 500
     s.drop(11)
     assert s.total == 0
+
+
+def test_the_blocks_file_in_pieces_is_its_whole_text() -> None:
+    model = DeviceModel(ModelConfig(entries=20_000, clock="sim"))
+    rng = np.random.default_rng(7)
+    for va in rng.integers(0, 1 << 20, 9_000):
+        model.mmio_write(regs.BOOST_ADDR, int(va) << 21)
+        model.mmio_write(regs.BOOST_LEN, 2 << 20)
+    model.run_pending()
+    blocks = {a.name: a for a in model.attributes()}["blocks"]
+    assert blocks.pieces is not None
+    held, text = blocks.pieces()
+    pieces = list(text)
+    assert len(pieces) > 2 and held > 0  # the header, then rows a chunk at a time
+    assert "".join(pieces) == blocks.show() and blocks.show().count("\n") > 8_000
+
+
+def test_a_large_view_is_formatted_as_far_as_its_reads_reach() -> None:
+    """blocks in pieces: a read makes only the pieces it returns; the
+    snapshot behind them counts against the budget until the last piece,
+    and the text read is show()'s."""
+    from kvcpu_dev.transport.attrfs import Rendering, Snapshots
+
+    made: list[int] = []
+
+    def pieces() -> Pieces:
+        def text():
+            for i in range(10):
+                made.append(i)
+                yield str(i) * 100
+        return Pieces(5000, text())
+
+    whole = "".join(str(i) * 100 for i in range(10))
+    attr = Attribute("p", lambda: whole, pieces=pieces)
+    s = Snapshots(budget=1 << 20)
+    s.put(1, Rendering(attr))
+    assert s.total == 5000 and made == []
+    assert s.read(1, 150, 0) == whole[:150].encode() and made == [0, 1]
+    assert s.total == 5000 + 200
+    got = b"".join(s.read(1, 128, off) for off in range(150, 1100, 128))
+    assert whole[:150].encode() + got == whole.encode()
+    assert s.total == 1000  # the snapshot is let go with the last piece
+    small = Snapshots(budget=6000)  # a snapshot counts: a second one pushes the first out
+    small.put(1, Rendering(attr))
+    small.put(2, Rendering(attr))
+    assert small.get(1) is None and small.total == 5000
 
 
 # -- runs of STEPs: the fast path coalesces them, the reader hands them on as one call --

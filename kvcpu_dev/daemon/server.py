@@ -27,7 +27,7 @@ import trio
 from .. import mounts
 from ..bench import Bench, controls
 from ..device import tables
-from ..device.sysfs import Attribute
+from ..device.sysfs import Attribute, Pieces
 from ..driver.handle import NativeDriver
 from ..driver.priority import PythonPriority
 from ..driver.sinks import ModelSink, NoModel
@@ -60,7 +60,7 @@ QUIET_POLLS = 10
 #: Python every 10 ms alone cost a flood of 8 processes ~8%.
 COALESCED_POLL_S = tables.FLOOD_RUN_PUBLISH_NS / 1e9
 #: Events per drain step between trio checkpoints.
-DRAIN_BATCH = 1024
+DRAIN_BATCH = 256
 #: Model work per step between trio checkpoints.
 MODEL_SLICE_S = 0.002
 
@@ -392,13 +392,18 @@ class Server:
 def _synced(attr: Attribute, sync: Callable[[], object]) -> Attribute:
     """The attribute, rendered after the ring is drained: a read after an
     ioctl sees what that ioctl did to the model."""
-    show = attr.show
+    show, pieces = attr.show, attr.pieces
 
     def synced_show() -> str:
         sync()
         return show()
 
-    return attr._replace(show=synced_show)
+    def synced_pieces() -> Pieces:
+        sync()
+        assert pieces is not None
+        return pieces()
+
+    return attr._replace(show=synced_show, pieces=synced_pieces if pieces is not None else None)
 
 
 def node_kind(path: pathlib.Path) -> str:

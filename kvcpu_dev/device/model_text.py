@@ -12,6 +12,7 @@ Formats (all rendered only when read):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: The tiers, by index: keys as the configuration spells them, names as the
@@ -102,11 +103,17 @@ _CHUNK = 4096
 def render_block_columns(cols: dict[str, list[Any]]) -> str:
     """The blocks file from a list per column (None: an empty field)."""
     n = len(cols[BLOCK_COLUMNS[0]])
-    parts = ["# " + " ".join(BLOCK_COLUMNS) + "\n"]
+    return "".join(block_pieces(n, lambda start, end: {c: cols[c][start:end] for c in BLOCK_COLUMNS}))
+
+
+def block_pieces(n: int, rows: Callable[[int, int], dict[str, list[Any]]]) -> Iterator[str]:
+    """The blocks file of ``n`` entries, a header and then _CHUNK rows a
+    piece; ``rows(start, end)`` gives those rows as a list per column."""
+    yield "# " + " ".join(BLOCK_COLUMNS) + "\n"
     for start in range(0, n, _CHUNK):
-        fields = [[_fmt(c, v) for v in cols[c][start:start + _CHUNK]] for c in BLOCK_COLUMNS]
-        parts.append("".join(" ".join(row) + "\n" for row in zip(*fields)))
-    return "".join(parts)
+        cols = rows(start, min(n, start + _CHUNK))
+        fields = [[_fmt(c, v) for v in cols[c]] for c in BLOCK_COLUMNS]
+        yield "".join(" ".join(row) + "\n" for row in zip(*fields))
 
 
 # -- parsers (kvctl reads the files back) -----------------------------------------------------

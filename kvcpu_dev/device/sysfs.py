@@ -5,14 +5,16 @@ An attribute is what a driver declares with DEVICE_ATTR: a name, a mode, a
 ``show`` that renders the whole file, and an optional ``store`` that takes
 the bytes of one write() and who wrote them (``Caller``: the FUSE
 request's uid, gid and pid), and raises ``OSError(errno, ...)`` to refuse
-it.
+it.  A view of megabytes may also offer its text in ``pieces``, so that a
+reader's each read formats only what it returns and the daemon serves
+other requests in between.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from .regs import U32 as U32_MAX
@@ -36,10 +38,21 @@ IN_PROCESS = Caller(0, 0, 0)
 Store = Callable[[bytes, Caller], None]
 
 
+class Pieces(NamedTuple):
+    """A view's text a piece at a time, from a snapshot taken when asked
+    (so the pieces agree with each other): ``held`` bytes of that snapshot
+    stay in memory until the last piece is made."""
+
+    held: int
+    text: Iterator[str]
+
+
 class Attribute(NamedTuple):
     name: str
     show: Callable[[], str]
     store: Store | None = None
+    #: The same text as show's, in pieces (a large view): see Pieces.
+    pieces: Callable[[], Pieces] | None = None
     #: A large view (megabytes to render): readable by the node's owner and
     #: group only, not by every local user.
     private: bool = False

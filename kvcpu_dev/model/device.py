@@ -14,7 +14,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,8 @@ U32, U64 = regs.U32, regs.U64
 HINT_SLICE_S = 0.002
 #: A hint over fewer blocks is applied whole at once (it takes microseconds).
 _SMALL_HINT = 64
+
+T = TypeVar("T")
 
 
 class InvariantError(AssertionError):
@@ -475,8 +477,8 @@ class DeviceModel:
     def attributes(self) -> list[Attribute]:
         """Attribute files to publish beside the driver's (read-only)."""
 
-        def settled(render: Callable[[DeviceModel], str]) -> Callable[[], str]:
-            def show() -> str:
+        def settled(render: Callable[[DeviceModel], T]) -> Callable[[], T]:
+            def show() -> T:
                 self.observe()
                 return render(self)
             return show
@@ -485,7 +487,7 @@ class DeviceModel:
             Attribute("model_stats", settled(views.render_stats)),
             Attribute("tiers", settled(views.render_tiers)),
             Attribute("dma", settled(views.render_dma)),
-            Attribute("blocks", settled(views.render_blocks), private=True),
+            Attribute("blocks", settled(views.render_blocks), private=True, pieces=settled(views.blocks_pieces)),
             Attribute("model_config", lambda: self.config.to_toml()),
         ]
 

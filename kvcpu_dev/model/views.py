@@ -11,6 +11,7 @@ import numpy as np
 from ..device import model_text as text
 from ..device.model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
 from ..device.regs import U32
+from ..device.sysfs import Pieces
 from .config import ModelConfig
 from .dma import DmaEngine
 from .hepc import Registers
@@ -107,10 +108,11 @@ def dma_state(m: ModelState) -> list[dict[str, Any]]:
     return rows
 
 
-def block_columns(m: ModelState, tier: int | str | None = None,
-                  va_range: tuple[int, int] | None = None) -> dict[str, list[Any]]:
-    """The live entries in address order, a list per column (BLOCK_COLUMNS;
-    None for an empty field); ``va_range`` is [start, end)."""
+def block_arrays(m: ModelState, tier: int | str | None = None,
+                 va_range: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """A snapshot of the live entries in address order, an array per field
+    (copies: the model may move on while they are formatted); ``va_range``
+    is [start, end)."""
     d, bs = m.dir, m.block_size
     idx = d.live_indices()
     if tier is not None:
@@ -122,26 +124,46 @@ def block_columns(m: ModelState, tier: int | str | None = None,
         else:
             idx = idx[(d.block[idx] >= np.uint64(start // bs)) & (d.block[idx] <= np.uint64((end - 1) // bs))]
     idx = idx[np.argsort(d.block[idx], kind="stable")]
-    hot = d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, U32)))
     return {
-        "va": (d.block[idx] * np.uint64(bs)).tolist(),
-        "len": [bs] * len(idx),
-        "entry": idx.tolist(),
-        "tier": [TIER_NAMES[t] for t in d.tier[idx].tolist()],
-        "prio": d.priority[idx].tolist(),
-        "r": d.r[idx].tolist(),
-        "f": d.f[idx].tolist(),
-        "last_access": d.last_access[idx].tolist(),
-        "ref": d.ref[idx].tolist(),
-        "prefix": d.prefix[idx].astype(int).tolist(),
-        "dirty": d.dirty[idx].astype(int).tolist(),
-        "hot": hot.astype(int).tolist(),
-        "target": [t if a else None for t, a in zip(d.target[idx].tolist(), d.armed[idx].tolist())],
-        "request": [None if r == REQUEST_UNKNOWN else r for r in d.request_id[idx].tolist()],
-        "moving": [None if x == NO_MOVE else TIER_NAMES[x] for x in d.mv_dst[idx].tolist()],
-        "hint_va": d.hint_va[idx].tolist(),
-        "hint_len": d.hint_len[idx].tolist(),
+        "va": d.block[idx] * np.uint64(bs), "entry": idx, "tier": d.tier[idx], "prio": d.priority[idx],
+        "r": d.r[idx], "f": d.f[idx], "last_access": d.last_access[idx], "ref": d.ref[idx],
+        "prefix": d.prefix[idx], "dirty": d.dirty[idx],
+        "hot": d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, U32))),
+        "target": d.target[idx], "armed": d.armed[idx], "request": d.request_id[idx], "moving": d.mv_dst[idx],
+        "hint_va": d.hint_va[idx], "hint_len": d.hint_len[idx], "block_size": np.array(bs),
     }
+
+
+def column_lists(arrays: dict[str, np.ndarray], start: int = 0, end: int | None = None) -> dict[str, list[Any]]:
+    """Rows start..end of a block_arrays snapshot, a list per column
+    (BLOCK_COLUMNS; None for an empty field)."""
+    a = {k: v[start:end] for k, v in arrays.items() if v.ndim}
+    n = len(a["va"])
+    return {
+        "va": a["va"].tolist(),
+        "len": [int(arrays["block_size"])] * n,
+        "entry": a["entry"].tolist(),
+        "tier": [TIER_NAMES[t] for t in a["tier"].tolist()],
+        "prio": a["prio"].tolist(),
+        "r": a["r"].tolist(),
+        "f": a["f"].tolist(),
+        "last_access": a["last_access"].tolist(),
+        "ref": a["ref"].tolist(),
+        "prefix": a["prefix"].astype(int).tolist(),
+        "dirty": a["dirty"].astype(int).tolist(),
+        "hot": a["hot"].astype(int).tolist(),
+        "target": [t if armed else None for t, armed in zip(a["target"].tolist(), a["armed"].tolist())],
+        "request": [None if r == REQUEST_UNKNOWN else r for r in a["request"].tolist()],
+        "moving": [None if x == NO_MOVE else TIER_NAMES[x] for x in a["moving"].tolist()],
+        "hint_va": a["hint_va"].tolist(),
+        "hint_len": a["hint_len"].tolist(),
+    }
+
+
+def block_columns(m: ModelState, tier: int | str | None = None,
+                  va_range: tuple[int, int] | None = None) -> dict[str, list[Any]]:
+    """The live entries in address order, a list per column."""
+    return column_lists(block_arrays(m, tier, va_range))
 
 
 def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
@@ -166,3 +188,12 @@ def render_dma(m: ModelState) -> str:
 
 def render_blocks(m: ModelState) -> str:
     return text.render_block_columns(block_columns(m))
+
+
+def blocks_pieces(m: ModelState) -> Pieces:
+    """The blocks file in pieces, from a snapshot of the directory taken
+    now (a few MiB of arrays at most, not the formatted text)."""
+    arrays = block_arrays(m)
+    n = len(arrays["va"])
+    return Pieces(sum(a.nbytes for a in arrays.values()),
+                  text.block_pieces(n, lambda start, end: column_lists(arrays, start, end)))

@@ -10,6 +10,9 @@ Reads are bounded for hostile readers: an open file renders its text once
 (at offset 0, as sysfs does) into a snapshot that later reads continue
 from, and all snapshots together stay under ``SNAPSHOT_BUDGET`` bytes; when
 over, the oldest are dropped and re-rendered if their reader comes back.
+A large view (``blocks``) snapshots its arrays at offset 0 and formats its
+text as reads reach it, a piece at a time, so a full directory's 0.2 s of
+formatting never holds up a model view or a control behind it.
 Large views (``Attribute.private``) are readable only by the node's owner
 and group, not by everyone.  The bench's controls (``Attribute.control``:
 ``record``, ``faults``, ``control``) are read like those and written by the
@@ -26,6 +29,7 @@ import itertools
 import logging
 import os
 import stat
+from collections.abc import Iterator
 
 import trio
 
@@ -47,29 +51,80 @@ ATTR_SIZE = 4096
 SNAPSHOT_BUDGET = 32 << 20
 
 
+class Rendering:
+    """One open file's text: whole at once, or made piece by piece as
+    reads reach it (``Attribute.pieces``: a large view's formatting is
+    spread over its reads, so other requests are served in between)."""
+
+    def __init__(self, attr: Attribute):
+        self._rest: Iterator[str]
+        if attr.pieces is None:
+            self.text, self._rest, self._held = attr.show().encode(), iter(()), 0
+        else:
+            pieces = attr.pieces()
+            self.text, self._rest, self._held = b"", pieces.text, pieces.held
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds: the text so far and what the pieces still keep."""
+        return len(self.text) + self._held
+
+    def upto(self, end: int) -> bytes:
+        """The text, made at least to ``end`` bytes (or to its end)."""
+        if len(self.text) < end and self._held:
+            made = [self.text]
+            have = len(self.text)
+            for piece in self._rest:
+                data = piece.encode()
+                made.append(data)
+                have += len(data)
+                if have >= end:
+                    break
+            else:
+                self._held = 0  # the snapshot behind the pieces is released
+            self.text = b"".join(made)
+        return self.text
+
+
 class Snapshots:
     """Rendered attribute text per open file, under one byte budget."""
 
     def __init__(self, budget: int = SNAPSHOT_BUDGET):
         self.budget = budget
         self.total = 0
-        self._text: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._open: collections.OrderedDict[int, Rendering] = collections.OrderedDict()
 
-    def get(self, fh: int) -> bytes | None:
-        return self._text.get(fh)
+    def get(self, fh: int) -> Rendering | None:
+        return self._open.get(fh)
 
-    def put(self, fh: int, text: bytes) -> None:
+    def put(self, fh: int, rendering: Rendering) -> None:
         self.drop(fh)
-        self._text[fh] = text
-        self.total += len(text)
-        while self.total > self.budget and len(self._text) > 1:
-            _, old = self._text.popitem(last=False)
-            self.total -= len(old)
+        self._open[fh] = rendering
+        self.total += rendering.size
+        self._trim(fh)
+
+    def read(self, fh: int, size: int, off: int) -> bytes:
+        """``size`` bytes at ``off`` of fh's rendering, making what they need."""
+        rendering = self._open[fh]
+        before = rendering.size
+        text = rendering.upto(off + size)
+        self.total += rendering.size - before
+        self._trim(fh)
+        return text[off : off + size]
+
+    def _trim(self, keep: int) -> None:
+        """Drop the oldest renderings but ``keep``'s while over budget."""
+        while self.total > self.budget and len(self._open) > 1:
+            fh = next(iter(self._open))
+            if fh == keep:
+                self._open.move_to_end(fh)
+                continue
+            self.total -= self._open.pop(fh).size
 
     def drop(self, fh: int) -> None:
-        old = self._text.pop(fh, None)
+        old = self._open.pop(fh, None)
         if old is not None:
-            self.total -= len(old)
+            self.total -= old.size
 
 
 class NodeFS:
@@ -174,11 +229,9 @@ class NodeFS:
     def read(self, ino: int, size: int, off: int, fh: int) -> bytes:
         if fh not in self._open:
             raise OSError(errno.EINVAL, "not an attribute")
-        text = self.snapshots.get(fh)
-        if text is None or off == 0:  # sysfs renders once per open file
-            text = self.attrs[ino].show().encode()
-            self.snapshots.put(fh, text)
-        return text[off : off + size]
+        if self.snapshots.get(fh) is None or off == 0:  # sysfs renders once per open file
+            self.snapshots.put(fh, Rendering(self.attrs[ino]))
+        return self.snapshots.read(fh, size, off)
 
     def write(self, ino: int, data: bytes, off: int, fh: int, caller: Caller) -> int:
         if fh not in self._open:

@@ -154,7 +154,7 @@ def test_stop_while_a_client_holds_the_node_open(dev):
         assert result.returncode == 0, result.stderr
         assert_gone(dev, pid)
         code = errno_of(fcntl.ioctl, fd, TELEMETRY, bytearray(96))
-        gone = (errno.ENOTCONN, errno.ENODEV, errno.EIO)
+        gone: tuple[int, ...] = (errno.ENOTCONN, errno.ENODEV, errno.EIO)
         if dev.transport == "uring":  # its queues are torn down by aborting the connection
             gone += (errno.ECONNABORTED,)
         assert code in gone, os.strerror(code)
