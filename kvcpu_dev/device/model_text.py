@@ -97,7 +97,7 @@ def render_block_rows(rows: list[dict[str, Any]]) -> str:
 
 #: Rows formatted at a time: a full directory's text is built in pieces, so
 #: its formatted fields never all exist at once.
-_CHUNK = 4096
+_CHUNK = 1024
 
 
 def render_block_columns(cols: dict[str, list[Any]]) -> str:
