@@ -441,10 +441,11 @@ def test_live_suite_inside_container(container):
     summary = (r.stdout.strip().splitlines() or ["(no output)"])[-1]
     TIMINGS["live_suite_result"] = summary.strip("= ")
     assert r.returncode == 0, f"{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
-    # Every skip must be a declared container gap (test_hardening.IN_CONTAINER_GAP).
+    # Every skip must be a declared container gap: test_hardening's
+    # --request-timeout with --runas, and test_uring's read-only parameter.
     skips = [line for line in r.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all("known gap in a container" in line for line in skips), "\n".join(skips)
-    assert " passed" in summary and len(skips) <= 1, summary
+    assert " passed" in summary and len(skips) <= 4, summary
 
 
 # -- the recipes in docs/containers.md --------------------------------------------
