@@ -224,12 +224,22 @@ def test_exit_status_is_cmds(dev, madv, tmp_path):
     assert r.returncode == 126 and "Permission denied" in r.stderr
 
 
+def _signals_as_a_terminal_leaves_them() -> None:
+    """A suite started in the background (``cmd &`` ignores SIGINT, nohup
+    SIGHUP) hands its children those signals ignored, and a shell cannot
+    trap a signal ignored on entry; run itself passes them on as it got
+    them, as nohup expects.  The test starts it as a terminal would."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signals_are_forwarded(dev, madv, sig):
     script = (f"trap 'echo got {sig.name}; exit 3' {sig.name[3:]}; echo ready; "
               "while :; do sleep 0.05; done")
     p = subprocess.Popen([KVCPU_DEV, "run", "--device", str(dev.node), "--", "sh", "-c", script],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=_signals_as_a_terminal_leaves_them)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         os.kill(p.pid, sig)
