@@ -291,6 +291,17 @@ def test_a_large_view_is_formatted_as_far_as_its_reads_reach() -> None:
     assert small.get(1) is None and small.total == 5000
 
 
+
+def test_pieces_behind_an_empty_snapshot_are_still_made() -> None:
+    """An empty directory's snapshot holds 0 bytes; its pieces (the
+    header) are read all the same."""
+    from kvcpu_dev.transport.attrfs import Rendering, Snapshots
+
+    attr = Attribute("p", lambda: "# header\n", pieces=lambda: Pieces(0, iter(["# header\n"])))
+    s = Snapshots()
+    s.put(1, Rendering(attr))
+    assert s.read(1, 4096, 0) == b"# header\n" and s.total == len("# header\n")
+
 # -- runs of STEPs: the fast path coalesces them, the reader hands them on as one call --
 
 

@@ -130,18 +130,19 @@ def block_arrays(m: ModelState, tier: int | str | None = None,
         "prefix": d.prefix[idx], "dirty": d.dirty[idx],
         "hot": d.hot[idx] & ((np.uint32(m.step32) - d.hot_step[idx]) < np.uint32(min(m.config.hot_protect_steps, U32))),
         "target": d.target[idx], "armed": d.armed[idx], "request": d.request_id[idx], "moving": d.mv_dst[idx],
-        "hint_va": d.hint_va[idx], "hint_len": d.hint_len[idx], "block_size": np.array(bs),
+        "hint_va": d.hint_va[idx], "hint_len": d.hint_len[idx],
     }
 
 
-def column_lists(arrays: dict[str, np.ndarray], start: int = 0, end: int | None = None) -> dict[str, list[Any]]:
+def column_lists(arrays: dict[str, np.ndarray], block_size: int,
+                 start: int = 0, end: int | None = None) -> dict[str, list[Any]]:
     """Rows start..end of a block_arrays snapshot, a list per column
     (BLOCK_COLUMNS; None for an empty field)."""
-    a = {k: v[start:end] for k, v in arrays.items() if v.ndim}
+    a = {k: v[start:end] for k, v in arrays.items()}
     n = len(a["va"])
     return {
         "va": a["va"].tolist(),
-        "len": [int(arrays["block_size"])] * n,
+        "len": [block_size] * n,
         "entry": a["entry"].tolist(),
         "tier": [TIER_NAMES[t] for t in a["tier"].tolist()],
         "prio": a["prio"].tolist(),
@@ -163,7 +164,7 @@ def column_lists(arrays: dict[str, np.ndarray], start: int = 0, end: int | None 
 def block_columns(m: ModelState, tier: int | str | None = None,
                   va_range: tuple[int, int] | None = None) -> dict[str, list[Any]]:
     """The live entries in address order, a list per column."""
-    return column_lists(block_arrays(m, tier, va_range))
+    return column_lists(block_arrays(m, tier, va_range), m.block_size)
 
 
 def blocks(m: ModelState, tier: int | str | None = None, va_range: tuple[int, int] | None = None) -> list[dict[str, Any]]:
@@ -187,13 +188,12 @@ def render_dma(m: ModelState) -> str:
 
 
 def render_blocks(m: ModelState) -> str:
-    return text.render_block_columns(block_columns(m))
+    return "".join(blocks_pieces(m).text)
 
 
 def blocks_pieces(m: ModelState) -> Pieces:
     """The blocks file in pieces, from a snapshot of the directory taken
     now (a few MiB of arrays at most, not the formatted text)."""
-    arrays = block_arrays(m)
-    n = len(arrays["va"])
+    arrays, bs = block_arrays(m), m.block_size
     return Pieces(sum(a.nbytes for a in arrays.values()),
-                  text.block_pieces(n, lambda start, end: column_lists(arrays, start, end)))
+                  text.block_pieces(len(arrays["va"]), lambda start, end: column_lists(arrays, bs, start, end)))

@@ -31,22 +31,21 @@ static uint64_t used(struct kv_dev *d)
     return atomic_load(&d->head) - atomic_load(&d->tail);
 }
 
-/* The slots a session's request may fill: all but the consumer's reserve,
- * or fewer while a listener bounds the backlog (kv_ring_set_backlog). */
+/* ``whole``, or less while a listener bounds the backlog
+ * (kv_ring_set_backlog). */
+static uint64_t bounded(struct kv_dev *d, uint64_t whole)
+{
+    uint32_t backlog = atomic_load_explicit(&d->backlog, memory_order_relaxed);
+
+    return backlog && backlog < whole ? backlog : whole;
+}
+
+/* The slots a session's request may fill: all but the consumer's reserve. */
 static uint64_t session_limit(struct kv_dev *d)
 {
     uint32_t reserve = d->cap >= 4 * KV_RING_RESERVE ? KV_RING_RESERVE : d->cap / 4;
-    uint32_t backlog = atomic_load_explicit(&d->backlog, memory_order_relaxed);
 
-    return backlog && backlog < d->cap - reserve ? backlog : d->cap - reserve;
-}
-
-/* A quarter of the ring, or of the backlog a listener bounds it to. */
-static uint64_t raise_at(struct kv_dev *d)
-{
-    uint32_t backlog = atomic_load_explicit(&d->backlog, memory_order_relaxed);
-
-    return (backlog && backlog < d->cap ? backlog : d->cap) / 4;
+    return bounded(d, d->cap - reserve);
 }
 
 static void publish_run(struct kv_dev *d);
@@ -177,12 +176,13 @@ int kv_ev_end(struct kv_dev *d, struct kv_pending *p, int err, int plain)
     h = atomic_load_explicit(&d->head, memory_order_relaxed) + 1;
     atomic_store_explicit(&d->head, h, memory_order_release);
     flags = consumer_wake(d);
-    /* A quarter full, which a 10 ms drain never lets happen to a single
-     * client: the consumer (SCHED_IDLE) is starved by a load that leaves no
-     * CPU idle (or a quarter of a bounded backlog).  It cannot notice by itself, since it does not run; the
+    /* A quarter full (of the ring, or of a listener's backlog), which a
+     * 10 ms drain never lets happen to a single client:
+     * the consumer (SCHED_IDLE) is starved by a load that leaves no CPU
+     * idle.  It cannot notice by itself, since it does not run; the
      * producer raises it, once, and it lowers itself when quiet
      * (driver/priority.py). */
-    if (h - atomic_load_explicit(&d->tail, memory_order_relaxed) >= raise_at(d) && want_raise(d))
+    if (h - atomic_load_explicit(&d->tail, memory_order_relaxed) >= bounded(d, d->cap) / 4 && want_raise(d))
         flags |= KV_WAKE_RAISE;
     return flags;
 }

@@ -57,9 +57,10 @@ class Rendering:
     spread over its reads, so other requests are served in between)."""
 
     def __init__(self, attr: Attribute):
-        self._rest: Iterator[str]
+        #: The pieces not yet made (None: the text is whole).
+        self._rest: Iterator[str] | None
         if attr.pieces is None:
-            self.text, self._rest, self._held = attr.show().encode(), iter(()), 0
+            self.text, self._rest, self._held = attr.show().encode(), None, 0
         else:
             pieces = attr.pieces()
             self.text, self._rest, self._held = b"", pieces.text, pieces.held
@@ -71,7 +72,7 @@ class Rendering:
 
     def upto(self, end: int) -> bytes:
         """The text, made at least to ``end`` bytes (or to its end)."""
-        if len(self.text) < end and self._held:
+        if len(self.text) < end and self._rest is not None:
             made = [self.text]
             have = len(self.text)
             for piece in self._rest:
@@ -80,8 +81,8 @@ class Rendering:
                 have += len(data)
                 if have >= end:
                     break
-            else:
-                self._held = 0  # the snapshot behind the pieces is released
+            else:  # the last piece is made: the snapshot behind them is released
+                self._rest, self._held = None, 0
             self.text = b"".join(made)
         return self.text
 
