@@ -63,7 +63,7 @@ WORKDIR /src/kvcpu-dev
 COPY . .
 RUN pip install --no-index --no-deps --no-build-isolation --no-cache-dir -q . \
     && rm -rf build ./*.egg-info kvcpu_dev kvctl \
-    && cd / && kvcpu-dev --version && python3 -c 'import kvcpu_dev.native._fuse'
+    && cd / && kvcpu-dev --version && python3 -c 'import kvcpu_dev.native._fuse, kvcpu_dev.model._hints'
 
 # The client image (`--target client`): kvctl and the Python client and no
 # daemon, for a container given a host's device through CDI:

@@ -53,14 +53,14 @@ fi
 extras=test
 ((test_setup)) && extras=test,eval
 stamp=.venv/.kvcpu-installed
-want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/*.[ch] kvcpu_dev/device/regs.py kvcpu_dev/device/tables.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py kvcpu_dev/native/build.py kvcpu_dev/native/*.[ch] kvcpu_dev/model/hints_build.py kvcpu_dev/model/hints.[ch] kvcpu_dev/device/regs.py kvcpu_dev/device/model_text.py kvcpu_dev/device/tables.py | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
 had= had_extras=
 [[ -f $stamp ]] && read -r had had_extras < "$stamp"
-built=(kvcpu_dev/native/_fuse*.so)
-if [[ $had != "$want" || ! -e ${built[0]} || ! $had_extras =~ ^$extras ]]; then
+built=(kvcpu_dev/native/_fuse*.so) model_built=(kvcpu_dev/model/_hints*.so)
+if [[ $had != "$want" || ! -e ${built[0]} || ! -e ${model_built[0]} || ! $had_extras =~ ^$extras ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$extras]"
   echo "$want $extras" > "$stamp"

@@ -142,6 +142,8 @@ class RingReader(Traced):
         cols = self._cols = np.frombuffer(self._raw, dtype=COLUMNS, count=n)
         self._seq = cols["seq"].tolist()
         self._kind = cols["kind"].tolist()
+        # The register writes as contiguous columns, for the model's take_commands.
+        self._writes = tuple(np.ascontiguousarray(cols[name]) for name in ("t_ns", "nregs", "reg_off", "reg_val"))
         # Where a segment of whole commands must end: a run, a reset (the
         # window starts over), a gap in the sequence (lost events).
         seq = cols["seq"]
@@ -177,21 +179,9 @@ class RingReader(Traced):
                 stop = start + 1
                 model.reset()
             else:
-                times = cols["t_ns"][start:end].tolist()
-                counts = cols["nregs"][start:end].tolist()
-                offsets = cols["reg_off"][start:end].tolist()
-                values = cols["reg_val"][start:end].tolist()
-                at, write, busy = model.at, model.mmio_write, model.busy
-                for i, n in enumerate(counts):
-                    stop = start + i + 1  # consumed, even if the model raises on it
-                    if n:
-                        at(times[i])  # the model's time: when the command came, not now
-                        offs, vals = offsets[i], values[i]
-                        for j in range(n):
-                            write(offs[j], vals[j])
-                        if busy():
-                            break
+                stop = self._deliver_writes(start, end)
         finally:
+            stop = max(stop, self._pos)  # _deliver_writes moves _pos past what it consumed, even on a raise
             if stop > start:
                 self._pos = stop
                 self._next_seq = self._seq[stop - 1] + 1
@@ -202,6 +192,30 @@ class RingReader(Traced):
                     for listener in self.listeners:
                         listener.take(batch)
         return stop - start
+
+    def _deliver_writes(self, start: int, end: int) -> int:
+        """Commands start..end to the model: as many at once as it takes
+        (its C hint engine), the rest write by write, each at the time its
+        command came; until it is busy with a large hint.  Returns where it
+        stopped; ``self._pos`` follows, so a command the model raises on is
+        consumed."""
+        model = self.model
+        times, nregs, offsets, values = self._writes
+        pos = start
+        while pos < end:
+            pos = self._pos = model.take_commands(times, nregs, offsets, values, pos, end)
+            if pos == end:
+                break
+            self._pos = pos + 1  # consumed, even if the model raises on it
+            n = int(nregs[pos])
+            if n:
+                model.at(int(times[pos]))  # the model's time: when the command came, not now
+                for offset, value in zip(offsets[pos, :n].tolist(), values[pos, :n].tolist()):
+                    model.mmio_write(offset, value)
+            pos += 1
+            if model.busy():
+                break
+        return pos
 
     def _deliver_traced(self, start: int, end: int) -> int:
         """--trace: one command at a time, its line, then its writes."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
+
 from .events import CommandBatch
 
 #: No STEP may be coalesced (a hint is still being applied).
@@ -37,6 +39,13 @@ class ModelSink(Protocol):
 
     def mmio_write(self, offset: int, value: int) -> None:
         """One 64-bit register write, in the driver's order."""
+
+    def take_commands(self, times: np.ndarray, nregs: np.ndarray, offsets: np.ndarray, values: np.ndarray,
+                      start: int, end: int) -> int:
+        """Commands from ``start`` (each ``nregs[k]`` writes of ``offsets[k]``,
+        ``values[k]``, at ``times[k]``), as many as it applies at once, a
+        prefix before ``end``; returns where it stopped.  The reader gives
+        the rest write by write (at, mmio_write), then offers the next."""
 
     def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None) -> bool:
         """``count`` writes of ``offset`` (the STEP doorbell) that the fast
@@ -104,6 +113,10 @@ class NoModel:
 
     def mmio_write(self, offset: int, value: int) -> None:
         pass
+
+    def take_commands(self, times: np.ndarray, nregs: np.ndarray, offsets: np.ndarray, values: np.ndarray,
+                      start: int, end: int) -> int:
+        return start  # none at once: the writes come one by one, to nothing
 
     def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None) -> bool:
         return True

@@ -21,7 +21,7 @@ import numpy as np
 from ..device import regs
 from ..device.model_text import COUNTERS, LAST_SCAN
 from ..device.sysfs import Attribute
-from . import hepc, views
+from . import fast, hepc, views
 from .config import HBM, T1, T3, TIER_NAMES, ModelConfig
 from .dma import DEMOTE, PROMOTE, DmaEngine
 from .rtbd import NO_MOVE, REQUEST_UNKNOWN, Directory
@@ -32,9 +32,15 @@ U32, U64 = regs.U32, regs.U64
 #: How long one slice of a large hint may run in incremental mode.
 HINT_SLICE_S = 0.002
 #: A hint over fewer blocks is applied whole at once (it takes microseconds).
-_SMALL_HINT = 64
+SMALL_HINT = 64
 
 T = TypeVar("T")
+
+#: The address and length registers a hint's doorbell reads, latched in
+#: this order (an array the C hint engine shares: struct kvm's ``latch``).
+LATCHES = (regs.BOOST_ADDR, regs.IMEVICT_ADDR, regs.PREFETCH_ADDR, regs.PREFETCH_LEN, regs.SHARE_ADDR)
+_LATCH = {offset: k for k, offset in enumerate(LATCHES)}
+_BOOST, _IMEVICT, _PREFETCH_ADDR, _PREFETCH_LEN, _SHARE = range(len(LATCHES))
 
 
 class InvariantError(AssertionError):
@@ -44,7 +50,9 @@ class InvariantError(AssertionError):
 class DeviceModel:
     """RTBD + HEPC + DMA engine, driven by BAR0 writes."""
 
-    def __init__(self, config: ModelConfig | None = None):
+    def __init__(self, config: ModelConfig | None = None, accelerate: bool = True):
+        """``accelerate``: take_commands applies hints in C (fast.py) where
+        the extension is built; False, the Python alone (the specification)."""
         self.config = config = config or ModelConfig()
         self.dir = Directory(config.entries)
         self.dma = DmaEngine(config, self.dir)
@@ -58,7 +66,7 @@ class DeviceModel:
         self._wall_ns = 0  # the wall clock as the model last read it (it never goes back)
         self._event_ns: int | None = None  # at(): when the command being applied reached the device
         self._now: Callable[[], int] = self._sim_now if config.clock == "sim" else self._wall_now
-        self._latch = {regs.BOOST_ADDR: 0, regs.IMEVICT_ADDR: 0, regs.PREFETCH_ADDR: 0, regs.PREFETCH_LEN: 0, regs.SHARE_ADDR: 0}
+        self._latch = np.zeros(len(LATCHES), np.uint64)
         self._pending: tuple[int, hepc.Weights, int] | None = None  # (step, weights, window latched at the doorbell)
         self._hint_va = self._hint_len = 0  # the hint being applied
         #: The rest of a hint still being applied (incremental mode only).
@@ -76,15 +84,27 @@ class DeviceModel:
         self._arm_seq = np.zeros(config.entries, dtype=np.int64)
         self._arms = 0
         self._due: list[tuple[int, int, int]] = []  # (entry, gen, deadline ns)
-        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._counts = dict.fromkeys(COUNTERS, 0)
         self.last_scan: dict[str, int] = dict.fromkeys(LAST_SCAN, 0)
         self._doorbells: dict[int, Callable[[int], None]] = {
             regs.STEP_ADVANCE: self._step,
-            regs.BOOST_LEN: lambda v: self._hint("hot", self._latch[regs.BOOST_ADDR], v, self._hot),
-            regs.IMEVICT_LEN: lambda v: self._hint("evict", self._latch[regs.IMEVICT_ADDR], v, self._evict),
+            regs.BOOST_LEN: lambda v: self._hint("hot", int(self._latch[_BOOST]), v, self._hot),
+            regs.IMEVICT_LEN: lambda v: self._hint("evict", int(self._latch[_IMEVICT]), v, self._evict),
             regs.PREFETCH_STEP: self._prefetch_doorbell,
-            regs.SHARE_LEN: lambda v: self._hint("share", self._latch[regs.SHARE_ADDR], v, self._share),
+            regs.SHARE_LEN: lambda v: self._hint("share", int(self._latch[_SHARE]), v, self._share),
         }
+        self._engine = fast.HintEngine(self, SMALL_HINT) if accelerate and fast.available() else None
+        self.dir.mirror = self._engine
+        self._counted = False  # the engine counted something not yet in counts
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The model's counters (COUNTERS), the C engine's included."""
+        if self._counted:
+            self._counted = False
+            for name, added in self._engine.take_counts().items():  # type: ignore[union-attr]
+                self._counts[name] += added
+        return self._counts
 
     # -- clocks ---------------------------------------------------------------------
     def _sim_now(self) -> int:
@@ -120,8 +140,9 @@ class DeviceModel:
         if self._work is not None:
             self.work()  # a hint still being applied goes first
         value &= U64
-        if offset in self._latch:
-            self._latch[offset] = value
+        latch = _LATCH.get(offset)
+        if latch is not None:
+            self._latch[latch] = value
         elif offset in self._doorbells:
             self._doorbells[offset](value)
         elif offset == regs.PREFETCH_WINDOW:
@@ -129,7 +150,17 @@ class DeviceModel:
         elif offset in hepc.WEIGHT_REGS:
             self.regs.write(offset, value)
         else:
-            self.counts["unknown_reg_writes"] += 1
+            self._counts["unknown_reg_writes"] += 1
+
+    def take_commands(self, times: np.ndarray, nregs: np.ndarray, offsets: np.ndarray, values: np.ndarray,
+                      start: int, end: int) -> int:
+        """Commands from ``start`` (each ``nregs[k]`` writes ``offsets[k]``,
+        ``values[k]`` at ``times[k]``), as many as the C engine applies at
+        once, before ``end``; returns where it stopped: the rest go write
+        by write (mmio_write).  Without the engine, none."""
+        if self._engine is None or self._work is not None:
+            return start
+        return self._engine.take(times, nregs, offsets, values, start, end)
 
     def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None = None) -> bool:
         """``count`` STEP doorbells, the last one ``last``, the largest
@@ -142,10 +173,10 @@ class DeviceModel:
         if t_ns is not None:
             self.at(t_ns)  # a plain STEP reads no time but the last one's
         self.step32 = last
-        self.counts["steps"] += count
+        self._counts["steps"] += count
         if self.config.clock == "sim":
             self._sim_ns += count * self._period_ns
-        self.counts["scans_superseded"] += count if self._pending is not None else count - 1
+        self._counts["scans_superseded"] += count if self._pending is not None else count - 1
         self._pending = (self.step32, self.regs.weights, self.window)
         return True
 
@@ -164,18 +195,18 @@ class DeviceModel:
     def _to_step32(self, value: int, what: str) -> int:
         step32 = value & U32
         if step32 != value:
-            self.counts["step_truncations"] += 1
+            self._counts["step_truncations"] += 1
             log.info("RTBD %s: step %d does not fit the 32-bit directory field, using %d", what, value, step32)
         return step32
 
     def _step(self, value: int) -> None:
         """STEP doorbell: move the clock, note deadlines, queue the scan."""
         self.step32 = self._to_step32(value, "STEP_ADVANCE")
-        self.counts["steps"] += 1
+        self._counts["steps"] += 1
         if self.config.clock == "sim":
             self._sim_ns += self._period_ns
         if self._pending is not None:
-            self.counts["scans_superseded"] += 1
+            self._counts["scans_superseded"] += 1
         self._pending = (self.step32, self.regs.weights, self.window)
         now = self._now()
         heap = self._targets
@@ -188,22 +219,22 @@ class DeviceModel:
 
     def _prefetch_doorbell(self, value: int) -> None:
         target = self._to_step32(value, "PREFETCH target")
-        self._hint("prefetch", self._latch[regs.PREFETCH_ADDR], self._latch[regs.PREFETCH_LEN],
+        self._hint("prefetch", int(self._latch[_PREFETCH_ADDR]), int(self._latch[_PREFETCH_LEN]),
                    lambda i: self._prefetch(i, target))
 
     # -- hints ----------------------------------------------------------------------------
     def _hint(self, kind: str, va: int, length: int, apply: Callable[[int], object]) -> None:
         """Apply one hint to every block its range touches."""
-        self.counts[f"hint_{kind}"] += 1
+        self._counts[f"hint_{kind}"] += 1
         if length == 0:
-            self.counts["hints_zero_len"] += 1
+            self._counts["hints_zero_len"] += 1
             return
         self.dma.advance_to(self._now())  # moves finished by now are final
         self._hint_va, self._hint_len = va, length
         first = va // self.block_size
         last = (min(va + length, U64 + 1) - 1) // self.block_size
         entries = self._entries(first, last, allocate=kind != "evict")
-        if last - first < _SMALL_HINT:  # most hints: applied at once, no slicing to arrange
+        if last - first < SMALL_HINT:  # most hints: applied at once, no slicing to arrange
             for i in entries:
                 apply(i)
             return
@@ -241,9 +272,9 @@ class DeviceModel:
                 inside = sorted(k for k in index if b <= k <= last)
                 missing = (last - b + 1) - len(inside)
                 if not allocate:
-                    self.counts["hint_untracked_blocks"] += missing
+                    self._counts["hint_untracked_blocks"] += missing
                 else:
-                    self.counts["dir_full" if not self.dir.free_entries() else "alloc_no_room"] += missing
+                    self._counts["dir_full" if not self.dir.free_entries() else "alloc_no_room"] += missing
                 for k in inside:
                     i = index.get(k)
                     if i is not None:
@@ -254,7 +285,7 @@ class DeviceModel:
                 if allocate:
                     i = self._allocate(b)  # counts its own failure
                 else:
-                    self.counts["hint_untracked_blocks"] += 1
+                    self._counts["hint_untracked_blocks"] += 1
             if i is not None:
                 yield i
             b += 1
@@ -266,17 +297,18 @@ class DeviceModel:
         """Track a block the device has not seen: in the initial tier, or the
         first tier below it with room.  None (counted) when impossible."""
         if not self.dir.free_entries():
-            self.counts["dir_full"] += 1
+            self._counts["dir_full"] += 1
             return None
         tier = next((t for t in range(self.config.initial_tier, 4) if self.dma.room(t) > 0), None)
         if tier is None:
-            self.counts["alloc_no_room"] += 1
+            self._counts["alloc_no_room"] += 1
             return None
         if tier != self.config.initial_tier:
-            self.counts["alloc_spilled"] += 1
+            self._counts["alloc_spilled"] += 1
         i = self.dir.allocate(block, tier, self.step32, self._now())
+        self._arm_seq[i] = 0  # an arming of the entry's last block does not carry over
         self.dma.resident[tier] += 1
-        self.counts["blocks_allocated"] += 1
+        self._counts["blocks_allocated"] += 1
         return i
 
     def _touch(self, i: int) -> None:
@@ -289,7 +321,7 @@ class DeviceModel:
             d.f[i] += 1
         if d.mv_dst[i] > d.tier[i]:
             self.dma.cancel(i)
-            self.counts["demotions_cancelled"] += 1
+            self._counts["demotions_cancelled"] += 1
 
     def _access(self, i: int) -> None:
         d = self.dir
@@ -313,7 +345,7 @@ class DeviceModel:
         d.prefix[i] = True
         d.request_id[i] = 0
         if d.ref[i] == 255:
-            self.counts["ref_saturated"] += 1
+            self._counts["ref_saturated"] += 1
         else:
             d.ref[i] += 1
 
@@ -330,18 +362,18 @@ class DeviceModel:
         if len(self._targets) > 4 * d.size + 1024:
             self._targets = self._pruned(self._targets)
         if d.tier[i] <= T1:
-            self.counts["prefetch_already_staged"] += 1
+            self._counts["prefetch_already_staged"] += 1
         elif d.mv_dst[i] == NO_MOVE:
             if self.window and target > self.step32 + self.window:
                 heapq.heappush(self._windowed, (target, self._arms, i))
-                self.counts["prefetch_held_window"] += 1
+                self._counts["prefetch_held_window"] += 1
                 if len(self._windowed) > 4 * d.size + 1024:
                     self._windowed = self._pruned(self._windowed)
             elif self.dma.room(T1) > 0:
                 self.dma.enqueue_one(PROMOTE, i, T1, self._now())
-                self.counts["prefetch_issued_hint"] += 1
+                self._counts["prefetch_issued_hint"] += 1
             else:
-                self.counts["prefetch_deferred_full"] += 1
+                self._counts["prefetch_deferred_full"] += 1
 
     def _enter_window(self, now: int) -> None:
         """At a STEP: armed blocks whose target is now within the window
@@ -358,9 +390,9 @@ class DeviceModel:
                 continue
             if self.dma.room(T1) > 0:
                 self.dma.enqueue_one(PROMOTE, i, T1, now)
-                self.counts["prefetch_issued_window"] += 1
+                self._counts["prefetch_issued_window"] += 1
             else:
-                self.counts["prefetch_deferred_full"] += 1
+                self._counts["prefetch_deferred_full"] += 1
 
     def _pruned(self, heap: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         kept = [(t, s, i) for t, s, i in heap if self.dir.live[i] and self._arm_seq[i] == s]
@@ -373,27 +405,27 @@ class DeviceModel:
         d = self.dir
         if d.ref[i] > 0:
             d.ref[i] -= 1
-            self.counts["ref_drops"] += 1
+            self._counts["ref_drops"] += 1
             return
         if d.mv_dst[i] != NO_MOVE:
             self.dma.cancel(i)
-            self.counts["moves_cancelled_reclaim"] += 1
+            self._counts["moves_cancelled_reclaim"] += 1
         self.dma.resident[d.tier[i]] -= 1
         d.release(i)
-        self.counts["blocks_reclaimed"] += 1
+        self._counts["blocks_reclaimed"] += 1
 
     def reset(self) -> None:
         """A function-level reset of the device: the power-on state, with
         the same configuration (what it lost is counted nowhere)."""
         incremental = self.incremental
-        self.__init__(self.config)  # type: ignore[misc]
+        self.__init__(self.config, accelerate=self._engine is not None)  # type: ignore[misc]
         self.incremental = incremental
 
     def events_lost(self, count: int) -> None:
         """The daemon's event ring dropped ``count`` commands before this
         model saw them: say so (model_stats in_sync=0) rather than diverge
         silently."""
-        self.counts["events_lost"] += count
+        self._counts["events_lost"] += count
 
     # -- the deferred work ------------------------------------------------------------------
     def has_pending(self) -> bool:
@@ -423,11 +455,11 @@ class DeviceModel:
         d = self.dir
         for i, gen, deadline in self._due:
             if not d.live[i] or d.gen[i] != gen:
-                self.counts["prefetch_reclaimed_before_target"] += 1
+                self._counts["prefetch_reclaimed_before_target"] += 1
             elif d.tier[i] <= T1 and d.arrived_ns[i] <= deadline:
-                self.counts["prefetch_on_time"] += 1
+                self._counts["prefetch_on_time"] += 1
             else:
-                self.counts["prefetch_late"] += 1
+                self._counts["prefetch_late"] += 1
         self._due.clear()
 
     def _scan(self, step32: int, weights: hepc.Weights, window: int = 0) -> None:
@@ -445,7 +477,7 @@ class DeviceModel:
         self._account_scan(res, step32, elapsed)
 
     def _account_scan(self, res: hepc.ScanResult, step32: int, elapsed_ns: int) -> None:
-        c = self.counts
+        c = self._counts
         c["scans"] += 1
         c["scan_ns_total"] += elapsed_ns
         c["scan_ns_max"] = max(c["scan_ns_max"], elapsed_ns)
@@ -505,26 +537,27 @@ class DeviceModel:
         need(len(d.index) == len(live), f"index holds {len(d.index)} blocks, {len(live)} entries live")
         need(sorted(d.index.values()) == live.tolist(), "index and live entries disagree")
         need(all(int(d.block[i]) == b for b, i in d.index.items()), "an index key names another block")
+        need(self._engine is None or self._engine.mirrored() == d.index, "the C engine's index mirror differs")
         free = d.free_list()
         need(len(set(free)) == len(free) and not d.live[free].any(), "free list holds a live entry")
         need(len(free) + len(live) == d.size, "entries lost between free list and directory")
         tiers = d.tier[live]
         need(bool(((tiers >= HBM) & (tiers <= T3)).all()), "a block has no valid tier")
         resident = np.bincount(tiers, minlength=4).tolist()
-        need(resident == dma.resident, f"resident blocks {resident} != accounted {dma.resident}")
+        need(resident == dma.resident.tolist(), f"resident blocks {resident} != accounted {dma.resident}")
         moving = live[d.mv_dst[live] != NO_MOVE]
         queued = dma.queued_entries()
         need(len(queued) == len(set(queued.tolist())) and set(queued.tolist()) == set(moving.tolist()),
              "queued moves and moving entries disagree (a block in two places)")
         inbound = np.bincount(d.mv_dst[moving], minlength=4).tolist()
-        need(inbound == dma.inbound, f"inbound {inbound} != accounted {dma.inbound}")
+        need(inbound == dma.inbound.tolist(), f"inbound {inbound} != accounted {dma.inbound}")
         for t in range(4):
             need(dma.resident[t] + dma.inbound[t] <= dma.capacity[t],
                  f"tier {TIER_NAMES[t]} over capacity: {dma.resident[t]}+{dma.inbound[t]} > {dma.capacity[t]}")
         shared_down = moving[(d.ref[moving] > 0) & (d.mv_dst[moving] > d.tier[moving])]
         need(len(shared_down) == 0 and dma.refcounted_demotions == 0, "a referenced block is being or was demoted")
         moved = int(dma.bytes_moved.sum())
-        need(moved == dma.moves_completed * self.block_size == sum(dma.bytes_in) == sum(dma.bytes_out),
+        need(moved == dma.moves_completed * self.block_size == int(dma.bytes_in.sum()) == int(dma.bytes_out.sum()),
              "bytes counted per tier, per direction and per move disagree")
         w = self.regs.weights
         need(max(w.w_r, w.w_f, w.w_s, w.w_d) <= 0xFF and max(w.evict_thresh, w.prefetch_thresh) <= 0xFFFF,

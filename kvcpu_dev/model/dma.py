@@ -32,6 +32,24 @@ _WINDOW = 4096  # queue items examined per vector step of advance_to()
 _FEW = 32  # transfers completed one by one before advance_to() vectorizes
 
 
+def _scalar(array: str, index: int, doc: str) -> property:
+    """An int kept in an int64 array, which the model's C hint engine
+    updates in place."""
+
+    def get(self: Any) -> int:
+        value: int = getattr(self, array)[index].item()
+        return value
+
+    def set_(self: Any, value: int) -> None:
+        getattr(self, array)[index] = value
+
+    return property(get, set_, doc=doc)
+
+
+#: A channel's scalars, in the order of its ``sc`` array (hints.c reads them so).
+CHANNEL_SCALARS = ("head", "tail", "free_at", "completed", "cancelled")
+
+
 class Channel:
     """One channel's queue: a ring of (entry, src, dst, ready time)."""
 
@@ -41,14 +59,16 @@ class Channel:
         self.src = np.zeros(slots, dtype=np.int8)
         self.dst = np.zeros(slots, dtype=np.int8)
         self.ready = np.zeros(slots, dtype=np.int64)
-        self.head = 0  # absolute positions; the ring index is pos % slots
-        self.tail = 0
-        self.free_at = 0  # when the last completed transfer finished
-        self.completed = 0
-        self.cancelled = 0
+        self.sc = np.zeros(len(CHANNEL_SCALARS), dtype=np.int64)
+
+    head = _scalar("sc", 0, "absolute position of the first queued slot; the ring index is pos % slots")
+    tail = _scalar("sc", 1, "absolute position after the last")
+    free_at = _scalar("sc", 2, "when the last completed transfer finished")
+    completed = _scalar("sc", 3, "transfers completed")
+    cancelled = _scalar("sc", 4, "slots cancelled")
 
     def __len__(self) -> int:
-        return self.tail - self.head
+        return int(self.sc[1] - self.sc[0])
 
     def nbytes(self) -> int:
         return self.entry.nbytes + self.src.nbytes + self.dst.nbytes + self.ready.nbytes
@@ -60,18 +80,21 @@ class DmaEngine:
     def __init__(self, config: ModelConfig, directory: Directory):
         self.d = directory
         self.block_size = config.block_size
-        self.capacity = config.capacity_blocks()
-        self.resident = [0, 0, 0, 0]
-        self.inbound = [0, 0, 0, 0]
+        # Per tier, in blocks (arrays, which the C hint engine updates in place).
+        self.capacity = np.array(config.capacity_blocks(), dtype=np.int64)
+        self.resident = np.zeros(4, dtype=np.int64)
+        self.inbound = np.zeros(4, dtype=np.int64)
         # Two counts of the same bytes, kept apart so invariants can compare.
         self.bytes_moved = np.zeros((4, 4), dtype=np.int64)  # [src, dst]
-        self.bytes_in = [0, 0, 0, 0]
-        self.bytes_out = [0, 0, 0, 0]
-        self.moves_completed = 0
-        self.refcounted_demotions = 0  # must stay 0
+        self.bytes_in = np.zeros(4, dtype=np.int64)
+        self.bytes_out = np.zeros(4, dtype=np.int64)
+        self.tally = np.zeros(2, dtype=np.int64)  # moves completed, refcounted demotions
         self.duration = self._durations(config)
         # Twice the directory: cancelled slots linger until popped.
         self.channels = [Channel(2 * directory.size), Channel(2 * directory.size)]
+
+    moves_completed = _scalar("tally", 0, "transfers completed, both channels")
+    refcounted_demotions = _scalar("tally", 1, "demotions of a referenced block completed: must stay 0")
 
     @staticmethod
     def _durations(config: ModelConfig) -> np.ndarray:
@@ -87,8 +110,8 @@ class DmaEngine:
     def room(self, tier: int | None = None) -> Any:
         """Free blocks in a tier (or a list for all), counting reservations."""
         if tier is not None:
-            return self.capacity[tier] - self.resident[tier] - self.inbound[tier]
-        return [self.capacity[t] - self.resident[t] - self.inbound[t] for t in range(4)]
+            return int(self.capacity[tier] - self.resident[tier] - self.inbound[tier])
+        return (self.capacity - self.resident - self.inbound).tolist()
 
     # -- queueing ----------------------------------------------------------------
     def enqueue_one(self, chan: int, i: int, dst: int, now_ns: int) -> None:
@@ -128,8 +151,7 @@ class DmaEngine:
         d.mv_chan[idx] = chan
         d.mv_pos[idx] = pos
         ch.tail += k
-        for t, n in enumerate(np.bincount(dst, minlength=4).tolist()):
-            self.inbound[t] += n
+        self.inbound += np.bincount(dst, minlength=4)
 
     def cancel(self, i: int) -> None:
         """Drop entry ``i``'s outstanding move; its channel skips the slot."""
@@ -169,10 +191,12 @@ class DmaEngine:
         """Complete up to _FEW finished transfers at the head, in order;
         return how many queue slots were popped."""
         n = 0
-        while n < _FEW and len(ch):
-            slot = ch.head % ch.slots
+        sc = ch.sc
+        head, tail, free_at, completed, _ = sc.tolist()
+        while n < _FEW and head < tail:
+            slot = head % ch.slots
             i = int(ch.entry[slot])
-            done = max(ch.free_at, int(ch.ready[slot]))  # a cancelled slot takes no time
+            done = max(free_at, int(ch.ready[slot]))  # a cancelled slot takes no time
             if i >= 0:
                 src, dst = int(ch.src[slot]), int(ch.dst[slot])
                 done += int(self.duration[src, dst])
@@ -180,10 +204,12 @@ class DmaEngine:
                 break
             if i >= 0:
                 self._land_one(i, src, dst, done)
-                ch.completed += 1
-            ch.free_at = done
-            ch.head += 1
+                completed += 1
+            free_at = done
+            head += 1
             n += 1
+        if n:
+            sc[0], sc[2], sc[3] = head, free_at, completed
         return n
 
     def _land_one(self, i: int, src: int, dst: int, done: int) -> None:
@@ -205,7 +231,7 @@ class DmaEngine:
 
     def _head_done_by(self, ch: Channel) -> int:
         slot = ch.head % ch.slots
-        start = max(ch.free_at, int(ch.ready[slot]))
+        start: int = max(ch.free_at, int(ch.ready[slot]))
         if ch.entry[slot] < 0:
             return start
         return start + int(self.duration[ch.src[slot], ch.dst[slot]])
@@ -239,12 +265,11 @@ class DmaEngine:
         d.dirty[i] = False
         pairs = np.bincount(src.astype(np.intp) * 4 + dst, minlength=16).reshape(4, 4)
         self.bytes_moved += pairs * self.block_size
-        outs, ins = pairs.sum(axis=1).tolist(), pairs.sum(axis=0).tolist()
-        for t in range(4):
-            self.resident[t] += ins[t] - outs[t]
-            self.inbound[t] -= ins[t]
-            self.bytes_in[t] += ins[t] * self.block_size
-            self.bytes_out[t] += outs[t] * self.block_size
+        outs, ins = pairs.sum(axis=1), pairs.sum(axis=0)
+        self.resident += ins - outs
+        self.inbound -= ins
+        self.bytes_in += ins * self.block_size
+        self.bytes_out += outs * self.block_size
         self.moves_completed += len(i)
 
     # -- reporting -----------------------------------------------------------------

@@ -4,17 +4,29 @@ Each field is one numpy array allocated once at the directory's size, so the
 HEPC scan is a handful of vector operations and the memory footprint is
 known up front.  A dict maps a block number (va // block_size) to its entry
 and a free list hands out entries, so a hint on one block costs O(1).  The
-free list holds only released entries; the never-used ones are the range
-from the high-water mark up (a Python list of every index cost an idle
-daemon 2.5 MB at 65,536 entries).
+free list holds only released entries, as an array stack; the never-used
+ones are the range from the high-water mark up (a Python list of every
+index cost an idle daemon 2.5 MB at 65,536 entries).  The model's C hint
+engine (fast.py) works on these same arrays; it keeps a mirror of the dict,
+which ``mirror`` is then told of every change made here.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 
 NO_MOVE = -1
 REQUEST_UNKNOWN = 0xFFFF  # the ioctls carry no request id; 0 means prefix
+
+class IndexMirror(Protocol):
+    """A copy of Directory.index kept elsewhere (the C hint engine's)."""
+
+    def put(self, block: int, entry: int) -> None: ...
+
+    def drop(self, block: int) -> None: ...
+
 
 class Directory:
     """The tag store: field arrays, a block -> entry map and a free list."""
@@ -47,17 +59,27 @@ class Directory:
         self.gen = np.zeros(entries, np.uint32)  # bumped on every allocation, to spot stale references
 
         self.index: dict[int, int] = {}
+        self.mirror: IndexMirror | None = None
         # Released entries are reused first, last in first out; then entry
         # high_water, so live entries stay below the high-water mark.
-        self.released: list[int] = []
-        self.high_water = 0  # every live entry's index is below this; none from it up was used
+        self.released = np.zeros(entries, np.int32)  # a stack: its first free[0] items
+        self.free = np.zeros(2, np.int64)  # released entries, high-water mark
+
+    @property
+    def high_water(self) -> int:
+        """Every live entry's index is below this; none from it up was used."""
+        return int(self.free[1])
+
+    @high_water.setter
+    def high_water(self, value: int) -> None:
+        self.free[1] = value
 
     def free_entries(self) -> int:
-        return len(self.released) + self.size - self.high_water
+        return int(self.free[0]) + self.size - int(self.free[1])
 
     def free_list(self) -> list[int]:
         """Every free entry, the next to be handed out last."""
-        return [*range(self.size - 1, self.high_water - 1, -1), *self.released]
+        return [*range(self.size - 1, self.high_water - 1, -1), *self.released[:self.free[0]].tolist()]
 
     # -- lookup and allocation ---------------------------------------------
     def __len__(self) -> int:
@@ -73,14 +95,18 @@ class Directory:
         There must be a free entry: the device checks first, and counts a
         full directory in ``dir_full`` instead of asking (a tag store
         cannot make room by forgetting a block that still holds data)."""
-        if self.released:
-            i = self.released.pop()
-        elif self.high_water < self.size:
-            i = self.high_water
-            self.high_water += 1
+        free = self.free
+        if free[0]:
+            free[0] -= 1
+            i = int(self.released[free[0]])
+        elif free[1] < self.size:
+            i = int(free[1])
+            free[1] += 1
         else:
             raise IndexError("allocate from a full directory")
         self.index[block] = i
+        if self.mirror is not None:
+            self.mirror.put(block, i)
         self.live[i] = True
         self.block[i] = block
         self.tier[i] = tier
@@ -102,16 +128,21 @@ class Directory:
 
     def release(self, i: int) -> None:
         """Return an entry to the free list (its block is reclaimed)."""
-        del self.index[int(self.block[i])]
+        block = int(self.block[i])
+        del self.index[block]
+        if self.mirror is not None:
+            self.mirror.drop(block)
         self.live[i] = False
         self.hot[i] = False
         self.armed[i] = False
-        self.released.append(i)
+        self.released[self.free[0]] = i
+        self.free[0] += 1
 
     # -- introspection -------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        """The field arrays by name (the tag store proper)."""
-        return {name: value for name, value in vars(self).items() if isinstance(value, np.ndarray)}
+        """The field arrays by name (the tag store proper, not the free list)."""
+        return {name: value for name, value in vars(self).items()
+                if isinstance(value, np.ndarray) and name not in ("released", "free")}
 
     def nbytes(self) -> int:
         return sum(array.nbytes for array in self.arrays().values())

@@ -26,7 +26,8 @@ class ModelState(Protocol):
     dir: Directory
     dma: DmaEngine
     regs: Registers
-    counts: dict[str, int]
+    @property
+    def counts(self) -> dict[str, int]: ...
     last_scan: dict[str, int]
     step32: int
     block_size: int
@@ -64,7 +65,7 @@ def stats(m: ModelState) -> dict[str, Any]:
         bytes_down=down,
         bytes_up=int(dma.bytes_moved.sum()) - down,
     )
-    for key, resident in zip(TIER_KEYS, dma.resident):
+    for key, resident in zip(TIER_KEYS, dma.resident.tolist()):
         out[f"{key}_blocks"] = resident
     out.update({f"last_scan_{k}": v for k, v in m.last_scan.items()})
     out.update(m.regs.weights.__dict__)
@@ -80,14 +81,14 @@ def tiers(m: ModelState) -> list[dict[str, Any]]:
     for t, (name, tc) in enumerate(zip(TIER_NAMES, m.config.tiers)):
         rows.append({
             "tier": name,
-            "capacity_blocks": dma.capacity[t],
-            "resident": dma.resident[t],
-            "inbound": dma.inbound[t],
+            "capacity_blocks": int(dma.capacity[t]),
+            "resident": int(dma.resident[t]),
+            "inbound": int(dma.inbound[t]),
             "free": dma.room(t),
             "capacity_bytes": tc.capacity,
-            "used_bytes": (dma.resident[t] + dma.inbound[t]) * bs,
-            "bytes_in": dma.bytes_in[t],
-            "bytes_out": dma.bytes_out[t],
+            "used_bytes": int(dma.resident[t] + dma.inbound[t]) * bs,
+            "bytes_in": int(dma.bytes_in[t]),
+            "bytes_out": int(dma.bytes_out[t]),
             "bandwidth": int(tc.bandwidth),
             "latency_ns": round(tc.latency * 1e9),
         })
