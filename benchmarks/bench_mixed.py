@@ -146,6 +146,8 @@ def soak(report: Report, load, tmp, seconds: float) -> None:
             p.communicate()
         blocks.stop.set()
         view.stop.set()
+        blocks.join()
+        view.join()
         last = rss_mb(d["pid"])
         stats = keyvals((d["attr_dir"] / "model_stats").read_text())
         tele = keyvals((d["attr_dir"] / "telemetry").read_text())
@@ -163,13 +165,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="2 s rounds, 2 rounds a server")
     ap.add_argument("--soak", type=float, default=0, metavar="S", help="also soak S seconds")
+    ap.add_argument("--soak-only", action="store_true", help="no flood rounds, only the soak")
     args = ap.parse_args()
     seconds, rounds = (2.0, 2) if args.quick else (5.0, 4)
     report = Report("bench_mixed: a mixed flood, lossless vs lossy vs the no-op C server (same run)")
     with scratch() as tmp:
         load = build_c("ioctl_load.c", tmp)
         noop = build_c("noop_fuse.c", tmp, fuse=True)
-        for clients in (1, 2):
+        for clients in () if args.soak_only else (1, 2):
             results: dict[str, list[dict]] = {"lossless": [], "lossy": [], "noop": []}
             order = ["lossless", "lossy", "noop"]
             for r in range(rounds):

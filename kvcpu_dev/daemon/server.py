@@ -160,6 +160,7 @@ class Server:
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
         self.priority.lower()
+        self.priority.watch_requests(self.attr_session.fd)  # type: ignore[union-attr]
         await self.fast.wait_ready()
         if self.cuse_node is not None:
             await self.cuse_node.settle()
@@ -377,6 +378,7 @@ class Server:
         if self.fast is not None:  # the device's mount sits on the attribute mount
             self.fast.close()
             self.fast = None
+        self.priority.close()  # before the fd it watches goes
         if self.attr_session is not None:
             self.attr_session.close()
             self.attr_session = None

@@ -112,8 +112,17 @@ def block_pieces(n: int, rows: Callable[[int, int], dict[str, list[Any]]]) -> It
     yield "# " + " ".join(BLOCK_COLUMNS) + "\n"
     for start in range(0, n, _CHUNK):
         cols = rows(start, min(n, start + _CHUNK))
-        fields = [[_fmt(c, v) for v in cols[c]] for c in BLOCK_COLUMNS]
-        yield "".join(" ".join(row) + "\n" for row in zip(*fields))
+        fields = [_texts(c, cols[c]) for c in BLOCK_COLUMNS]
+        yield "\n".join(map(" ".join, zip(*fields))) + "\n"
+
+
+def _texts(key: str, values: list[Any]) -> list[str]:
+    """_fmt over a column, at C speed where no field is empty (a soak's
+    `blocks` reader every 2 s spent 12% of the daemon's time here)."""
+    text = "{:#x}".format if key in _HEX_COLUMNS else str
+    if None in values:
+        return ["-" if v is None else text(v) for v in values]
+    return list(map(text, values))
 
 
 # -- parsers (kvctl reads the files back) -----------------------------------------------------

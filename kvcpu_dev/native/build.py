@@ -7,7 +7,8 @@ API mode rather than ABI mode because ``struct stat``, ``fuse_file_info``
 cffi checks that at build time instead of trusting a hand-written copy.
 
 The sources, one concern each, each calling only those before it:
-ring.c (the event ring and coalesced runs), driver.c (the driver's
+ring.c (the event ring and coalesced runs), watch.c (a starved attribute
+request raises the Python thread, as a filling ring does), driver.c (the driver's
 semantics and the bench's controls), delayed.c (replies held by an
 injected latency), sessions.c (the device's FUSE and CUSE sessions and
 their thread), uring.c (the device file over FUSE io_uring, one queue
@@ -34,7 +35,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 PACKAGE = HERE.parent
 #: <linux/kv_cpu.h>: the command numbers and structs, as C clients see them.
 UAPI_INCLUDE = PACKAGE / "uapi"
-SOURCES = ("ring.c", "driver.c", "delayed.c", "sessions.c", "uring.c", "device.c", "attrs_shim.c",
+SOURCES = ("ring.c", "watch.c", "driver.c", "delayed.c", "sessions.c", "uring.c", "device.c", "attrs_shim.c",
            "madvise.c", "launch.c")
 #: What Python sees: also the cffi declaration.
 PUBLIC_HEADERS = ("kvcpu.h", "attrs_shim.h", "madvise.h")

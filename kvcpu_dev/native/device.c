@@ -36,6 +36,7 @@ struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd, int lossless)
     d->present = 1;
     d->wake_fd = wake_fd;
     d->exit_fd = -1;
+    d->watch_fd = d->watch_stop_fd = -1;
     d->step_limit = 1ull << 32;
     return d;
 }
@@ -49,6 +50,7 @@ void kv_dev_free(struct kv_dev *d)
 {
     if (d == NULL)
         return;
+    kv_watch_stop(d);
     kv_fast_stop(d);       /* the session's thread, and the replies it held back */
     kv_delayed_free(d);
     pthread_mutex_destroy(&d->lock);

@@ -72,6 +72,10 @@ struct kv_dev {
     _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */
     _Atomic int raised;         /* it was raised and has not lowered itself */
     _Atomic uint64_t raises, raise_refusals;
+    /* the attribute mount's watcher (watch.c): a starved request raises the consumer */
+    pthread_t watch_thread;
+    int have_watch_thread, watch_fd, watch_stop_fd;
+    _Atomic uint64_t watch_raises;
     /* back-pressure: producers waiting for the consumer to make room */
     pthread_mutex_t room_lock;
     pthread_cond_t room;

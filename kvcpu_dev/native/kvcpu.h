@@ -128,6 +128,13 @@ void kv_ring_raise_when_behind(struct kv_dev *d, int tid);
 void kv_ring_lowered(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
 uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
+/* A request waiting on the attribute mount's /dev/fuse fd (served by the
+ * consumer thread) raises the consumer too, if still waiting 5 ms later:
+ * under a coalesced flood the ring never fills (watch.c).  Stopped by
+ * kv_watch_stop, or kv_dev_free; an errno on failure. */
+int kv_watch_start(struct kv_dev *d, int fd);
+void kv_watch_stop(struct kv_dev *d);
+uint64_t kv_watch_raises(struct kv_dev *d);
 uint64_t kv_dev_served(struct kv_dev *d);
 
 /* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -24,8 +25,10 @@ from ..native._fuse import ffi, lib
 
 log = logging.getLogger("kvcpu_dev")
 
-#: Requests served back to back before yielding to other trio tasks.
+#: Requests served back to back before yielding to other trio tasks ...
 _BATCH = 64
+#: ... or for this long (a reader of a large view keeps the queue full).
+_BATCH_S = 0.002
 
 
 class Session:
@@ -37,6 +40,12 @@ class Session:
         self.kind = kind
         self.what = what
         self.closed = False
+
+    @property
+    def fd(self) -> int:
+        """The session's /dev/fuse fd (readable while a request waits)."""
+        fd: int = lib.fuse_session_fd(self._se)
+        return fd
 
     @classmethod
     def mount_fuse(cls, ops: Operations, mountpoint: str, options: str) -> Session:
@@ -51,22 +60,24 @@ class Session:
 
     async def serve(self) -> None:
         """Answer requests until the kernel ends the session (unmount) or
-        the task is cancelled, yielding to other trio tasks after every
-        _BATCH requests in a row."""
+        the task is cancelled, yielding to other trio tasks after _BATCH
+        requests in a row or _BATCH_S of them."""
         se = self._se
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
         buf = ffi.new("struct fuse_buf *")
         receive, process = lib.fuse_session_receive_buf, lib.fuse_session_process_buf
         served = 0
+        since = time.monotonic()
         try:
             while True:
                 res = receive(se, buf)
                 if res > 0:
                     process(se, buf)
                     served += 1
-                    if served % _BATCH == 0:
+                    if served % _BATCH == 0 or time.monotonic() - since > _BATCH_S:
                         await trio.lowlevel.checkpoint()
+                        since = time.monotonic()
                 elif res == -errno.EAGAIN:
                     await trio.lowlevel.wait_readable(fd)
                 elif res == -errno.EINTR:
