@@ -209,13 +209,14 @@ class DeviceModel:
             self._counts["scans_superseded"] += 1
         self._pending = (self.step32, self.regs.weights, self.window)
         now = self._now()
+        if self._windowed:  # first: a target reached now still stages, late
+            self._enter_window(now)
         heap = self._targets
         while heap and heap[0][0] <= self.step32:
             _, seq, i = heapq.heappop(heap)
-            if self.dir.live[i] and self._arm_seq[i] == seq:
+            if self._arm_seq[i] == seq:  # the entry's pending arming (else re-armed or reclaimed since)
+                self._arm_seq[i] = 0  # no longer pending: a reclaim now is judged by _judge_due
                 self._due.append((i, int(self.dir.gen[i]), now))
-        if self._windowed:
-            self._enter_window(now)
 
     def _prefetch_doorbell(self, value: int) -> None:
         target = self._to_step32(value, "PREFETCH target")
@@ -306,7 +307,6 @@ class DeviceModel:
         if tier != self.config.initial_tier:
             self._counts["alloc_spilled"] += 1
         i = self.dir.allocate(block, tier, self.step32, self._now())
-        self._arm_seq[i] = 0  # an arming of the entry's last block does not carry over
         self.dma.resident[tier] += 1
         self._counts["blocks_allocated"] += 1
         return i
@@ -410,6 +410,9 @@ class DeviceModel:
         if d.mv_dst[i] != NO_MOVE:
             self.dma.cancel(i)
             self._counts["moves_cancelled_reclaim"] += 1
+        if self._arm_seq[i]:  # a PREFETCH's target is still ahead: it can no longer be met
+            self._arm_seq[i] = 0
+            self._counts["prefetch_reclaimed_before_target"] += 1
         self.dma.resident[d.tier[i]] -= 1
         d.release(i)
         self._counts["blocks_reclaimed"] += 1

@@ -234,7 +234,6 @@ static int32_t allocate(struct kvm *m, uint64_t block)
 	if (tier != m->initial_tier)
 		m->counts[KVM_C_alloc_spilled]++;
 	int32_t i = dir_allocate(m, block, tier, now_ns(m));
-	m->arm_seq[i] = 0; /* an arming of the entry's last block does not carry over */
 	m->resident[tier]++;
 	m->counts[KVM_C_blocks_allocated]++;
 	return i;
@@ -303,6 +302,10 @@ static void evict(struct kvm *m, int32_t i)
 	if (m->mv_dst[i] != KVM_NO_MOVE) {
 		cancel(m, i);
 		m->counts[KVM_C_moves_cancelled_reclaim]++;
+	}
+	if (m->arm_seq[i]) { /* a PREFETCH's target is still ahead: it can no longer be met */
+		m->arm_seq[i] = 0;
+		m->counts[KVM_C_prefetch_reclaimed_before_target]++;
 	}
 	m->resident[m->tier[i]]--;
 	dir_release(m, i);

@@ -212,6 +212,31 @@ def test_lateness_is_judged_at_the_target_step_even_if_its_scan_was_superseded()
     assert (m.counts["prefetch_on_time"], m.counts["prefetch_late"]) == (1, 1)
 
 
+def test_a_prefetch_reclaimed_before_its_target_is_counted_once_and_never_judged_on_another_block():
+    """EVICT before the target step: the prefetch can no longer be met.  The
+    entry it held may go to another block at once; reaching the old target
+    judges nothing for that block (it was never prefetched)."""
+    m = CheckedModel(small_config(entries=1, initial_tier=2))
+    prefetch(m, 0, MiB, 5)
+    evict(m, 0, MiB)
+    assert m.counts["prefetch_reclaimed_before_target"] == 1
+    hot(m, 7 * MiB, MiB)  # the one entry, now another block's
+    for n in range(1, 7):
+        step(m, n)
+    c = m.counts
+    assert (c["prefetch_reclaimed_before_target"], c["prefetch_on_time"], c["prefetch_late"]) == (1, 0, 0)
+
+
+def test_a_block_reclaimed_after_its_target_step_is_judged_reclaimed_once():
+    m = CheckedModel(small_config(initial_tier=2))
+    prefetch(m, 0, MiB, 1)
+    step(m, 1, run=False)  # the deadline: judged at the scan
+    evict(m, 0, MiB)  # reclaimed in between
+    m.run_pending()
+    c = m.counts
+    assert (c["prefetch_reclaimed_before_target"], c["prefetch_on_time"], c["prefetch_late"]) == (1, 0, 0)
+
+
 def test_a_prefetch_target_protects_the_block_until_its_step_passes():
     m = CheckedModel(small_config(hot_protect_steps=0, **FAST))
     prefetch(m, 0, MiB, 3)
