@@ -159,8 +159,10 @@ class Server:
             # this thread serves: mount from a worker thread.
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
-        self.priority.lower()
+        # The watcher first: a thread inherits its creator's policy, and
+        # a SCHED_IDLE watcher waited up to 64 ms itself under a flood.
         self.priority.watch_requests(self.attr_session.fd)  # type: ignore[union-attr]
+        self.priority.lower()
         await self.fast.wait_ready()
         if self.cuse_node is not None:
             await self.cuse_node.settle()
@@ -342,6 +344,7 @@ class Server:
         token = self._trio_token
         if token is None:  # not serving (any more)
             return None
+        self.priority.urge()  # under a coalesced flood the loop may be starved (SCHED_IDLE)
         try:
             return trio.from_thread.run_sync(read, trio_token=token)
         except trio.RunFinishedError:  # stopping

@@ -63,6 +63,11 @@ class PythonPriority:
         if err:
             log.info("cannot watch the attribute mount for starved requests: %s", os.strerror(err))
 
+    def urge(self) -> None:
+        """Another thread is about to wait for this one (a metrics scrape
+        reading the model): raise it now if it is not raised already."""
+        lib.kv_ring_raise(self.driver.handle)
+
     def close(self) -> None:
         """Stop watching (before the watched fd is closed)."""
         lib.kv_watch_stop(self.driver.handle)

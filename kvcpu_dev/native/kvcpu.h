@@ -126,6 +126,9 @@ uint64_t kv_ring_stall_ns(struct kv_dev *d);
  * consumer says it lowered itself again. */
 void kv_ring_raise_when_behind(struct kv_dev *d, int tid);
 void kv_ring_lowered(struct kv_dev *d);
+/* Raise it now (someone waits for it), unless it is raised already; 1 if
+ * this call raised it. */
+int kv_ring_raise(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
 uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
 /* A request waiting on the attribute mount's /dev/fuse fd (served by the

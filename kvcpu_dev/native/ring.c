@@ -203,6 +203,14 @@ void kv_wake(struct kv_dev *d, int flags)
     }
 }
 
+int kv_ring_raise(struct kv_dev *d)
+{
+    if (!want_raise(d))
+        return 0;
+    kv_wake(d, KV_WAKE_RAISE);
+    return 1;
+}
+
 void kv_ring_raise_when_behind(struct kv_dev *d, int tid) { atomic_store(&d->consumer_tid, tid); }
 void kv_ring_lowered(struct kv_dev *d) { atomic_store(&d->raised, 0); }
 uint64_t kv_ring_raises(struct kv_dev *d) { return atomic_load(&d->raises); }
