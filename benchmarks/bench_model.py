@@ -6,7 +6,11 @@ Prints a table and exits 1 if a target is missed:
 - a STEP scan over 65,536 live entries: median <= 1 ms, and >= 50x faster
   than the per-entry reference in the same run;
 - the full directory's arrays <= 8 MiB;
-- a single-block hint at a full directory: median <= 20 us.
+- a single-block hint at a full directory: median <= 20 us;
+- a mixed command stream (bench_mixed.py's: STEP / HOT / EVICT / PREFETCH /
+  SHARE, one in five each, over 100,000 blocks), as the ring reader hands
+  it to the model: the C hint engine (model/hints.c) against the Python
+  model alone, per command, alternated round by round (reported).
 
 The scan is timed twice: the HEPC scan alone (what the reference does), and
 the whole run_pending() a STEP triggers (DMA completions, deadline checks,
@@ -17,6 +21,7 @@ where every non-prefix block is an eviction candidate at every step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -24,10 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from kvcpu_dev.device import regs as R  # noqa: E402
 from kvcpu_dev.model import DeviceModel, ModelConfig, hepc, reference  # noqa: E402
 
 ENTRIES = 65536
+#: The mixed stream: bench_mixed.py's address space, its clients' mix.
+MIXED_BLOCKS, MIXED_COMMANDS, MIXED_ROUNDS = 100_000, 50_000, 4
 
 
 def full_model() -> DeviceModel:
@@ -42,6 +51,69 @@ def full_model() -> DeviceModel:
             m.mmio_write(R.SHARE_LEN, bs)
     assert len(m.dir) == ENTRIES
     return m
+
+
+def mixed_stream(n: int, seed: int = 1) -> tuple[np.ndarray, ...]:
+    """``n`` commands as benchmarks/ioctl_load.c's ``mixed`` sends them
+    (its xorshift, its mix), as the ring reader's columns: times 9 us
+    apart, register counts, offsets, values."""
+    mask = (1 << 64) - 1
+    x, step = seed, 0
+    nregs = np.zeros(n, np.uint32)
+    offsets, values = np.zeros((n, 6), np.uint32), np.zeros((n, 6), np.uint64)
+    hints = ((R.BOOST_ADDR, R.BOOST_LEN), (R.IMEVICT_ADDR, R.IMEVICT_LEN), (R.PREFETCH_ADDR, R.PREFETCH_LEN),
+             (R.SHARE_ADDR, R.SHARE_LEN))
+    for k in range(n):
+        x ^= x >> 12
+        x ^= (x << 25) & mask
+        x ^= x >> 27
+        r = (x * 0x2545F4914F6CDD1D) & mask
+        kind = r % 5
+        if kind == 0:
+            step += 1
+            writes = [(R.STEP_ADVANCE, step)]
+        else:
+            va, length = ((r >> 8) % MIXED_BLOCKS) << 21, 2 << 20
+            writes = list(zip(hints[kind - 1], (va, length)))
+            if kind == 3:
+                writes.append((R.PREFETCH_STEP, step + 1 + (r >> 40) % 8))
+        nregs[k] = len(writes)
+        for j, (offset, value) in enumerate(writes):
+            offsets[k, j], values[k, j] = offset, value
+    times = np.arange(n, dtype=np.uint64) * 9000 + time.monotonic_ns()
+    return times, nregs, offsets, values
+
+
+def apply_stream(m: DeviceModel, columns: tuple[np.ndarray, ...]) -> None:
+    """As driver/reader.py delivers: segments of 256, what the model takes
+    at once, the rest write by write; a scan after each segment."""
+    times, nregs, offsets, values = columns
+    for start in range(0, len(times), 256):
+        pos, end = start, min(len(times), start + 256)
+        while pos < end:
+            pos = m.take_commands(times, nregs, offsets, values, pos, end)
+            if pos == end:
+                break
+            m.at(int(times[pos]))
+            for offset, value in zip(offsets[pos, :nregs[pos]].tolist(), values[pos, :nregs[pos]].tolist()):
+                m.mmio_write(offset, value)
+            pos += 1
+        m.run_pending()
+
+
+def bench_mixed_stream() -> dict[str, list[float]]:
+    """Seconds per command, engine and Python alone, alternated (ABBA)."""
+    out: dict[str, list[float]] = {"C engine": [], "Python alone": []}
+    for r, name in zip(range(2 * MIXED_ROUNDS), itertools.cycle(["C engine", "Python alone", "Python alone",
+                                                                  "C engine"])):
+        m = DeviceModel(ModelConfig(entries=ENTRIES), accelerate=name == "C engine")
+        m.incremental = True
+        apply_stream(m, mixed_stream(MIXED_COMMANDS, seed=r + 1))  # a warm directory
+        timed = mixed_stream(MIXED_COMMANDS, seed=r + 100)
+        t = time.perf_counter()
+        apply_stream(m, timed)
+        out[name].append((time.perf_counter() - t) / MIXED_COMMANDS)
+    return out
 
 
 def median_us(samples: list[float]) -> float:
@@ -130,6 +202,10 @@ def main() -> int:
         med = median_us(samples)
         rows.append((f"one-block {name} at full directory (median)", f"{med:.1f} us", "<= 20 us", med <= 20))
     rows.append(("fill 65,536 blocks by HOT (+ 1,024 SHARE)", f"{fill_s:.2f} s", "-", True))
+    mixed = bench_mixed_stream()
+    engine, python = median_us(mixed["C engine"]), median_us(mixed["Python alone"])
+    rows.append(("mixed stream, a command: C engine | Python alone", f"{engine:.2f} | {python:.2f} us", "-", True))
+    rows.append(("mixed stream: Python alone / C engine", f"{python / engine:.1f}x", "-", True))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}}  {'value':>12}  {'target':>10}  ok")

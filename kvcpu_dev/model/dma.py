@@ -119,16 +119,17 @@ class DmaEngine:
         ch = self.channels[chan]
         if len(ch) == ch.slots:
             self._compact(chan)
-        d = self.d
-        slot = ch.tail % ch.slots
+        d, sc = self.d, ch.sc
+        tail = int(sc[1])
+        slot = tail % ch.slots
         ch.entry[slot] = i
         ch.src[slot] = d.tier[i]
         ch.dst[slot] = dst
         ch.ready[slot] = now_ns
         d.mv_dst[i] = dst
         d.mv_chan[i] = chan
-        d.mv_pos[i] = ch.tail
-        ch.tail += 1
+        d.mv_pos[i] = tail
+        sc[1] = tail + 1
         self.inbound[dst] += 1
 
     def enqueue_many(self, chan: int, idx: np.ndarray, dst: np.ndarray | int, now_ns: int) -> None:

@@ -72,7 +72,7 @@ class HintEngine:
             setattr(c, name, self._ptr(getattr(d, name)))
         slots = 1 << max(4, (2 * d.size - 1).bit_length())  # at most half full
         self._keys = np.zeros(slots, np.uint64)
-        self._vals = np.full(slots, -1, np.int32)
+        self._vals = np.zeros(slots, np.int32)  # entry + 1, 0 empty
         c.keys, c.vals, c.mask = self._ptr(self._keys), self._ptr(self._vals), slots - 1
         for k, ch in enumerate(engine.channels):
             cc = c.chan[k]
@@ -115,8 +115,8 @@ class HintEngine:
 
     def mirrored(self) -> dict[int, int]:
         """The mirror's contents (for the model's self-checks)."""
-        used = self._vals >= 0
-        return dict(zip(self._keys[used].tolist(), self._vals[used].tolist()))
+        used = self._vals > 0
+        return dict(zip(self._keys[used].tolist(), (self._vals[used] - 1).tolist()))
 
     # -- commands --------------------------------------------------------------------
     def take(self, times: np.ndarray, nregs: np.ndarray, offsets: np.ndarray, values: np.ndarray,

@@ -33,7 +33,7 @@ static uint64_t home(const struct kvm *m, uint64_t block)
 static int64_t find(const struct kvm *m, uint64_t block)
 {
 	for (uint64_t p = home(m, block);; p = (p + 1) & m->mask) {
-		if (m->vals[p] < 0)
+		if (!m->vals[p])
 			return -1;
 		if (m->keys[p] == block)
 			return (int64_t)p;
@@ -43,18 +43,18 @@ static int64_t find(const struct kvm *m, uint64_t block)
 int32_t kvm_index_get(struct kvm *m, uint64_t block)
 {
 	int64_t p = find(m, block);
-	return p < 0 ? -1 : m->vals[p];
+	return p < 0 ? -1 : m->vals[p] - 1;
 }
 
 void kvm_index_put(struct kvm *m, uint64_t block, int32_t entry)
 {
 	uint64_t p = home(m, block);
-	while (m->vals[p] >= 0 && m->keys[p] != block)
+	while (m->vals[p] && m->keys[p] != block)
 		p = (p + 1) & m->mask;
-	if (m->vals[p] < 0)
+	if (!m->vals[p])
 		m->count++;
 	m->keys[p] = block;
-	m->vals[p] = entry;
+	m->vals[p] = entry + 1;
 }
 
 /* Deletion without tombstones: later members of the probe run move back
@@ -65,18 +65,18 @@ void kvm_index_del(struct kvm *m, uint64_t block)
 	if (found < 0)
 		return;
 	uint64_t hole = (uint64_t)found, j = hole;
-	m->vals[hole] = -1;
+	m->vals[hole] = 0;
 	m->count--;
 	for (;;) {
 		j = (j + 1) & m->mask;
-		if (m->vals[j] < 0)
+		if (!m->vals[j])
 			return;
 		uint64_t k = home(m, m->keys[j]);
 		int stays = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
 		if (!stays) {
 			m->keys[hole] = m->keys[j];
 			m->vals[hole] = m->vals[j];
-			m->vals[j] = -1;
+			m->vals[j] = 0;
 			hole = j;
 		}
 	}

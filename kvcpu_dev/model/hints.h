@@ -25,7 +25,7 @@ struct kvm {
 
 	/* the block -> entry index, mirrored (open addressing, linear probing) */
 	uint64_t *keys;
-	int32_t *vals;   /* -1: empty slot */
+	int32_t *vals;   /* entry + 1; 0: an empty slot (untouched zero pages cost no memory) */
 	uint64_t mask;
 	int64_t count;
 
