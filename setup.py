@@ -6,7 +6,6 @@ import setuptools
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-
 BUILD_SCRIPTS = {("kvcpu_dev.native", "build"), ("kvcpu_dev.model", "hints_build")}
 
 
