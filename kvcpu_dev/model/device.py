@@ -93,7 +93,8 @@ class DeviceModel:
             regs.PREFETCH_STEP: self._prefetch_doorbell,
             regs.SHARE_LEN: lambda v: self._hint("share", int(self._latch[_SHARE]), v, self._share),
         }
-        self._engine = fast.HintEngine(self, SMALL_HINT) if accelerate and fast.available() else None
+        self._engine = fast.HintEngine(self.dir, self.dma, config, self._arm_seq, self._latch, SMALL_HINT) \
+            if accelerate and fast.available() else None
         self.dir.mirror = self._engine
         self._counted = False  # the engine counted something not yet in counts
 
@@ -158,9 +159,20 @@ class DeviceModel:
         ``values[k]`` at ``times[k]``), as many as the C engine applies at
         once, before ``end``; returns where it stopped: the rest go write
         by write (mmio_write).  Without the engine, none."""
-        if self._engine is None or self._work is not None:
+        engine = self._engine
+        if engine is None or self._work is not None:
             return start
-        return self._engine.take(times, nregs, offsets, values, start, end)
+        c = engine.state  # the scalars the engine reads, copied in; what it changed, back
+        c.step32, c.window, c.wall_ns, c.sim_ns, c.arms, c.t0 = \
+            self.step32, self.window, self._wall_ns, self._sim_ns, self._arms, self._t0
+        c.event_ns = fast.NO_EVENT if self._event_ns is None else self._event_ns  # a command without writes keeps it
+        c.targets_len, c.windowed_len = len(self._targets), len(self._windowed)
+        stop = engine.take(times, nregs, offsets, values, start, end, (self._targets, self._windowed))
+        if stop != start:
+            self._wall_ns, self._arms = c.wall_ns, c.arms
+            self._event_ns = None if c.event_ns == fast.NO_EVENT else c.event_ns
+            self._counted = True
+        return stop
 
     def mmio_write_steps(self, offset: int, count: int, last: int, top: int, t_ns: int | None = None) -> bool:
         """``count`` STEP doorbells, the last one ``last``, the largest

@@ -20,15 +20,12 @@ engine logs and this module replays.
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..device.model_text import COUNTERS
 from . import config, dma, rtbd
-
-if TYPE_CHECKING:
-    from .device import DeviceModel
 
 try:
     from ._hints import ffi, lib
@@ -55,15 +52,18 @@ def _check_constants(small_hint: int) -> None:
 
 
 class HintEngine:
-    """One model's C hint engine.  Also the directory's index mirror."""
+    """One model's C hint engine, over the arrays the model shares with it
+    (its directory, DMA engine, arming sequence and latches).  Also the
+    directory's index mirror.  ``state`` is the struct whose scalars the
+    model copies in and out around take()."""
 
-    def __init__(self, model: DeviceModel, small_hint: int):
+    def __init__(self, d: rtbd.Directory, engine: dma.DmaEngine, cfg: config.ModelConfig,
+                 arm_seq: np.ndarray, latch: np.ndarray, small_hint: int):
         """``small_hint``: the model applies hints over fewer blocks at once
         (larger ones in slices); the engine takes no larger one."""
         _check_constants(small_hint)
-        self.model = model
-        d, engine = model.dir, model.dma
-        c = self._c = ffi.new("struct kvm *")
+        self.dir = d
+        c = self.state = self._c = ffi.new("struct kvm *")
         self._keep: list[Any] = []  # every buffer the struct points into
         c.size = d.size
         for name in ("live", "r", "f", "ref", "prefix", "dirty", "hot", "armed", "block", "hint_va", "hint_len",
@@ -80,11 +80,11 @@ class HintEngine:
             cc.slots, cc.sc = ch.slots, self._ptr(ch.sc)
         for name in ("capacity", "resident", "inbound", "bytes_in", "bytes_out", "bytes_moved", "duration", "tally"):
             setattr(c, name, self._ptr(getattr(engine, name)))
-        c.block_size = model.block_size
+        c.block_size = cfg.block_size
         self._counts = np.zeros(len(COUNTERS), np.int64)
-        c.arm_seq, c.counts, c.latch = self._ptr(model._arm_seq), self._ptr(self._counts), self._ptr(model._latch)
-        c.initial_tier = model.config.initial_tier
-        c.sim = model.config.clock == "sim"
+        c.arm_seq, c.counts, c.latch = self._ptr(arm_seq), self._ptr(self._counts), self._ptr(latch)
+        c.initial_tier = cfg.initial_tier
+        c.sim = cfg.clock == "sim"
         c.heap_limit = 4 * d.size + 1024  # DeviceModel._prefetch prunes a heap beyond this
         self._log_block = np.zeros(LOG_ENTRIES, np.uint64)
         self._log_entry = np.zeros(LOG_ENTRIES, np.int32)
@@ -120,34 +120,26 @@ class HintEngine:
 
     # -- commands --------------------------------------------------------------------
     def take(self, times: np.ndarray, nregs: np.ndarray, offsets: np.ndarray, values: np.ndarray,
-             start: int, end: int) -> int:
+             start: int, end: int, heaps: tuple[list[Any], list[Any]]) -> int:
         """Apply commands from ``start`` on, as many as the engine takes
-        (before ``end``); returns where it stopped."""
+        (before ``end``); returns where it stopped.  The index dict and the
+        prefetch ``heaps`` (targets, windowed) then hold what it did."""
         if self._columns is None or self._columns[0] is not times:
             self._columns = (times, nregs, offsets, values)
             self._pointers = tuple(ffi.cast(t, ffi.from_buffer(a)) for t, a in zip(
                 ("int64_t *", "uint32_t *", "uint32_t *", "uint64_t *"), self._columns))
-        m, c = self.model, self._c
-        c.step32, c.window, c.wall_ns, c.sim_ns, c.arms = m.step32, m.window, m._wall_ns, m._sim_ns, m._arms
-        c.t0 = m._t0
-        c.event_ns = NO_EVENT if m._event_ns is None else m._event_ns  # a command without writes keeps it
-        c.targets_len, c.windowed_len = len(m._targets), len(m._windowed)
-        stop: int = lib.kvm_apply(c, *self._pointers, offsets.shape[1], start, end)
-        if stop == start:
-            return stop
-        m._wall_ns, m._arms = c.wall_ns, c.arms
-        m._event_ns = None if c.event_ns == NO_EVENT else c.event_ns
-        self._replay()
-        m._counted = True
+        stop: int = lib.kvm_apply(self._c, *self._pointers, offsets.shape[1], start, end)
+        if stop != start:
+            self._replay(heaps)
         return stop
 
-    def _replay(self) -> None:
+    def _replay(self, heaps: tuple[list[Any], list[Any]]) -> None:
         """What the call did to Python's own structures: the index dict and
         the prefetch heaps, in the order it happened."""
-        c, m = self._c, self.model
+        c = self._c
         n = c.log_len
         if n:
-            index = m.dir.index
+            index = self.dir.index
             for block, entry in zip(self._log_block[:n].tolist(), self._log_entry[:n].tolist()):
                 if entry < 0:
                     del index[block]
@@ -156,7 +148,6 @@ class HintEngine:
             c.log_len = 0
         n = c.push_len
         if n:
-            heaps = (m._targets, m._windowed)
             for target, seq, entry, heap in zip(self._push_target[:n].tolist(), self._push_seq[:n].tolist(),
                                                  self._push_entry[:n].tolist(), self._push_heap[:n].tolist()):
                 heapq.heappush(heaps[heap], (target, seq, entry))
