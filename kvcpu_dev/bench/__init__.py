@@ -27,6 +27,7 @@ from ..device.sysfs import Attribute
 
 if TYPE_CHECKING:
     from ..driver.handle import NativeDriver
+    from .httpd import Watch
     from .metrics import Metrics, ModelView
 
 log = logging.getLogger("kvcpu_dev")
@@ -64,9 +65,11 @@ class Bench:
             self._metrics = metrics.Metrics(metrics.Collector(self._driver, self.stats, self._model_view, recording))
         return self._metrics
 
-    def start(self, record: pathlib.Path | None, metrics_address: str | None) -> None:
+    def start(self, record: pathlib.Path | None, metrics_address: str | None, *,
+              watch: Watch | None = None) -> None:
         """Start what the command line asked for: a recording, the metrics
-        server.  Raises StartError (one line)."""
+        server (its threads given to ``watch``: httpd.Watch).  Raises
+        StartError (one line)."""
         from ..errors import StartError
 
         if record:
@@ -77,7 +80,7 @@ class Bench:
             self._metrics_asked = metrics_address
             try:
                 host, port = parse_address(metrics_address)
-                self.metrics.serve(host, port)
+                self.metrics.serve(host, port, watch)
             except (OSError, ValueError) as exc:
                 raise StartError(f"--metrics {metrics_address}: {getattr(exc, 'strerror', None) or exc}") from None
             host, port = self.metrics.address or (host, port)

@@ -34,7 +34,9 @@ metrics, and left a request line without an HTTP version hanging.  Here:
 - both threads run SCHED_IDLE, as the daemon's Python thread does: the
   endpoint gets the CPU time the device's clients and the fast path do not
   want (benchmarks/bench_metrics.py: a STEP client's p99 beside a scrape
-  flood).
+  flood).  Under a flood that leaves none, a scrape would wait for it to
+  end: the daemon's watcher (``watch``: driver/priority.py) raises both
+  threads while a scrape waits.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 log = logging.getLogger("kvcpu_dev")
 
@@ -82,14 +85,44 @@ class _Conn:
     waiting: bool = False  # its request is with the renderer
 
 
+class Busy(Protocol):
+    """What a watched thread's requests tell the watcher."""
+
+    def begin(self) -> None:
+        """A request waits for the thread (or it starts on one)."""
+
+    def end(self) -> None:
+        """None waits any more."""
+
+
+class Watch(Protocol):
+    """Looks after a thread that answers readers (driver/priority.py's
+    PythonPriority.watch): ``fd`` is what the thread polls."""
+
+    def __call__(self, tid: int, fd: int = -1) -> Busy: ...
+
+
+class _Unwatched:
+    def begin(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
 class MetricsServer:
     """Serves ``render()`` (the exposition's bytes) at /metrics on
     ``host:port``; ``address`` is where it listens once started."""
 
     def __init__(self, host: str, port: int, render: Callable[[], bytes], *,
                  max_connections: int = MAX_CONNECTIONS, timeout: float = TIMEOUT, backlog: int = BACKLOG,
-                 max_age: float = MAX_AGE):
+                 max_age: float = MAX_AGE, watch: Watch | None = None):
         self.render = render
+        self._watch = watch
+        #: What each thread's requests tell the watcher, once watched: the
+        #: renderer's wait from when the I/O thread queues them.
+        self._io_busy: Busy = _Unwatched()
+        self._render_busy: Busy = _Unwatched()
         self.max_age = max_age
         self.max_connections = max_connections
         self.timeout = timeout
@@ -123,6 +156,11 @@ class MetricsServer:
     def start(self) -> None:
         for t in self._threads:
             t.start()
+        if self._watch is not None:
+            io, renderer = self._threads
+            assert io.native_id is not None and renderer.native_id is not None  # started
+            self._io_busy = self._watch(io.native_id, self._sel.fileno())
+            self._render_busy = self._watch(renderer.native_id)
 
     def close(self) -> None:
         """Stop both threads and close every socket; safe to call twice."""
@@ -180,6 +218,9 @@ class MetricsServer:
                     status, body = 500, b"the metrics could not be rendered\n"
             for conn_id, head_only, keep_alive in batch:
                 self._answers.append((conn_id, _response(status, body, head_only, keep_alive)))
+            self._render_busy.end()
+            if not self._requests.empty():  # queued while it rendered: they wait still
+                self._render_busy.begin()
             self._wake()
             if self._stop:
                 return
@@ -201,13 +242,18 @@ class MetricsServer:
             if not self._accepting:  # and when one will have been idle long enough to give its place
                 idle = [c.idle_since for c in self._conns.values() if not c.waiting and not c.outbox]
                 nearest = min([nearest, *(t + self.evict_after for t in idle)])
-            for key, events in self._sel.select(max(0.0, min(nearest - now, 1.0))):
-                if key.fileobj is self._listener:
-                    self._accept()
-                elif key.data is None:
-                    self._take_answers()
-                else:
-                    self._serve(key.data, events)
+            ready = self._sel.select(max(0.0, min(nearest - now, 1.0)))
+            self._io_busy.begin()
+            try:
+                for key, events in ready:
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.data is None:
+                        self._take_answers()
+                    else:
+                        self._serve(key.data, events)
+            finally:
+                self._io_busy.end()
             now = time.monotonic()
             for conn_id, conn in list(self._conns.items()):
                 if now > conn.deadline:
@@ -343,6 +389,7 @@ class MetricsServer:
             conn.waiting = True
             conn.deadline = time.monotonic() + 2 * self.timeout  # the renderer's time, then its own
             self._sel.unregister(conn.sock)  # nothing to read until it is answered
+            self._render_busy.begin()
             self._requests.put((conn_id, method == b"HEAD", conn.keep_alive))
 
     def _reply(self, conn_id: int, conn: _Conn, status: int) -> None:

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector as _CollectorBase
 
-from .httpd import MetricsServer
+from .httpd import MetricsServer, Watch
 from .stats import BUCKETS, CommandStats, command_label
 
 if TYPE_CHECKING:
@@ -173,10 +173,10 @@ class Metrics:
     def text(self) -> str:
         return generate_latest(self.registry).decode()
 
-    def serve(self, host: str, port: int) -> None:
+    def serve(self, host: str, port: int, watch: Watch | None = None) -> None:
         """Serve /metrics on HOST:PORT (httpd.MetricsServer); OSError if
         the address cannot be bound."""
-        httpd = MetricsServer(host, port, lambda: generate_latest(self.registry))
+        httpd = MetricsServer(host, port, lambda: generate_latest(self.registry), watch=watch)
         httpd.start()
         self._httpd = httpd
         self.address = httpd.address

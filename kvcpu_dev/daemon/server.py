@@ -29,7 +29,7 @@ from ..bench import Bench, controls
 from ..device import tables
 from ..device.sysfs import Attribute, Pieces
 from ..driver.handle import NativeDriver
-from ..driver.priority import PythonPriority
+from ..driver.priority import Mark, PythonPriority
 from ..driver.sinks import ModelSink, NoModel
 from ..paths import DEVICE_FS_TYPE
 from ..transport import libfuse, uring_param
@@ -93,12 +93,13 @@ class Server:
             attributes += [_synced(a, self._catch_up) for a in model.attributes()]
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.driver)
+        self.priority = PythonPriority(self.driver)
         self.bench = Bench(
             self.driver, opts.name,
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None),
             model_view=self.model_view)
         try:
-            self.bench.start(opts.record, opts.metrics)
+            self.bench.start(opts.record, opts.metrics, watch=self.priority.watch)
         except BaseException:
             self.bench.close()
             self.driver.close()
@@ -113,7 +114,7 @@ class Server:
         )
         self.attr_session: libfuse.Session | None = None
         self.fast: DeviceSession | None = None
-        self.priority = PythonPriority(self.driver)
+        self._attr_mark: Mark | None = None
         self.cuse_node = (
             CuseNode(opts.name, opts.cuse_node, opts.mode, opts.gid)
             if self.transport == "cuse" else None
@@ -139,6 +140,9 @@ class Server:
                         opts.name, opts.madvise_socket, exc.strerror or exc)
         self.attr_session = libfuse.Session.mount_fuse(
             self.fs, str(opts.attr_dir), mount_options(opts.name))
+        # This thread runs trio, which serves the mount: watched, so that a
+        # reader's request never waits out a flood (driver/priority.py).
+        self._attr_mark = self.priority.watch(threading.get_native_id(), self.attr_session.fd, idle=False)
         if self.transport == "cuse":
             self.fast = FastSession.for_cuse(self.driver, opts.name, str(opts.cuse_path))
         elif self.transport == "uring":
@@ -159,9 +163,8 @@ class Server:
             # this thread serves: mount from a worker thread.
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
-        # The watcher first: a thread inherits its creator's policy, and
-        # a SCHED_IDLE watcher waited up to 64 ms itself under a flood.
-        self.priority.watch_requests(self.attr_session.fd)  # type: ignore[union-attr]
+        # The watcher first: a thread inherits its creator's policy.
+        self.priority.start_watching()
         self.priority.lower()
         await self.fast.wait_ready()
         if self.cuse_node is not None:
@@ -225,7 +228,7 @@ class Server:
             self._trio_token = None
 
     async def _serve_attributes(self, session: libfuse.Session, scope: trio.CancelScope) -> None:
-        await session.serve()
+        await session.serve(self._attr_mark.words if self._attr_mark is not None else None)
         log.warning("%s: the kernel ended the attribute mount; stopping", self.opts.name)
         scope.cancel()
 

@@ -10,10 +10,37 @@ import logging
 import os
 import threading
 
-from ..native._fuse import lib
+from ..native._fuse import ffi, lib
 from .handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
+
+
+class Mark:
+    """What a watched thread's requests say to the watcher (native/watch.c):
+    ``begin()`` when one waits for the thread (said by whoever queues it)
+    or the thread starts on it, ``end()`` when none waits any more; ``with
+    mark:`` around serving one.  Does nothing until watched."""
+
+    def __init__(self, driver: NativeDriver):
+        self.driver = driver
+        #: [0] waiting since (ns), [1] served, [2] set by the watcher.
+        self.words = ffi.new("uint64_t[3]")
+        self.watched = False
+
+    def begin(self) -> None:
+        if self.watched:
+            lib.kv_watch_busy(self.driver.handle, self.words, 1)
+
+    def end(self) -> None:
+        if self.watched:
+            lib.kv_watch_busy(self.driver.handle, self.words, 0)
+
+    def __enter__(self) -> None:
+        self.begin()
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
 
 
 class PythonPriority:
@@ -53,15 +80,28 @@ class PythonPriority:
             return
         self.raise_when_behind(threading.get_native_id())
 
-    def watch_requests(self, fd: int) -> None:
-        """Let a request that waits on ``fd`` (the attribute mount this
-        thread serves) raise it too: a flood of STEPs the fast path
-        coalesces never fills the ring, and starved under it a `cat` of an
-        attribute waited 565 ms (native/watch.c).  A request served within
-        5 ms raises nothing."""
-        err = lib.kv_watch_start(self.driver.handle, fd)
+    def watch(self, tid: int, fd: int = -1, *, idle: bool = True) -> Mark:
+        """Look after thread ``tid``, which answers readers: a request that
+        waits on ``fd`` (which the thread polls), or that the thread serves
+        (inside the returned mark), for 3 ms makes every watched thread
+        SCHED_RR until none waits (native/watch.c); then each goes back to
+        SCHED_IDLE (``idle``) or SCHED_OTHER.  Before start_watching()."""
+        mark = Mark(self.driver)
+        slot = lib.kv_watch_add(self.driver.handle, fd, tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, mark.words)
+        if slot < 0:
+            log.info("cannot watch thread %d for starved readers: %s", tid, os.strerror(-slot))
+        else:
+            mark.watched = True
+        return mark
+
+    def start_watching(self) -> None:
+        """Under a flood the kernel gives a thread that slept until a reader
+        came almost no time, whatever its nice: a `cat` of an attribute
+        waited up to 180 ms (native/watch.c).  A request served within
+        3 ms raises nothing."""
+        err = lib.kv_watch_start(self.driver.handle)
         if err:
-            log.info("cannot watch the attribute mount for starved requests: %s", os.strerror(err))
+            log.info("cannot watch for starved readers: %s", os.strerror(err))
 
     def urge(self) -> None:
         """Another thread is about to wait for this one (a metrics scrape
@@ -84,7 +124,7 @@ class PythonPriority:
         kernel refused (no CAP_SYS_NICE: a container, --runas)."""
         h = self.driver.handle
         return {"python_raised": lib.kv_ring_raises(h), "python_raise_refused": lib.kv_ring_raise_refusals(h),
-                "python_raised_for_attributes": lib.kv_watch_raises(h)}
+                "readers_starved": lib.kv_watch_raises(h), "readers_boost_refused": lib.kv_watch_refusals(h)}
 
     def quiet(self) -> None:
         """The load is over: yield again if the fast path raised us.  Not

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "attrs_shim.h"
 
@@ -43,6 +44,26 @@ struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata)
 int kv_fuse_mount(struct fuse_session *se, const char *mountpoint)
 {
     return fuse_session_mount(se, mountpoint);
+}
+
+int kv_fuse_serve_one(struct fuse_session *se, struct fuse_buf *buf, uint64_t *mark)
+{
+    int res = fuse_session_receive_buf(se, buf);
+
+    if (res > 0) {
+        struct timespec now;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (mark)
+            __atomic_store_n(&mark[0], (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
+                             __ATOMIC_RELEASE);
+        fuse_session_process_buf(se, buf);
+        if (mark) {
+            __atomic_fetch_add(&mark[1], 1, __ATOMIC_RELEASE);
+            __atomic_store_n(&mark[0], 0, __ATOMIC_RELEASE);
+        }
+    }
+    return res;
 }
 
 static void kv_fill_stat(struct stat *st, fuse_ino_t ino, unsigned mode,

@@ -5,6 +5,10 @@
 
 struct fuse_session *kv_fuse_new(const char *mount_opts, void *userdata);
 int kv_fuse_mount(struct fuse_session *se, const char *mountpoint);
+/* Receive one request and answer it (fuse_session_receive_buf's result);
+ * while it is answered, `mark` (a watcher's, kvcpu.h: kv_watch_add) says
+ * since when, and counts it once answered.  `mark` may be NULL. */
+int kv_fuse_serve_one(struct fuse_session *se, struct fuse_buf *buf, uint64_t *mark);
 int kv_reply_attr(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,
                   unsigned uid, unsigned gid, uint64_t size, double timeout);
 int kv_reply_entry(fuse_req_t req, fuse_ino_t ino, unsigned mode, unsigned nlink,

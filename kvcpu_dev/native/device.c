@@ -36,7 +36,7 @@ struct kv_dev *kv_dev_new(uint32_t ring_events, int wake_fd, int lossless)
     d->present = 1;
     d->wake_fd = wake_fd;
     d->exit_fd = -1;
-    d->watch_fd = d->watch_stop_fd = -1;
+    d->watch_kick_fd = -1;
     d->step_limit = 1ull << 32;
     return d;
 }

@@ -72,10 +72,17 @@ struct kv_dev {
     _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */
     _Atomic int raised;         /* it was raised and has not lowered itself */
     _Atomic uint64_t raises, raise_refusals;
-    /* the attribute mount's watcher (watch.c): a starved request raises the consumer */
+    /* the watcher (watch.c): a starved reader's request raises its threads */
     pthread_t watch_thread;
-    int have_watch_thread, watch_fd, watch_stop_fd;
-    _Atomic uint64_t watch_raises;
+    int have_watch_thread, watch_kick_fd, watch_count;
+    _Atomic int watch_stopping;
+    struct kv_watch_slot {
+        int fd, tid, policy;    /* fd: -1 if none; policy: the thread's own */
+        uint64_t *mark;         /* or NULL: [0] busy since (ns), [1] served, [2] kick */
+        uint64_t pending_ns;    /* the fd seen readable since (0: not) */
+        uint64_t served;        /* mark[1] at the last look */
+    } watch[KV_WATCH_SLOTS];
+    _Atomic uint64_t watch_raises, watch_refusals;
     /* back-pressure: producers waiting for the consumer to make room */
     pthread_mutex_t room_lock;
     pthread_cond_t room;

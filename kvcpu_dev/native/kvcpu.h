@@ -131,13 +131,23 @@ void kv_ring_lowered(struct kv_dev *d);
 int kv_ring_raise(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
 uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
-/* A request waiting on the attribute mount's /dev/fuse fd (served by the
- * consumer thread) raises the consumer too, if still waiting 5 ms later:
- * under a coalesced flood the ring never fills (watch.c).  Stopped by
- * kv_watch_stop, or kv_dev_free; an errno on failure. */
-int kv_watch_start(struct kv_dev *d, int fd);
+/* The watcher (watch.c): a thread that answers readers is watched through
+ * an fd it polls (-1: none) and/or a mark (NULL: none; three words, see
+ * watch.c); a request that waits, or is served, 3 ms makes every
+ * watched thread SCHED_RR until none waits, then gives each back its
+ * `policy` (the consumer: SCHED_OTHER, raised).  Add threads before
+ * kv_watch_start (a slot, or -errno); stopped by kv_watch_stop, or
+ * kv_dev_free.  kv_watch_start returns an errno on failure. */
+#define KV_WATCH_SLOTS 4
+int kv_watch_add(struct kv_dev *d, int fd, int tid, int policy, uint64_t *mark);
+int kv_watch_start(struct kv_dev *d);
 void kv_watch_stop(struct kv_dev *d);
+/* A request waits for the mark's thread or is being served by it (busy=1:
+ * the first such call since the last busy=0 sets the time), or none does
+ * any more (0). */
+void kv_watch_busy(struct kv_dev *d, uint64_t *mark, int busy);
 uint64_t kv_watch_raises(struct kv_dev *d);
+uint64_t kv_watch_refusals(struct kv_dev *d);   /* no CAP_SYS_NICE */
 uint64_t kv_dev_served(struct kv_dev *d);
 
 /* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is

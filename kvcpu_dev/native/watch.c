@@ -1,123 +1,209 @@
-/* A request on the attribute mount raises the Python thread.
+/* The watcher: a reader's request never waits out a flood.
  *
- * The Python thread, which serves the attribute mount, runs under
- * SCHED_IDLE (driver/priority.py) and is raised when the ring fills.  A
- * flood of STEPs the fast path coalesces never fills the ring, and on a
- * machine it keeps busy the kernel gives the thread no time: a `cat` of an
- * attribute waited 565 ms under 8 flooding processes.  This thread sleeps
- * in poll() on the mount's /dev/fuse fd; a request still waiting
- * KV_WATCH_GRACE_MS later means Python is starved, and the thread raises
- * it as a filling ring does, and more: at nice KV_WATCH_NICE, so that a
- * reader's few requests do not each wait out the flood's time slices
- * (raised to nice 0 only, a `model_stats` read under 8 STEP floods still
- * took 230 ms), until no request has come for KV_WATCH_QUIET_MS.  A
- * request Python takes within the grace changes nothing, so an idle
- * daemon's reads leave its scheduling alone. */
+ * The threads that answer readers (the Python thread serving the attribute
+ * mount, the metrics endpoint's two threads) yield to the fast path and its
+ * clients: SCHED_IDLE, or raised to SCHED_OTHER while the ring fills
+ * (driver/priority.py).  Neither is enough under a flood.  The kernel
+ * shares the CPU between task groups first (an autogroup per session, a
+ * cgroup per service), and gives a group's threads their share by their
+ * recent load: a thread that slept until a reader came has almost none,
+ * and under 8 STEP floods a `cat` of an attribute waited up to 180 ms in
+ * the run queue, at nice 0 or at nice -10 alike, while it needed 2 ms of
+ * CPU (its schedstat).  With autogroups off the same read took 7 ms.
+ *
+ * So this thread, SCHED_FIFO itself and asleep in poll(), watches each
+ * reader-facing thread through a slot: an fd the thread polls (readable: a
+ * request waits for it) and/or a mark the thread sets while it serves one
+ * (kv_watch_busy; the attribute session sets its own, attrs_shim.c).  A
+ * request that waits, or is being served, KV_WATCH_GRACE_MS later means
+ * its thread is starved: every watched thread becomes SCHED_RR (all of
+ * them, as the one starved may wait for the GIL another holds) until no
+ * request waits, then returns to its own policy.  The fast path's clients
+ * lose at most the time a reader's few requests take; a request served
+ * within the grace changes nothing, so an idle daemon's reads leave its
+ * scheduling alone. */
 
 #include "internal.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 /* A starved thread's request waits longer than this; a served one does not. */
-#define KV_WATCH_GRACE_MS 5
-/* The boost while readers come, and how long without a request ends it. */
-#define KV_WATCH_NICE (-10)
-#define KV_WATCH_QUIET_MS 50
+#define KV_WATCH_GRACE_MS 3
 
-/* Wait up to `ms` for the stop eventfd; 1 if it was written. */
-static int stopped(struct kv_dev *d, int ms)
+/* A mark is three words: since when the thread serves a request (0: it
+ * does not), how many it has served, and whether setting it wakes the
+ * watcher (a thread watched through no fd). */
+static void busy_since(const struct kv_watch_slot *s, uint64_t *since)
 {
-    struct pollfd p = { .fd = d->watch_stop_fd, .events = POLLIN };
+    uint64_t t = s->mark ? __atomic_load_n(&s->mark[0], __ATOMIC_ACQUIRE) : 0;
 
-    return poll(&p, 1, ms) > 0;
+    if (t && (!*since || t < *since))
+        *since = t;
 }
 
-static int request_waiting(struct kv_dev *d, int ms)
+static int set_policy(pid_t tid, int policy)
 {
-    struct pollfd p[2] = {
-        { .fd = d->watch_fd, .events = POLLIN },
-        { .fd = d->watch_stop_fd, .events = POLLIN },
-    };
+    struct sched_param p = { .sched_priority = policy == SCHED_RR ? 1 : 0 };
 
-    if (poll(p, 2, ms) < 0)
-        return errno == EINTR ? 0 : -1;
-    if (p[1].revents || p[0].revents & (POLLERR | POLLHUP | POLLNVAL))
-        return -1;  /* stopping, or the session is gone */
-    return p[0].revents & POLLIN ? 1 : 0;
+    return sched_setscheduler(tid, policy, &p);
 }
 
-static void nice_to(struct kv_dev *d, int nice)
+/* Every watched thread to SCHED_RR (on) or back to its own policy (off).
+ * The consumer goes back to SCHED_OTHER, raised as a filling ring raises
+ * it: it lowers itself once commands stop (driver/priority.py). */
+static void boost(struct kv_dev *d, int on)
 {
-    (void)setpriority(PRIO_PROCESS, (id_t)atomic_load(&d->consumer_tid), nice);
+    int consumer = atomic_load(&d->consumer_tid);
+
+    if (on && consumer)
+        kv_ring_raise(d);
+    for (int i = 0; i < d->watch_count; i++) {
+        struct kv_watch_slot *s = &d->watch[i];
+        int policy = !on ? (s->tid == consumer ? SCHED_OTHER : s->policy) : SCHED_RR;
+
+        if (set_policy(s->tid, policy) != 0 && on)
+            atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
+    }
+    if (on)
+        atomic_fetch_add_explicit(&d->watch_raises, 1, memory_order_relaxed);
 }
 
-/* Boosted: stay so while requests keep coming; 0 once none came for
- * KV_WATCH_QUIET_MS, -1 when stopping. */
-static int while_readers_come(struct kv_dev *d)
+/* One look: poll the fds of the slots with nothing pending (a readable fd
+ * already seen would return at once) and the kick, up to `ms`; update each
+ * slot's pending time.  -1 when stopping. */
+static int look(struct kv_dev *d, int ms)
 {
-    uint64_t last = kv_now_ns();
-    int r;
+    struct pollfd p[KV_WATCH_SLOTS + 1];
+    int at[KV_WATCH_SLOTS + 1], n = 0;
+    uint64_t now;
 
-    while (kv_now_ns() - last < KV_WATCH_QUIET_MS * 1000000ull) {
-        r = request_waiting(d, KV_WATCH_GRACE_MS);
-        if (r < 0)
-            return -1;
-        if (r) {  /* Python has yet to read it: look again a little later */
-            last = kv_now_ns();
-            if (stopped(d, KV_WATCH_GRACE_MS))
-                return -1;
+    for (int i = 0; i < d->watch_count; i++) {
+        if (d->watch[i].fd >= 0 && !d->watch[i].pending_ns) {
+            p[n] = (struct pollfd){ .fd = d->watch[i].fd, .events = POLLIN };
+            at[n++] = i;
         }
     }
+    p[n] = (struct pollfd){ .fd = d->watch_kick_fd, .events = POLLIN };
+    if (poll(p, (nfds_t)n + 1, ms) < 0 && errno != EINTR)
+        return -1;
+    if (p[n].revents) {
+        eventfd_t v;
+
+        (void)eventfd_read(d->watch_kick_fd, &v);
+        if (atomic_load(&d->watch_stopping))
+            return -1;
+    }
+    now = kv_now_ns();
+    for (int k = 0; k < n; k++) {
+        if (p[k].revents & (POLLERR | POLLHUP | POLLNVAL))
+            return -1;  /* the session is gone */
+        if (p[k].revents & POLLIN)
+            d->watch[at[k]].pending_ns = now;
+    }
     return 0;
+}
+
+/* The oldest request still waiting or being served (0: none), after
+ * forgetting the fds whose requests were all taken.  A thread that served
+ * one since the last look is keeping up: what waits on its fd now waits
+ * from now (a reader of a large view keeps the fd readable for a while). */
+static uint64_t oldest_pending(struct kv_dev *d, uint64_t now)
+{
+    uint64_t oldest = 0;
+
+    for (int i = 0; i < d->watch_count; i++) {
+        struct kv_watch_slot *s = &d->watch[i];
+        uint64_t served = s->mark ? __atomic_load_n(&s->mark[1], __ATOMIC_ACQUIRE) : 0;
+
+        if (served != s->served) {
+            s->served = served;
+            if (s->pending_ns)
+                s->pending_ns = now;
+        }
+        if (s->pending_ns) {
+            struct pollfd p = { .fd = s->fd, .events = POLLIN };
+
+            if (poll(&p, 1, 0) == 1 && p.revents & POLLIN) {
+                if (!oldest || s->pending_ns < oldest)
+                    oldest = s->pending_ns;
+            } else {
+                s->pending_ns = 0;
+            }
+        }
+        busy_since(s, &oldest);
+    }
+    return oldest;
 }
 
 static void *watch(void *arg)
 {
     struct kv_dev *d = arg;
-    int r;
+    struct sched_param fifo = { .sched_priority = 1 };
+    const uint64_t grace = KV_WATCH_GRACE_MS * 1000000ull;
+    int boosted = 0, wait_ms = -1;
 
-    while ((r = request_waiting(d, -1)) >= 0) {
-        if (!r || stopped(d, KV_WATCH_GRACE_MS))
-            continue;
-        r = request_waiting(d, 0);
-        if (r < 0)
-            break;
-        if (!r || !atomic_load(&d->consumer_tid))
-            continue;  /* Python took it, or it is not ours to raise */
-        kv_ring_raise(d);
-        nice_to(d, KV_WATCH_NICE);
-        atomic_fetch_add_explicit(&d->watch_raises, 1, memory_order_relaxed);
-        r = while_readers_come(d);
-        nice_to(d, 0);
-        if (r < 0)
-            break;
+    /* Refused without CAP_SYS_NICE: it then shares the starved threads'
+     * lot, and still helps when it gets the CPU. */
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo) != 0)
+        atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
+    while (look(d, wait_ms) == 0) {
+        uint64_t now = kv_now_ns(), oldest = oldest_pending(d, now);
+        int starved = oldest && now - oldest >= grace;
+
+        if (starved != boosted)
+            boost(d, boosted = starved);
+        /* Asleep until a request comes, unless one is pending: look again
+         * when it would be starved, or while boosted, every grace. */
+        if (!oldest)
+            wait_ms = -1;
+        else if (boosted)
+            wait_ms = KV_WATCH_GRACE_MS;
+        else
+            wait_ms = (int)((grace - (now - oldest)) / 1000000ull) + 1;
     }
+    if (boosted)
+        boost(d, 0);
     return NULL;
 }
 
-int kv_watch_start(struct kv_dev *d, int fd)
+int kv_watch_add(struct kv_dev *d, int fd, int tid, int policy, uint64_t *mark)
+{
+    struct kv_watch_slot *s;
+
+    if (d->have_watch_thread)
+        return -EBUSY;
+    if (d->watch_count == KV_WATCH_SLOTS)
+        return -ENOSPC;
+    s = &d->watch[d->watch_count];
+    *s = (struct kv_watch_slot){ .fd = fd, .tid = tid, .policy = policy, .mark = mark };
+    if (mark)
+        mark[2] = fd < 0;
+    return d->watch_count++;
+}
+
+int kv_watch_start(struct kv_dev *d)
 {
     sigset_t all, old;
     int err;
 
     if (d->have_watch_thread)
         return EBUSY;
-    d->watch_stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (d->watch_stop_fd < 0)
+    d->watch_kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->watch_kick_fd < 0)
         return errno;
-    d->watch_fd = fd;
+    atomic_store(&d->watch_stopping, 0);
     sigfillset(&all);   /* signals stay with Python's main thread */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     err = pthread_create(&d->watch_thread, NULL, watch, d);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) {
-        close(d->watch_stop_fd);
-        d->watch_stop_fd = -1;
+        close(d->watch_kick_fd);
+        d->watch_kick_fd = -1;
         return err;
     }
     d->have_watch_thread = 1;
@@ -125,15 +211,31 @@ int kv_watch_start(struct kv_dev *d, int fd)
     return 0;
 }
 
+void kv_watch_busy(struct kv_dev *d, uint64_t *mark, int busy)
+{
+    uint64_t none = 0;
+
+    if (!busy) {
+        __atomic_fetch_add(&mark[1], 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&mark[0], 0, __ATOMIC_RELEASE);
+    } else if (__atomic_compare_exchange_n(&mark[0], &none, kv_now_ns(), 0, __ATOMIC_RELEASE,
+                                           __ATOMIC_RELAXED) && mark[2] && d->watch_kick_fd >= 0) {
+        (void)eventfd_write(d->watch_kick_fd, 1);  /* the oldest request's time is kept */
+    }
+}
+
 void kv_watch_stop(struct kv_dev *d)
 {
-    if (!d->have_watch_thread)
-        return;
-    (void)eventfd_write(d->watch_stop_fd, 1);
-    pthread_join(d->watch_thread, NULL);
-    close(d->watch_stop_fd);
-    d->watch_stop_fd = -1;
-    d->have_watch_thread = 0;
+    if (d->have_watch_thread) {
+        atomic_store(&d->watch_stopping, 1);
+        (void)eventfd_write(d->watch_kick_fd, 1);
+        pthread_join(d->watch_thread, NULL);
+        close(d->watch_kick_fd);
+        d->watch_kick_fd = -1;
+        d->have_watch_thread = 0;
+    }
+    d->watch_count = 0;
 }
 
 uint64_t kv_watch_raises(struct kv_dev *d) { return atomic_load(&d->watch_raises); }
+uint64_t kv_watch_refusals(struct kv_dev *d) { return atomic_load(&d->watch_refusals); }

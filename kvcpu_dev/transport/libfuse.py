@@ -58,22 +58,23 @@ class Session:
             raise OSError(errno.EIO, f"cannot mount FUSE at {mountpoint}")
         return cls(se, handle, "fuse", mountpoint)
 
-    async def serve(self) -> None:
+    async def serve(self, mark: Any = None) -> None:
         """Answer requests until the kernel ends the session (unmount) or
         the task is cancelled, yielding to other trio tasks after _BATCH
-        requests in a row or _BATCH_S of them."""
+        requests in a row or _BATCH_S of them.  ``mark``: a watcher's
+        (driver/priority.py's Mark.words), told of each request served."""
         se = self._se
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
         buf = ffi.new("struct fuse_buf *")
-        receive, process = lib.fuse_session_receive_buf, lib.fuse_session_process_buf
+        serve_one = lib.kv_fuse_serve_one
+        mark = ffi.NULL if mark is None else mark
         served = 0
         since = time.monotonic()
         try:
             while True:
-                res = receive(se, buf)
+                res = serve_one(se, buf, mark)
                 if res > 0:
-                    process(se, buf)
                     served += 1
                     if served % _BATCH == 0 or time.monotonic() - since > _BATCH_S:
                         await trio.lowlevel.checkpoint()
