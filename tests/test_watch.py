@@ -54,8 +54,11 @@ class Idle:
         self.thread.join()
 
 
+Watched = tuple[NativeDriver, PythonPriority, list[Idle]]
+
+
 @pytest.fixture
-def watched() -> Iterator[tuple[NativeDriver, PythonPriority, list[Idle]]]:
+def watched() -> Iterator[Watched]:
     native = NativeDriver()
     priority = PythonPriority(native)
     threads = [Idle(), Idle()]
@@ -68,7 +71,7 @@ def watched() -> Iterator[tuple[NativeDriver, PythonPriority, list[Idle]]]:
         native.close()
 
 
-def test_a_request_left_waiting_raises_every_watched_thread_until_taken(watched) -> None:
+def test_a_request_left_waiting_raises_every_watched_thread_until_taken(watched: Watched) -> None:
     native, priority, (server, other) = watched
     r, w = os.pipe()
     try:
@@ -87,7 +90,7 @@ def test_a_request_left_waiting_raises_every_watched_thread_until_taken(watched)
         os.close(w)
 
 
-def test_a_request_queued_for_a_thread_without_an_fd_raises_it_until_it_ends(watched) -> None:
+def test_a_request_queued_for_a_thread_without_an_fd_raises_it_until_it_ends(watched: Watched) -> None:
     """The metrics renderer waits on a queue: whoever queues its work says
     so (begin), and the renderer says when none waits (end)."""
     native, priority, (renderer, _) = watched
@@ -101,7 +104,7 @@ def test_a_request_queued_for_a_thread_without_an_fd_raises_it_until_it_ends(wat
     assert priority.stats()["readers_starved"] == 1
 
 
-def test_requests_served_within_the_grace_raise_nothing(watched) -> None:
+def test_requests_served_within_the_grace_raise_nothing(watched: Watched) -> None:
     native, priority, (server, _) = watched
     r, w = os.pipe()
     try:
@@ -119,7 +122,7 @@ def test_requests_served_within_the_grace_raise_nothing(watched) -> None:
         os.close(w)
 
 
-def test_a_thread_serving_steadily_is_not_starved_while_its_fd_stays_readable(watched) -> None:
+def test_a_thread_serving_steadily_is_not_starved_while_its_fd_stays_readable(watched: Watched) -> None:
     """A reader of a large view keeps the fd readable for a while; each
     request served since the last look means the thread keeps up."""
     native, priority, (server, _) = watched
@@ -140,7 +143,7 @@ def test_a_thread_serving_steadily_is_not_starved_while_its_fd_stays_readable(wa
         os.close(w)
 
 
-def test_the_consumer_goes_back_to_sched_other_raised(watched) -> None:
+def test_the_consumer_goes_back_to_sched_other_raised(watched: Watched) -> None:
     """The daemon's Python thread also drains the ring: after a boost it is
     left raised (SCHED_OTHER), and lowers itself once commands stop."""
     native, priority, (python, _) = watched
@@ -154,7 +157,7 @@ def test_the_consumer_goes_back_to_sched_other_raised(watched) -> None:
     assert priority.stats()["python_raised"] == 1
 
 
-def test_a_thread_gone_or_refused_is_counted_and_the_others_still_raised(watched) -> None:
+def test_a_thread_gone_or_refused_is_counted_and_the_others_still_raised(watched: Watched) -> None:
     native, priority, (server, _) = watched
     mark = priority.watch(2**31 - 1)  # no such thread: ESRCH, as EPERM without CAP_SYS_NICE
     priority.watch(server.tid)
@@ -166,7 +169,7 @@ def test_a_thread_gone_or_refused_is_counted_and_the_others_still_raised(watched
     assert eventually(lambda: server.policy == os.SCHED_IDLE)
 
 
-def test_watching_is_set_up_before_the_watcher_starts_and_has_four_slots(watched) -> None:
+def test_watching_is_set_up_before_the_watcher_starts_and_has_four_slots(watched: Watched) -> None:
     native, priority, (server, _) = watched
     marks = [priority.watch(server.tid) for _ in range(5)]
     assert [m.watched for m in marks] == [True] * 4 + [False]  # ENOSPC: logged, the mark does nothing
@@ -178,7 +181,7 @@ def test_watching_is_set_up_before_the_watcher_starts_and_has_four_slots(watched
     assert server.policy == os.SCHED_IDLE and priority.stats()["readers_starved"] == 0
 
 
-def test_stopping_a_boosted_watcher_gives_the_threads_back(watched) -> None:
+def test_stopping_a_boosted_watcher_gives_the_threads_back(watched: Watched) -> None:
     native, priority, (server, _) = watched
     mark = priority.watch(server.tid)
     priority.start_watching()
