@@ -189,3 +189,27 @@ def test_stopping_a_boosted_watcher_gives_the_threads_back(watched: Watched) -> 
     assert eventually(lambda: server.policy == os.SCHED_RR)
     priority.close()
     assert server.policy == os.SCHED_IDLE
+
+
+def test_a_request_its_thread_never_takes_is_given_up_after_a_second(watched: Watched) -> None:
+    """A thread that is gone or stuck must not keep the others raised: after
+    1 s its request raises nobody, until that thread serves again."""
+    native, priority, (stuck, other) = watched
+    r, w = os.pipe()
+    try:
+        mark = priority.watch(stuck.tid, r)
+        priority.watch(other.tid)
+        priority.start_watching()
+        os.write(w, b"x")
+        assert eventually(lambda: other.policy == os.SCHED_RR)
+        assert eventually(lambda: other.policy == stuck.policy == os.SCHED_IDLE, within=3.0)
+        assert priority.stats()["readers_given_up"] == 1
+        with mark:  # it serves again (the request stays): watched again
+            pass
+        assert eventually(lambda: other.policy == os.SCHED_RR, within=1.0)
+        os.read(r, 1)
+        assert eventually(lambda: other.policy == os.SCHED_IDLE)
+        assert priority.stats()["readers_starved"] == 2
+    finally:
+        os.close(r)
+        os.close(w)

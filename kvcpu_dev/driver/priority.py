@@ -85,7 +85,9 @@ class PythonPriority:
         waits on ``fd`` (which the thread polls), or that the thread serves
         (inside the returned mark), for 3 ms makes every watched thread
         SCHED_RR until none waits (native/watch.c); then each goes back to
-        SCHED_IDLE (``idle``) or SCHED_OTHER.  Before start_watching()."""
+        SCHED_IDLE (``idle``) or SCHED_OTHER.  A request pending 1 s is
+        given up on: its thread will not take it, and it raises nobody until
+        that thread serves again.  Before start_watching()."""
         mark = Mark(self.driver)
         slot = lib.kv_watch_add(self.driver.handle, fd, tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, mark.words)
         if slot < 0:
@@ -124,7 +126,8 @@ class PythonPriority:
         kernel refused (no CAP_SYS_NICE: a container, --runas)."""
         h = self.driver.handle
         return {"python_raised": lib.kv_ring_raises(h), "python_raise_refused": lib.kv_ring_raise_refusals(h),
-                "readers_starved": lib.kv_watch_raises(h), "readers_boost_refused": lib.kv_watch_refusals(h)}
+                "readers_starved": lib.kv_watch_raises(h), "readers_boost_refused": lib.kv_watch_refusals(h),
+                "readers_given_up": lib.kv_watch_given_up(h)}
 
     def quiet(self) -> None:
         """The load is over: yield again if the fast path raised us.  Not

@@ -81,8 +81,9 @@ struct kv_dev {
         uint64_t *mark;         /* or NULL: [0] busy since (ns), [1] served, [2] kick */
         uint64_t pending_ns;    /* the fd seen readable since (0: not) */
         uint64_t served;        /* mark[1] at the last look */
+        int given_up;           /* pending too long: ignored until it serves */
     } watch[KV_WATCH_SLOTS];
-    _Atomic uint64_t watch_raises, watch_refusals;
+    _Atomic uint64_t watch_raises, watch_refusals, watch_given_up;
     /* back-pressure: producers waiting for the consumer to make room */
     pthread_mutex_t room_lock;
     pthread_cond_t room;

@@ -34,16 +34,16 @@
 
 /* A starved thread's request waits longer than this; a served one does not. */
 #define KV_WATCH_GRACE_MS 3
+/* ... and a request pending this long is one its thread will not take. */
+#define KV_WATCH_GIVE_UP_MS 1000
+#define KV_WATCH_GIVEN_UP_LOOK_MS 100
 
-/* A mark is three words: since when the thread serves a request (0: it
- * does not), how many it has served, and whether setting it wakes the
- * watcher (a thread watched through no fd). */
-static void busy_since(const struct kv_watch_slot *s, uint64_t *since)
+/* A mark is three words: since when a request waits for the thread or is
+ * served by it (0: none), how many it has served, and whether setting it
+ * wakes the watcher (a thread watched through no fd). */
+static uint64_t marked_since(const struct kv_watch_slot *s)
 {
-    uint64_t t = s->mark ? __atomic_load_n(&s->mark[0], __ATOMIC_ACQUIRE) : 0;
-
-    if (t && (!*since || t < *since))
-        *since = t;
+    return s->mark ? __atomic_load_n(&s->mark[0], __ATOMIC_ACQUIRE) : 0;
 }
 
 static int set_policy(pid_t tid, int policy)
@@ -108,36 +108,61 @@ static int look(struct kv_dev *d, int ms)
     return 0;
 }
 
-/* The oldest request still waiting or being served (0: none), after
- * forgetting the fds whose requests were all taken.  A thread that served
- * one since the last look is keeping up: what waits on its fd now waits
- * from now (a reader of a large view keeps the fd readable for a while). */
+/* Since when one of the slot's requests has waited, or been served (0:
+ * none), after forgetting an fd whose requests were all taken.  A thread
+ * that served one since the last look is keeping up: what waits on its fd
+ * now waits from now (a reader of a large view keeps it readable a while). */
+static uint64_t slot_pending(struct kv_watch_slot *s, uint64_t now)
+{
+    uint64_t served = s->mark ? __atomic_load_n(&s->mark[1], __ATOMIC_ACQUIRE) : 0;
+    uint64_t since = marked_since(s);
+
+    if (served != s->served) {
+        s->served = served;
+        s->given_up = 0;
+        if (s->pending_ns)
+            s->pending_ns = now;
+    }
+    if (s->pending_ns) {
+        struct pollfd p = { .fd = s->fd, .events = POLLIN };
+
+        if (poll(&p, 1, 0) == 1 && p.revents & POLLIN)
+            since = since && since < s->pending_ns ? since : s->pending_ns;
+        else
+            s->pending_ns = 0;
+    }
+    if (!since)
+        s->given_up = 0;
+    return since;
+}
+
+/* The oldest request pending on any slot (0: none).  One pending for
+ * KV_WATCH_GIVE_UP_MS is not a starved thread but one that will not take it
+ * (gone, or stuck): it raises nobody until that thread serves again. */
 static uint64_t oldest_pending(struct kv_dev *d, uint64_t now)
 {
     uint64_t oldest = 0;
 
     for (int i = 0; i < d->watch_count; i++) {
         struct kv_watch_slot *s = &d->watch[i];
-        uint64_t served = s->mark ? __atomic_load_n(&s->mark[1], __ATOMIC_ACQUIRE) : 0;
+        uint64_t since = slot_pending(s, now);
 
-        if (served != s->served) {
-            s->served = served;
-            if (s->pending_ns)
-                s->pending_ns = now;
+        if (since && now - since >= KV_WATCH_GIVE_UP_MS * 1000000ull && !s->given_up) {
+            s->given_up = 1;
+            atomic_fetch_add_explicit(&d->watch_given_up, 1, memory_order_relaxed);
         }
-        if (s->pending_ns) {
-            struct pollfd p = { .fd = s->fd, .events = POLLIN };
-
-            if (poll(&p, 1, 0) == 1 && p.revents & POLLIN) {
-                if (!oldest || s->pending_ns < oldest)
-                    oldest = s->pending_ns;
-            } else {
-                s->pending_ns = 0;
-            }
-        }
-        busy_since(s, &oldest);
+        if (since && !s->given_up && (!oldest || since < oldest))
+            oldest = since;
     }
     return oldest;
+}
+
+static int any_pending(const struct kv_dev *d)
+{
+    for (int i = 0; i < d->watch_count; i++)
+        if (d->watch[i].pending_ns || marked_since(&d->watch[i]))
+            return 1;
+    return 0;
 }
 
 static void *watch(void *arg)
@@ -158,13 +183,12 @@ static void *watch(void *arg)
         if (starved != boosted)
             boost(d, boosted = starved);
         /* Asleep until a request comes, unless one is pending: look again
-         * when it would be starved, or while boosted, every grace. */
-        if (!oldest)
-            wait_ms = -1;
-        else if (boosted)
-            wait_ms = KV_WATCH_GRACE_MS;
+         * when it would be starved, or while boosted, every grace; while
+         * one given up on is, now and then, for its thread to serve again. */
+        if (oldest)
+            wait_ms = boosted ? KV_WATCH_GRACE_MS : (int)((grace - (now - oldest)) / 1000000ull) + 1;
         else
-            wait_ms = (int)((grace - (now - oldest)) / 1000000ull) + 1;
+            wait_ms = any_pending(d) ? KV_WATCH_GIVEN_UP_LOOK_MS : -1;
     }
     if (boosted)
         boost(d, 0);
@@ -239,3 +263,4 @@ void kv_watch_stop(struct kv_dev *d)
 
 uint64_t kv_watch_raises(struct kv_dev *d) { return atomic_load(&d->watch_raises); }
 uint64_t kv_watch_refusals(struct kv_dev *d) { return atomic_load(&d->watch_refusals); }
+uint64_t kv_watch_given_up(struct kv_dev *d) { return atomic_load(&d->watch_given_up); }
