@@ -12,7 +12,8 @@ Loads, each on a fresh daemon with --metrics:
   steps     8 C processes flooding STEP_ADVANCE (coalesced by the fast path:
             the ring never fills, so it never raises the Python thread)
 
-Readers, each a thread reading every 0.25 s, one after another:
+Readers, each its own process (read_loop.c) reading every 0.25 s, one
+after another:
   model_stats   the model's view (applies every command answered before it)
   metrics       the attribute `kvctl top` reads (Prometheus text, the model's
                 counters read in process)
@@ -20,8 +21,11 @@ Readers, each a thread reading every 0.25 s, one after another:
                 call into the daemon's loop)
   telemetry     the driver's view (no model in it)
 
-A row: reads, median, p99 and max in ms.  The target: max <= 100 ms for
-the model's views, the metrics and the scrape, under every load.
+A row: reads, median, p99 and max in ms, and how long the slowest read's
+own process waited to run meanwhile (the readers share the CPU with the
+floods too; the rest is the daemon's).  The target: max <= 100 ms for the
+model's views, the metrics and the scrape, under every load, the reader's
+own wait included.
 """
 
 from __future__ import annotations
@@ -31,15 +35,13 @@ import os
 import socket
 import statistics
 import subprocess
-import threading
 import time
-import urllib.request
 
 from _common import Report, build_c, daemon, scratch
 
 BLOCKS = 100_000
 READERS = ("model_stats", "metrics", "scrape", "telemetry")
-TARGET_S = 0.1
+TARGET_MS = 100.0
 
 
 def free_port() -> int:
@@ -48,35 +50,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Reads(threading.Thread):
-    """Reads one thing every ``period`` s until stopped; keeps every time."""
-
-    def __init__(self, read, period: float):
-        super().__init__(daemon=True)
-        self.read, self.period = read, period
-        self.times: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.period):
-            t0 = time.monotonic()
-            self.read()
-            self.times.append(time.monotonic() - t0)
+def reader(bin_, what: str, target, period: float, seconds: float, offset: float) -> subprocess.Popen:
+    """A reader in its own process (read_loop.c), as a user's `cat` or
+    Prometheus is: threads of this process would also wait for each
+    other's GIL, starved by the same floods."""
+    return subprocess.Popen([str(bin_), what, str(target), str(period), str(seconds), str(offset)],
+                            stdout=subprocess.PIPE, text=True)
 
 
-def read_whole(path):
-    def read() -> None:
-        with open(path, "rb") as f:
-            while f.read(1 << 20):
-                pass
-    return read
-
-
-def scrape(port: int):
-    def read() -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-            r.read()
-    return read
+def times(proc: subprocess.Popen) -> list[tuple[float, float]]:
+    """(read ms, the reader's own run-queue wait meanwhile ms), a read each."""
+    out, _ = proc.communicate()
+    return [(float(a), float(b)) for a, b in (line.split() for line in out.splitlines())]
 
 
 def load(kind: str, bin_, node, seconds: float) -> list[subprocess.Popen]:
@@ -89,29 +74,23 @@ def load(kind: str, bin_, node, seconds: float) -> list[subprocess.Popen]:
     return []
 
 
-def run_load(kind: str, bin_, tmp, seconds: float) -> dict[str, list[float]]:
+def run_load(kind: str, load_bin, read_bin, tmp, seconds: float) -> dict[str, list[tuple[float, float]]]:
     port = free_port()
     with daemon(f"kvviews{os.getpid()}{kind}", tmp / kind, extra=("--metrics", f"127.0.0.1:{port}")) as d:
         attrs = d["attr_dir"]
-        readers = {name: Reads(scrape(port) if name == "scrape" else read_whole(attrs / name), 0.25)
-                   for name in READERS}
-        blocks = Reads(read_whole(attrs / "blocks"), 2.0) if kind == "mixed" else None
-        procs = load(kind, bin_, d["node"], seconds)
+        procs = load(kind, load_bin, d["node"], seconds)
         time.sleep(0.5)  # the load under way
-        for r in readers.values():
-            r.start()
-            time.sleep(0.25 / len(readers))  # one after another, not all at once
+        readers = {name: reader(read_bin, "http" if name == "scrape" else "file",
+                                port if name == "scrape" else attrs / name, 0.25, seconds - 1.0,
+                                index * 0.25 / len(READERS))  # one after another, not all at once
+                   for index, name in enumerate(READERS)}
+        blocks = reader(read_bin, "file", attrs / "blocks", 2.0, seconds - 1.0, 0) if kind == "mixed" else None
+        got = {name: times(r) for name, r in readers.items()}
         if blocks is not None:
-            blocks.start()
-        if procs:
-            for p in procs:
-                p.wait()
-        else:
-            time.sleep(seconds)
-        for r in [*readers.values(), *([blocks] if blocks else [])]:
-            r.stop.set()
-            r.join()
-    return {name: r.times for name, r in readers.items()}
+            times(blocks)
+        for p in procs:
+            p.wait()
+    return got
 
 
 def main() -> int:
@@ -120,19 +99,21 @@ def main() -> int:
     args = ap.parse_args()
     report = Report("bench_views: what users read while the device is flooded (one run)")
     with scratch() as tmp:
-        bin_ = build_c("ioctl_load.c", tmp)
+        load_bin = build_c("ioctl_load.c", tmp)
+        read_bin = build_c("read_loop.c", tmp)
         for kind in ("idle", "mixed", "steps"):
-            times = run_load(kind, bin_, tmp, args.seconds)
+            got = run_load(kind, load_bin, read_bin, tmp, args.seconds)
             for name in READERS:
-                t = sorted(times[name])
+                t = sorted(got[name])
                 if not t:
                     report.add(f"{kind}: {name}", "no read finished", "", False)
                     continue
-                p99 = t[min(len(t) - 1, int(len(t) * 0.99))]
+                ms = [read for read, _ in t]
+                p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
                 targeted = name != "telemetry"
-                report.add(f"{kind}: {name} ms (reads | median | p99 | max)",
-                           f"{len(t)} | {statistics.median(t) * 1e3:.1f} | {p99 * 1e3:.1f} | {t[-1] * 1e3:.1f}",
-                           "max <= 100 ms" if targeted else "", t[-1] <= TARGET_S if targeted else None)
+                report.add(f"{kind}: {name} ms (reads | median | p99 | max, of which the reader waited)",
+                           f"{len(ms)} | {statistics.median(ms):.1f} | {p99:.1f} | {ms[-1]:.1f}, {t[-1][1]:.1f}",
+                           "max <= 100 ms" if targeted else "", ms[-1] <= TARGET_MS if targeted else None)
     return report.finish()
 
 
