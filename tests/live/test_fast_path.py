@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from kvspec import HOT, STEP
 
+from live.harness import wait_until
+
 pytestmark = pytest.mark.live
 
 
@@ -125,3 +127,37 @@ def test_a_flood_on_every_cpu_keeps_the_books(dev):
     # Whatever was lost, the fast path tried to raise the drainer first
     # (a container without CAP_SYS_NICE refuses it: counted too).
     assert int(f["python_raised"]) + int(f["python_raise_refused"]) >= (1 if lost else 0)
+
+
+def _policies(pid: int) -> dict[str, int]:
+    """Each thread's scheduling policy by name (field 41 of its stat)."""
+    out = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        out[f"{comm}/{task.name}"] = int(stat[stat.rindex(")") + 2:].split()[38])
+    return out
+
+
+def test_a_long_request_raises_the_reader_threads_and_gives_them_back(daemons):
+    """A request served for more than 3 ms (here a model view that first
+    applies a hint over 65,536 entries) is one the watcher raises the
+    reader-facing threads for (or counts the kernel's refusal, without
+    CAP_SYS_NICE); once it is answered they go back: no thread but the
+    watcher stays real-time.  Reads served at once raise nothing."""
+    d = daemons("--set", "entries=65536")
+    for name in ("telemetry", "fastpath", "model_config", "telemetry"):
+        d.attr(name)
+    f = attr_dict(d, "fastpath")
+    assert int(f["readers_starved"]) == int(f["readers_boost_refused"]) == 0
+    fd = d.open()
+    try:
+        fcntl.ioctl(fd, HOT, struct.pack("<QQQ", 0, 2**64 - 1, 0))
+    finally:
+        os.close(fd)
+    assert int(attr_dict(d, "model_stats")["live_entries"]) > 0
+    f = attr_dict(d, "fastpath")
+    assert int(f["readers_starved"]) + int(f["readers_boost_refused"]) >= 1
+    assert int(f["readers_given_up"]) == 0
+    assert wait_until(lambda: {name.split("/")[0] for name, policy in _policies(d.pid).items()
+                               if policy in (os.SCHED_FIFO, os.SCHED_RR)} <= {"kvcpu-watch"}, timeout=2)
