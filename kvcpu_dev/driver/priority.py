@@ -127,7 +127,7 @@ class PythonPriority:
         h = self.driver.handle
         return {"python_raised": lib.kv_ring_raises(h), "python_raise_refused": lib.kv_ring_raise_refusals(h),
                 "readers_starved": lib.kv_watch_raises(h), "readers_boost_refused": lib.kv_watch_refusals(h),
-                "readers_given_up": lib.kv_watch_given_up(h)}
+                "readers_given_up": lib.kv_watch_given_up(h), "readers_boost_capped": lib.kv_watch_capped(h)}
 
     def quiet(self) -> None:
         """The load is over: yield again if the fast path raised us.  Not

@@ -82,8 +82,11 @@ struct kv_dev {
         uint64_t pending_ns;    /* the fd seen readable since (0: not) */
         uint64_t served;        /* mark[1] at the last look */
         int given_up;           /* pending too long: ignored until it serves */
+        int stat_fd;            /* its /proc stat, or -1 (or looked at in another slot) */
+        clockid_t clock;        /* its CPU clock */
+        uint64_t cpu_ns;        /* ... at the last look */
     } watch[KV_WATCH_SLOTS];
-    _Atomic uint64_t watch_raises, watch_refusals, watch_given_up;
+    _Atomic uint64_t watch_raises, watch_refusals, watch_given_up, watch_capped;
     /* back-pressure: producers waiting for the consumer to make room */
     pthread_mutex_t room_lock;
     pthread_cond_t room;

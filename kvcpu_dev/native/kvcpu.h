@@ -151,6 +151,8 @@ uint64_t kv_watch_refusals(struct kv_dev *d);   /* no CAP_SYS_NICE */
 /* Requests pending 1 s: their thread will not take them (gone, stuck), and
  * they raise nobody until it serves again. */
 uint64_t kv_watch_given_up(struct kv_dev *d);
+/* Boosts ended at their longest (20 ms), to rest as long. */
+uint64_t kv_watch_capped(struct kv_dev *d);
 uint64_t kv_dev_served(struct kv_dev *d);
 
 /* Coalescing: while granted, a plain STEP (it succeeds, no fault rule is

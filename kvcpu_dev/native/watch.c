@@ -26,10 +26,14 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A starved thread's request waits longer than this; a served one does not. */
@@ -37,6 +41,8 @@
 /* ... and a request pending this long is one its thread will not take. */
 #define KV_WATCH_GIVE_UP_MS 1000
 #define KV_WATCH_GIVEN_UP_LOOK_MS 100
+/* The longest boost, and the rest after it (native/watch.c: want_boost). */
+#define KV_WATCH_BOOST_MAX_MS 20
 
 /* A mark is three words: since when a request waits for the thread or is
  * served by it (0: none), how many it has served, and whether setting it
@@ -133,7 +139,7 @@ static uint64_t slot_pending(struct kv_watch_slot *s, uint64_t now)
     }
     if (!since)
         s->given_up = 0;
-    return since;
+    return since < now ? since : now;  /* marked after `now` was read: fresh, not 584 years old */
 }
 
 /* The oldest request pending on any slot (0: none).  One pending for
@@ -165,12 +171,76 @@ static int any_pending(const struct kv_dev *d)
     return 0;
 }
 
+/* Whether a watched thread is starved: runnable ('R' in its /proc stat),
+ * yet it ran less than half of the time since the last look (its CPU
+ * clock, exact to the nanosecond; the run-queue wait the kernel reports
+ * is only counted once a task runs, so a starved one shows none).  Each
+ * slot keeps its thread's clock at the last look. */
+static int any_starved(struct kv_dev *d, uint64_t now, uint64_t since)
+{
+    int starved = 0;
+
+    for (int i = 0; i < d->watch_count; i++) {
+        struct kv_watch_slot *s = &d->watch[i];
+        struct timespec ts;
+        char buf[256], *state;
+        uint64_t cpu;
+        ssize_t n;
+
+        if (s->stat_fd < 0 || clock_gettime(s->clock, &ts) != 0)
+            continue;
+        cpu = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        n = pread(s->stat_fd, buf, sizeof buf - 1, 0);
+        if (n > 0) {
+            buf[n] = 0;
+            state = strrchr(buf, ')');
+            if (state && state[1] == ' ' && state[2] == 'R' && s->cpu_ns && 2 * (cpu - s->cpu_ns) < now - since)
+                starved = 1;
+        }
+        s->cpu_ns = cpu;
+    }
+    return starved;
+}
+
+/* When to raise the threads, and when to give them back. */
+struct boosting {
+    int on;
+    uint64_t since;         /* when it began */
+    uint64_t rested_until;  /* no new boost before (after a capped one) */
+    uint64_t looked;        /* the last look */
+};
+
+/* A request pending `grace` is starved only if a watched thread is
+ * runnable and ran less than half of the last look's interval: a thread
+ * that runs a long request itself (a slow machine, a model view after a
+ * huge hint) is not starved, and real time would only take the CPU from
+ * the clients.  A boost lasts KV_WATCH_BOOST_MAX_MS at most, then rests as
+ * long: the threads' real-time share is at most half of a CPU, whatever
+ * the load. */
+static int want_boost(struct kv_dev *d, struct boosting *b, uint64_t now, uint64_t oldest)
+{
+    int starved = any_starved(d, now, b->looked);
+
+    b->looked = now;
+    if (!oldest || now - oldest < KV_WATCH_GRACE_MS * 1000000ull)
+        return 0;
+    if (b->on) {
+        if (now - b->since < KV_WATCH_BOOST_MAX_MS * 1000000ull)
+            return 1;
+        b->rested_until = now + KV_WATCH_BOOST_MAX_MS * 1000000ull;
+        atomic_fetch_add_explicit(&d->watch_capped, 1, memory_order_relaxed);
+        return 0;
+    }
+    return now >= b->rested_until && starved;
+}
+
 static void *watch(void *arg)
 {
     struct kv_dev *d = arg;
     struct sched_param fifo = { .sched_priority = 1 };
     const uint64_t grace = KV_WATCH_GRACE_MS * 1000000ull;
-    int boosted = 0, wait_ms = -1;
+    struct boosting b = { .looked = kv_now_ns() };
+    int wait_ms = -1;
 
     /* Refused without CAP_SYS_NICE: it then shares the starved threads'
      * lot, and still helps when it gets the CPU. */
@@ -178,21 +248,34 @@ static void *watch(void *arg)
         atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
     while (look(d, wait_ms) == 0) {
         uint64_t now = kv_now_ns(), oldest = oldest_pending(d, now);
-        int starved = oldest && now - oldest >= grace;
+        int want = want_boost(d, &b, now, oldest);
 
-        if (starved != boosted)
-            boost(d, boosted = starved);
+        if (want != b.on) {
+            b.on = want;
+            b.since = now;
+            boost(d, want);
+        }
         /* Asleep until a request comes, unless one is pending: look again
-         * when it would be starved, or while boosted, every grace; while
-         * one given up on is, now and then, for its thread to serve again. */
+         * when it would be starved, or while boosted or resting, every
+         * grace; while one given up on is, now and then, for its thread to
+         * serve again. */
         if (oldest)
-            wait_ms = boosted ? KV_WATCH_GRACE_MS : (int)((grace - (now - oldest)) / 1000000ull) + 1;
+            wait_ms = b.on || now < b.rested_until || now - oldest >= grace
+                ? KV_WATCH_GRACE_MS : (int)((grace - (now - oldest)) / 1000000ull) + 1;
         else
             wait_ms = any_pending(d) ? KV_WATCH_GIVEN_UP_LOOK_MS : -1;
     }
-    if (boosted)
+    if (b.on)
         boost(d, 0);
     return NULL;
+}
+
+static int duplicate_tid(const struct kv_dev *d, int tid)
+{
+    for (int i = 0; i < d->watch_count; i++)
+        if (d->watch[i].tid == tid)
+            return 1;
+    return 0;
 }
 
 int kv_watch_add(struct kv_dev *d, int fd, int tid, int policy, uint64_t *mark)
@@ -204,7 +287,18 @@ int kv_watch_add(struct kv_dev *d, int fd, int tid, int policy, uint64_t *mark)
     if (d->watch_count == KV_WATCH_SLOTS)
         return -ENOSPC;
     s = &d->watch[d->watch_count];
-    *s = (struct kv_watch_slot){ .fd = fd, .tid = tid, .policy = policy, .mark = mark };
+    *s = (struct kv_watch_slot){ .fd = fd, .tid = tid, .policy = policy, .mark = mark, .stat_fd = -1 };
+    if (!duplicate_tid(d, tid)) {  /* a thread looked at once */
+        char path[64];
+
+        snprintf(path, sizeof path, "/proc/self/task/%d", tid);
+        if (access(path, F_OK) == 0)  /* ours: its own clock */
+            s->clock = (clockid_t)((~(unsigned)tid << 3) | 6);  /* the kernel's per-thread CPUCLOCK_SCHED */
+        else if (clock_getcpuclockid(tid, &s->clock) != 0)  /* another process's (the tests') */
+            return d->watch_count++;
+        snprintf(path, sizeof path, "/proc/%d/stat", tid);
+        s->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
     if (mark)
         mark[2] = fd < 0;
     return d->watch_count++;
@@ -258,9 +352,13 @@ void kv_watch_stop(struct kv_dev *d)
         d->watch_kick_fd = -1;
         d->have_watch_thread = 0;
     }
+    for (int i = 0; i < d->watch_count; i++)
+        if (d->watch[i].stat_fd >= 0)
+            close(d->watch[i].stat_fd);
     d->watch_count = 0;
 }
 
 uint64_t kv_watch_raises(struct kv_dev *d) { return atomic_load(&d->watch_raises); }
 uint64_t kv_watch_refusals(struct kv_dev *d) { return atomic_load(&d->watch_refusals); }
 uint64_t kv_watch_given_up(struct kv_dev *d) { return atomic_load(&d->watch_given_up); }
+uint64_t kv_watch_capped(struct kv_dev *d) { return atomic_load(&d->watch_capped); }

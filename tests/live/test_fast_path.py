@@ -139,18 +139,13 @@ def _policies(pid: int) -> dict[str, int]:
     return out
 
 
-def test_a_long_request_raises_the_reader_threads_and_gives_them_back(daemons):
-    """A request served for more than 3 ms (here a model view that first
-    applies a hint over 65,536 entries) is one the watcher raises the
-    reader-facing threads for (or counts the kernel's refusal, without
-    CAP_SYS_NICE); once it is answered they go back: no thread but the
-    watcher stays real-time.  Reads served at once raise nothing."""
+def test_the_reader_threads_are_real_time_only_while_a_request_starves(daemons):
+    """The watcher raises the reader-facing threads only while a request
+    waits for a thread that waits for a CPU (tests/test_watch.py drives
+    that); a long request the thread runs itself (a model view that first
+    applies a hint over 65,536 entries) leaves every thread but the watcher
+    as it was, afterwards at least, on a loaded machine too."""
     d = daemons("--set", "entries=65536")
-    refused = attr_dict(d, "fastpath")["readers_boost_refused"]  # 1 if the watcher could not be FIFO
-    for name in ("telemetry", "fastpath", "model_config", "telemetry"):
-        d.attr(name)
-    f = attr_dict(d, "fastpath")
-    assert f["readers_starved"] == "0" and f["readers_boost_refused"] == refused
     fd = d.open()
     try:
         fcntl.ioctl(fd, HOT, struct.pack("<QQQ", 0, 2**64 - 1, 0))
@@ -158,7 +153,7 @@ def test_a_long_request_raises_the_reader_threads_and_gives_them_back(daemons):
         os.close(fd)
     assert int(attr_dict(d, "model_stats")["live_entries"]) > 0
     f = attr_dict(d, "fastpath")
-    assert int(f["readers_starved"]) + int(f["readers_boost_refused"]) > int(refused)
     assert int(f["readers_given_up"]) == 0
+    assert {"readers_starved", "readers_boost_refused", "readers_boost_capped"} <= f.keys()
     assert wait_until(lambda: {name.split("/")[0] for name, policy in _policies(d.pid).items()
                                if policy in (os.SCHED_FIFO, os.SCHED_RR)} <= {"kvcpu-watch"}, timeout=2)
