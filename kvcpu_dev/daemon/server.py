@@ -347,8 +347,7 @@ class Server:
         token = self._trio_token
         if token is None:  # not serving (any more)
             return None
-        self.priority.urge()  # under a coalesced flood the loop may be starved (SCHED_IDLE)
-        try:
+        try:  # the renderer waits meanwhile: if this thread is starved, the watcher raises it
             return trio.from_thread.run_sync(read, trio_token=token)
         except trio.RunFinishedError:  # stopping
             return None

@@ -83,8 +83,9 @@ class PythonPriority:
     def watch(self, tid: int, fd: int = -1, *, idle: bool = True) -> Mark:
         """Look after thread ``tid``, which answers readers: a request that
         waits on ``fd`` (which the thread polls), or that the thread serves
-        (inside the returned mark), for 3 ms makes every watched thread
-        SCHED_RR until none waits (native/watch.c); then each goes back to
+        (inside the returned mark), for 3 ms while a watched thread is
+        runnable and not running makes every watched thread SCHED_RR until
+        none waits, 20 ms at most (native/watch.c); then each goes back to
         SCHED_IDLE (``idle``) or SCHED_OTHER.  A request pending 1 s is
         given up on: its thread will not take it, and it raises nobody until
         that thread serves again.  Before start_watching()."""
@@ -104,11 +105,6 @@ class PythonPriority:
         err = lib.kv_watch_start(self.driver.handle)
         if err:
             log.info("cannot watch for starved readers: %s", os.strerror(err))
-
-    def urge(self) -> None:
-        """Another thread is about to wait for this one (a metrics scrape
-        reading the model): raise it now if it is not raised already."""
-        lib.kv_ring_raise(self.driver.handle)
 
     def close(self) -> None:
         """Stop watching (before the watched fd is closed)."""

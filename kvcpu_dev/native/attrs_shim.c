@@ -5,13 +5,12 @@
  * sessions are answered in C (sessions.c), never here.
  */
 
-#define FUSE_USE_VERSION 35
-#include <fuse_lowlevel.h>
+#include "internal.h"     /* first: it sets _GNU_SOURCE and the FUSE API version */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "attrs_shim.h"
 
@@ -51,17 +50,11 @@ int kv_fuse_serve_one(struct fuse_session *se, struct fuse_buf *buf, uint64_t *m
     int res = fuse_session_receive_buf(se, buf);
 
     if (res > 0) {
-        struct timespec now;
-
-        clock_gettime(CLOCK_MONOTONIC, &now);
         if (mark)
-            __atomic_store_n(&mark[0], (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
-                             __ATOMIC_RELEASE);
+            (void)kv_mark_busy(mark, 1);  /* the fd woke the watcher already: no kick */
         fuse_session_process_buf(se, buf);
-        if (mark) {
-            __atomic_fetch_add(&mark[1], 1, __ATOMIC_RELEASE);
-            __atomic_store_n(&mark[0], 0, __ATOMIC_RELEASE);
-        }
+        if (mark)
+            (void)kv_mark_busy(mark, 0);
     }
     return res;
 }

@@ -72,21 +72,6 @@ struct kv_dev {
     _Atomic int consumer_tid;   /* the consumer's thread, to raise (0: none) */
     _Atomic int raised;         /* it was raised and has not lowered itself */
     _Atomic uint64_t raises, raise_refusals;
-    /* the watcher (watch.c): a starved reader's request raises its threads */
-    pthread_t watch_thread;
-    int have_watch_thread, watch_kick_fd, watch_count;
-    _Atomic int watch_stopping;
-    struct kv_watch_slot {
-        int fd, tid, policy;    /* fd: -1 if none; policy: the thread's own */
-        uint64_t *mark;         /* or NULL: [0] busy since (ns), [1] served, [2] kick */
-        uint64_t pending_ns;    /* the fd seen readable since (0: not) */
-        uint64_t served;        /* mark[1] at the last look */
-        int given_up;           /* pending too long: ignored until it serves */
-        int stat_fd;            /* its /proc stat, or -1 (or looked at in another slot) */
-        clockid_t clock;        /* its CPU clock */
-        uint64_t cpu_ns;        /* ... at the last look */
-    } watch[KV_WATCH_SLOTS];
-    _Atomic uint64_t watch_raises, watch_refusals, watch_given_up, watch_capped;
     /* back-pressure: producers waiting for the consumer to make room */
     pthread_mutex_t room_lock;
     pthread_cond_t room;
@@ -132,6 +117,23 @@ struct kv_dev {
     uint32_t nfaults;           /* rules installed: no STEP coalesces then */
     uint64_t resets;
     int present;
+
+    /* the watcher (watch.c): a starved reader's request raises its threads;
+     * last, away from the fields each command touches */
+    pthread_t watch_thread;
+    int have_watch_thread, watch_kick_fd, watch_count;
+    _Atomic int watch_stopping;
+    struct kv_watch_slot {
+        int fd, tid, policy;    /* fd: -1 if none; policy: the thread's own */
+        uint64_t *mark;         /* or NULL: [0] busy since (ns), [1] served, [2] kick */
+        uint64_t pending_ns;    /* the fd seen readable since (0: not) */
+        uint64_t served;        /* mark[1] at the last look */
+        int given_up;           /* pending too long: ignored until it serves */
+        int stat_fd;            /* its /proc stat, or -1 (or looked at in another slot) */
+        clockid_t clock;        /* its CPU clock */
+        uint64_t cpu_ns;        /* ... at the last look */
+    } watch[KV_WATCH_SLOTS];
+    _Atomic uint64_t watch_raises, watch_refusals, watch_given_up, watch_capped;
 };
 
 /* The event being built by the command that holds the lock: a slot in the
@@ -164,6 +166,14 @@ int kv_plain_step(struct kv_dev *d, uint32_t cmd, const uint8_t *in, size_t insz
 int kv_run_take(struct kv_dev *d, uint64_t t0, int *wakep);
 void kv_run_add(struct kv_dev *d, uint64_t step, int32_t pid, uint64_t t0);
 void kv_ring_wake_waiters(struct kv_dev *d);
+/* Raise the consumer now (a reader waits for it: watch.c), unless it is
+ * raised already; 1 if this call raised it. */
+int kv_ring_raise(struct kv_dev *d);
+
+/* watch.c: a mark's thread begins on a request, or a request waits for it
+ * (busy=1; 1 if this call set the time: none was pending), or none does
+ * any more (0).  kv_watch_busy is this and a kick for the watcher. */
+int kv_mark_busy(uint64_t *mark, int busy);
 
 /* driver.c */
 void kv_dev_power_on(struct kv_dev *d);

@@ -126,16 +126,14 @@ uint64_t kv_ring_stall_ns(struct kv_dev *d);
  * consumer says it lowered itself again. */
 void kv_ring_raise_when_behind(struct kv_dev *d, int tid);
 void kv_ring_lowered(struct kv_dev *d);
-/* Raise it now (someone waits for it), unless it is raised already; 1 if
- * this call raised it. */
-int kv_ring_raise(struct kv_dev *d);
 uint64_t kv_ring_raises(struct kv_dev *d);
 uint64_t kv_ring_raise_refusals(struct kv_dev *d);  /* no CAP_SYS_NICE */
 /* The watcher (watch.c): a thread that answers readers is watched through
  * an fd it polls (-1: none) and/or a mark (NULL: none; three words, see
- * watch.c); a request that waits, or is served, 3 ms makes every
- * watched thread SCHED_RR until none waits, then gives each back its
- * `policy` (the consumer: SCHED_OTHER, raised).  Add threads before
+ * watch.c); a request pending 3 ms while a watched thread is runnable and
+ * not running makes every watched thread SCHED_RR until none is (for 20 ms
+ * at most, then as long without; a request pending 1 s is given up), then
+ * gives each back its `policy` (the consumer's: SCHED_OTHER, raised).  Add threads before
  * kv_watch_start (a slot, or -errno); stopped by kv_watch_stop, or
  * kv_dev_free.  kv_watch_start returns an errno on failure. */
 #define KV_WATCH_SLOTS 4

@@ -13,15 +13,17 @@
  *
  * So this thread, SCHED_FIFO itself and asleep in poll(), watches each
  * reader-facing thread through a slot: an fd the thread polls (readable: a
- * request waits for it) and/or a mark the thread sets while it serves one
- * (kv_watch_busy; the attribute session sets its own, attrs_shim.c).  A
- * request that waits, or is being served, KV_WATCH_GRACE_MS later means
- * its thread is starved: every watched thread becomes SCHED_RR (all of
- * them, as the one starved may wait for the GIL another holds) until no
- * request waits, then returns to its own policy.  The fast path's clients
- * lose at most the time a reader's few requests take; a request served
- * within the grace changes nothing, so an idle daemon's reads leave its
- * scheduling alone. */
+ * request waits for it) and/or a mark saying since when a request waits
+ * for it or is served by it (kv_mark_busy; the attribute session sets its
+ * own, attrs_shim.c).  A request pending KV_WATCH_GRACE_MS while a watched
+ * thread is runnable yet ran less than half of that time (want_boost)
+ * makes every watched thread SCHED_RR (all of them, as the one starved may
+ * wait for the GIL another holds) until no request is pending, for
+ * KV_WATCH_BOOST_MAX_MS at most and then as long without; then each
+ * returns to its own policy.  A thread running a long request itself is
+ * left alone, a request served within the grace changes nothing (an idle
+ * daemon's reads leave its scheduling alone), and the boosted threads
+ * take at most half of a CPU from the clients, whatever the load. */
 
 #include "internal.h"
 
@@ -60,19 +62,16 @@ static int set_policy(pid_t tid, int policy)
 }
 
 /* Every watched thread to SCHED_RR (on) or back to its own policy (off).
- * The consumer goes back to SCHED_OTHER, raised as a filling ring raises
- * it: it lowers itself once commands stop (driver/priority.py). */
+ * The consumer's own is SCHED_OTHER: it is raised as a filling ring raises
+ * it, and lowers itself once commands stop (driver/priority.py). */
 static void boost(struct kv_dev *d, int on)
 {
-    int consumer = atomic_load(&d->consumer_tid);
-
-    if (on && consumer)
+    if (on && atomic_load(&d->consumer_tid))
         kv_ring_raise(d);
     for (int i = 0; i < d->watch_count; i++) {
         struct kv_watch_slot *s = &d->watch[i];
-        int policy = !on ? (s->tid == consumer ? SCHED_OTHER : s->policy) : SCHED_RR;
 
-        if (set_policy(s->tid, policy) != 0 && on)
+        if (set_policy(s->tid, on ? SCHED_RR : s->policy) != 0 && on)
             atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
     }
     if (on)
@@ -219,7 +218,9 @@ struct boosting {
  * the load. */
 static int want_boost(struct kv_dev *d, struct boosting *b, uint64_t now, uint64_t oldest)
 {
-    int starved = any_starved(d, now, b->looked);
+    /* the clocks are read from the look that sees a request on: idle looks
+     * (a request come and gone) cost nothing */
+    int starved = oldest && any_starved(d, now, b->looked);
 
     b->looked = now;
     if (!oldest || now - oldest < KV_WATCH_GRACE_MS * 1000000ull)
@@ -329,17 +330,23 @@ int kv_watch_start(struct kv_dev *d)
     return 0;
 }
 
-void kv_watch_busy(struct kv_dev *d, uint64_t *mark, int busy)
+int kv_mark_busy(uint64_t *mark, int busy)
 {
     uint64_t none = 0;
 
     if (!busy) {
         __atomic_fetch_add(&mark[1], 1, __ATOMIC_RELEASE);
         __atomic_store_n(&mark[0], 0, __ATOMIC_RELEASE);
-    } else if (__atomic_compare_exchange_n(&mark[0], &none, kv_now_ns(), 0, __ATOMIC_RELEASE,
-                                           __ATOMIC_RELAXED) && mark[2] && d->watch_kick_fd >= 0) {
-        (void)eventfd_write(d->watch_kick_fd, 1);  /* the oldest request's time is kept */
+        return 0;
     }
+    /* the oldest waiting request's time is kept */
+    return __atomic_compare_exchange_n(&mark[0], &none, kv_now_ns(), 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+void kv_watch_busy(struct kv_dev *d, uint64_t *mark, int busy)
+{
+    if (kv_mark_busy(mark, busy) && mark[2] && d->watch_kick_fd >= 0)
+        (void)eventfd_write(d->watch_kick_fd, 1);
 }
 
 void kv_watch_stop(struct kv_dev *d)
