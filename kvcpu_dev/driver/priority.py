@@ -1,7 +1,9 @@
-"""The Python thread's scheduling: it yields to the fast path and to the
-clients, unless the ring is filling.  The C side of this (the fast path
-raising a starved drainer) is in native/ring.c; this module is the whole
-of it on the Python side."""
+"""The daemon's Python threads' scheduling: they yield to the fast path and
+to the clients, unless the ring is filling or a reader's request starves
+(the drainer, and the threads that answer readers).  The C side of this is
+in native/ring.c (the fast path raising a starved drainer) and
+native/watch.c (the watcher raising starved reader threads); this module
+is the whole of it on the Python side."""
 
 from __future__ import annotations
 
