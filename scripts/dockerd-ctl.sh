@@ -16,6 +16,12 @@
 #   KVCPU_DOCKERD_STATE  directory for pid file and log
 #                        (default /run/kvcpu-dockerd)
 #   KVCPU_DOCKERD_WAIT   seconds to wait for the daemon to answer (default 60)
+#
+# Where the kernel schedules real time by cgroup (cgroup v1 with RT group
+# scheduling: the cpu controller has cpu.rt_runtime_us), a container gets
+# real-time priority only from a budget its parent has: ours gives its
+# containers' parent half of each CPU (kvcpu-dev's watcher takes at most
+# that, docs/containers.md), and a container asks with --cpu-rt-runtime.
 set -euo pipefail
 
 state_dir=${KVCPU_DOCKERD_STATE:-/run/kvcpu-dockerd}
@@ -60,7 +66,9 @@ cmd_start() {
     # setsid: own session so that the caller's Ctrl-C / process-group kill
     # does not take the daemon down half-way; </dev/null because CI has no
     # stdin.  dockerd starts and later stops its own containerd.
-    setsid dockerd >"$log_file" 2>&1 </dev/null &
+    local args=()
+    [[ -e /sys/fs/cgroup/cpu/cpu.rt_runtime_us ]] && args+=(--cpu-rt-runtime=500000)
+    setsid dockerd "${args[@]}" >"$log_file" 2>&1 </dev/null &
     echo $! >"$pid_file"
     local pid=$! t=0
     while ! daemon_answers; do

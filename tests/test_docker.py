@@ -243,22 +243,27 @@ def container(image):
         run(["docker", "run", "-d", "--name", name, "--label", LABEL, *FUSE_OPTS, *apparmor_opts(),
              "--cap-add", "SYS_PTRACE",
              "--health-interval", "1s", "--health-start-period", "0s", image])
-        deadline = time.monotonic() + 30
-        while True:
-            probe = quiet(["docker", "exec", name, "kvctl", "telemetry"], timeout=10)
-            if probe is not None and probe.returncode == 0:
-                break
-            state = quiet(["docker", "inspect", "--format", "{{.State.Status}}", name])
-            if time.monotonic() > deadline or (state and state.stdout.strip() == "exited"):
-                logs = quiet(["docker", "logs", name])
-                pytest.fail(f"the container never answered kvctl telemetry:\n"
-                            f"{logs.stdout if logs else ''}{logs.stderr if logs else ''}", pytrace=False)
-            time.sleep(0.05)
+        wait_answers(name)
         TIMINGS["container_run_to_ready_s"] = round(time.monotonic() - t0, 2)
         TIMINGS["container_start_to_ready_line_s"] = _ready_line_delay(name)
         yield name
     finally:
         remove_container(name)
+
+
+def wait_answers(name: str) -> None:
+    """Until the container's daemon answers kvctl telemetry (30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        probe = quiet(["docker", "exec", name, "kvctl", "telemetry"], timeout=10)
+        if probe is not None and probe.returncode == 0:
+            return
+        state = quiet(["docker", "inspect", "--format", "{{.State.Status}}", name])
+        if time.monotonic() > deadline or (state and state.stdout.strip() == "exited"):
+            logs = quiet(["docker", "logs", name])
+            pytest.fail(f"the container never answered kvctl telemetry:\n"
+                        f"{logs.stdout if logs else ''}{logs.stderr if logs else ''}", pytrace=False)
+        time.sleep(0.05)
 
 
 def _ready_line_delay(name: str) -> float | str:
@@ -517,6 +522,44 @@ def test_refuses_clearly_without_fuse(image):
         remove_container(name)
     assert r.returncode == 1
     assert "kvcpu-dev: cannot create kvcpu0: cannot mount FUSE" in r.stderr, r.stderr
+
+
+#: The watcher's policy, read inside the container (the daemon is PID 1).
+WATCHER_POLICY = """python3 -c "import glob, os
+print(*[os.sched_getscheduler(int(comm.split('/')[4])) for comm in glob.glob('/proc/1/task/*/comm')
+        if open(comm).read().strip() == 'kvcpu-watch'])"
+"""
+
+
+def test_without_sys_nice_says_readers_may_wait(container):
+    """Docker's default capabilities have not got CAP_SYS_NICE: the daemon
+    serves, its watcher is not real-time, and its log says why once."""
+    logs = run(["docker", "logs", container])
+    text = logs.stdout + logs.stderr
+    assert text.count("kvcpu0: no real-time priority (CAP_SYS_NICE, or a cgroup's cpu.rt_runtime_us)") == 1, text
+    assert dexec(container, WATCHER_POLICY).stdout.strip() == str(os.SCHED_OTHER)
+
+
+#: A kernel that schedules real time by cgroup (v1 with RT group scheduling,
+#: as here) gives a container none unless it asks and its parent has some
+#: (scripts/dockerd-ctl.sh starts dockerd so).
+RT_BUDGET = ["--cpu-rt-runtime", "500000"] if os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us") else []
+
+
+def test_sys_nice_gives_the_watcher_real_time(image):
+    name = f"kvcpu-nice-{RUN_ID}"
+    try:
+        r = run(["docker", "run", "-d", "--name", name, "--label", LABEL, *FUSE_OPTS, *apparmor_opts(),
+                 "--cap-add", "SYS_NICE", *RT_BUDGET, image], check=False)
+        if r.returncode and RT_BUDGET and TIMINGS.get("dockerd") != "started by the test":
+            pytest.skip(f"this dockerd gives its containers no real-time budget: {r.stderr.strip()}")
+        assert r.returncode == 0, r.stderr
+        wait_answers(name)
+        assert dexec(name, WATCHER_POLICY).stdout.strip() == str(os.SCHED_FIFO)
+        logs = run(["docker", "logs", name])
+        assert "real-time" not in logs.stdout + logs.stderr, logs.stdout + logs.stderr
+    finally:
+        remove_container(name)
 
 
 # -- last: docker stop ---------------------------------------------------------------

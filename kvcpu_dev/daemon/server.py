@@ -164,7 +164,9 @@ class Server:
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
         # The watcher first: a thread inherits its creator's policy.
-        self.priority.start_watching()
+        if not self.priority.start_watching():
+            log.warning("%s: no real-time priority (CAP_SYS_NICE, or a cgroup's cpu.rt_runtime_us): a reader "
+                        "may wait out a flood of commands (docs/containers.md)", self.opts.name)
         self.priority.lower()
         await self.fast.wait_ready()
         if self.cuse_node is not None:

@@ -99,14 +99,16 @@ class PythonPriority:
             mark.watched = True
         return mark
 
-    def start_watching(self) -> None:
+    def start_watching(self) -> bool:
         """Under a flood the kernel gives a thread that slept until a reader
         came almost no time, whatever its nice: a `cat` of an attribute
         waited up to 180 ms (native/watch.c).  A request served within
-        3 ms raises nothing."""
+        3 ms raises nothing.  False: the watcher cannot raise anybody (the
+        kernel refused it real-time priority: no CAP_SYS_NICE)."""
         err = lib.kv_watch_start(self.driver.handle)
         if err:
             log.info("cannot watch for starved readers: %s", os.strerror(err))
+        return not err and not lib.kv_watch_refusals(self.driver.handle)
 
     def close(self) -> None:
         """Stop watching (before the watched fd is closed)."""

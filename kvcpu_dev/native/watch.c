@@ -238,15 +238,10 @@ static int want_boost(struct kv_dev *d, struct boosting *b, uint64_t now, uint64
 static void *watch(void *arg)
 {
     struct kv_dev *d = arg;
-    struct sched_param fifo = { .sched_priority = 1 };
     const uint64_t grace = KV_WATCH_GRACE_MS * 1000000ull;
     struct boosting b = { .looked = kv_now_ns() };
     int wait_ms = -1;
 
-    /* Refused without CAP_SYS_NICE: it then shares the starved threads'
-     * lot, and still helps when it gets the CPU. */
-    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &fifo) != 0)
-        atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
     while (look(d, wait_ms) == 0) {
         uint64_t now = kv_now_ns(), oldest = oldest_pending(d, now);
         int want = want_boost(d, &b, now, oldest);
@@ -307,6 +302,7 @@ int kv_watch_add(struct kv_dev *d, int fd, int tid, int policy, uint64_t *mark)
 
 int kv_watch_start(struct kv_dev *d)
 {
+    struct sched_param fifo = { .sched_priority = 1 };
     sigset_t all, old;
     int err;
 
@@ -327,6 +323,11 @@ int kv_watch_start(struct kv_dev *d)
     }
     d->have_watch_thread = 1;
     (void)pthread_setname_np(d->watch_thread, "kvcpu-watch");
+    /* Set here, so that the caller knows on return.  Refused without
+     * CAP_SYS_NICE: the watcher then shares the starved threads' lot, still
+     * helps when it gets the CPU, and its boosts will be refused too. */
+    if (pthread_setschedparam(d->watch_thread, SCHED_FIFO, &fifo) != 0)
+        atomic_fetch_add_explicit(&d->watch_refusals, 1, memory_order_relaxed);
     return 0;
 }
 
