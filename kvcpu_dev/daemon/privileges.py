@@ -26,6 +26,7 @@ import grp
 import os
 import platform
 import pwd
+import resource
 import struct
 from dataclasses import dataclass
 
@@ -147,6 +148,28 @@ def _last_cap() -> int:
 
 def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+#: What a daemon dropped to a user keeps of the scheduler, as limits (the
+#: kernel's own unprivileged rules, sched(7)): real-time priority 1, the
+#: lowest, for the watcher's bounded boosts of starved reader threads, and
+#: nice 0, to leave SCHED_IDLE (the drainer, native/ring.c).  What
+#: limits.conf gives an audio group, less: no nice below 0, no higher
+#: real-time priority, and only for the daemon's own threads.
+KEPT_LIMITS = {"RLIMIT_RTPRIO": 1, "RLIMIT_NICE": 20}
+
+
+def keep_scheduling() -> str | None:
+    """Set the limits the dropped daemon keeps (KEPT_LIMITS), hard and soft,
+    while still root.  Raising a hard limit needs CAP_SYS_RESOURCE; without
+    it (a container, a sandbox) returns why, and reader threads will not be
+    raised under floods (readers_boost_refused)."""
+    for name, value in KEPT_LIMITS.items():
+        try:
+            resource.setrlimit(getattr(resource, name), (value, value))
+        except (OSError, ValueError) as exc:  # ValueError: "not allowed to raise maximum limit"
+            return f"readers are not raised under floods (cannot keep {name} {value}: {exc})"
+    return None
 
 
 def drop_to(who: RunAs) -> None:

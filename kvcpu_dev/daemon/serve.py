@@ -116,8 +116,11 @@ def _give_up_root(opts: Options, transport: str) -> str:
     if opts.runas:
         who = privileges.resolve_user(opts.runas)
         _preload()
+        lost = privileges.keep_scheduling()
         privileges.drop_to(who)
         notes.append(f"as {who.user} (uid {who.uid}, gid {who.gid})")
+        if lost:
+            notes.append(lost)
     if opts.seccomp:
         privileges.install_seccomp(uring=transport == "uring")
         notes.append("seccomp filter on")

@@ -256,13 +256,20 @@ def test_runas_unknown_user_is_one_line(daemons):
     assert result.returncode == 1 and "no user 'no-such-user-kvt'" in one_line(result.stderr)
 
 
+CAP_SYS_PTRACE, CAP_SYS_RESOURCE = 19, 24
+
+
+def _has_cap(cap: int) -> bool:
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
 def _has_sys_ptrace() -> bool:
     """Root with CAP_SYS_PTRACE may look into a process of another user
     that is not dumpable; Docker's default capability set has not got it."""
-    for line in open("/proc/self/status"):
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> 19 & 1)
-    return False
+    return _has_cap(CAP_SYS_PTRACE)
 
 
 #: A --runas daemon is not dumpable: root can see its open files and system
@@ -302,6 +309,71 @@ def test_runas_nobody_with_seccomp(open_dir, daemons):
     assert "Traceback" not in d.log(), d.log()
     d.start("--runas", "nobody")  # the name is free again
     assert d.answers()
+
+
+#: Raising a hard limit needs CAP_SYS_RESOURCE, which a default container
+#: and this sandboxed host have not got (UML and a plain root have).
+NEEDS_SYS_RESOURCE = pytest.mark.skipif(
+    not _has_cap(CAP_SYS_RESOURCE), reason="root without CAP_SYS_RESOURCE cannot grant limits")
+
+
+def limits(pid: int) -> dict[str, tuple[str, str]]:
+    """/proc/PID/limits: name -> (soft, hard)."""
+    out = {}
+    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        name, soft, hard = line[:26].strip(), *line[26:].split()[:2]
+        out[name] = (soft, hard)
+    return out
+
+
+def test_runas_keeps_what_its_scheduling_needs(open_dir, daemons):
+    """A --runas daemon keeps real-time priority 1 and nice 0 as limits
+    (its watcher raises starved reader threads; the ring raises a starved
+    drainer out of SCHED_IDLE), or says once why it cannot; it serves."""
+    d = daemons("--runas", "nobody", base_dir=open_dir / "d")
+    kept = limits(d.pid)
+    if _has_cap(CAP_SYS_RESOURCE):
+        assert kept["Max realtime priority"] == ("1", "1"), kept
+        assert kept["Max nice priority"] == ("20", "20"), kept
+        assert "not raised" not in d.log(), d.log()
+    else:
+        assert "readers are not raised under floods (cannot keep RLIMIT_RTPRIO 1" in d.log(), d.log()
+    watcher = [t for t in os.listdir(f"/proc/{d.pid}/task")
+               if pathlib.Path(f"/proc/{d.pid}/task/{t}/comm").read_text().strip() == "kvcpu-watch"]
+    assert len(watcher) == 1 and os.sched_getscheduler(int(watcher[0])) == os.SCHED_FIFO
+    d.step(7)
+    assert d.attr("current_step") == "7\n"
+
+
+@NEEDS_SYS_RESOURCE
+def test_the_kept_limits_allow_the_daemons_scheduling():
+    """What the daemon's threads do after the drop, the kernel allows with
+    exactly the kept limits and no capability: SCHED_RR 1 and back, and out
+    of SCHED_IDLE (sched(7)'s unprivileged rules)."""
+    from kvcpu_dev.daemon import privileges
+
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            assert privileges.keep_scheduling() is None
+            privileges.drop_to(privileges.resolve_user("nobody"))
+            code = 1
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))  # the watcher's boost
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # given back
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # the ring's raise
+            code = 2
+            with contextlib.suppress(PermissionError):
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(2))  # no more than that
+                raise SystemExit
+            with contextlib.suppress(PermissionError):
+                os.setpriority(os.PRIO_PROCESS, 0, -1)
+                raise SystemExit
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def test_runas_kill9_is_cleaned_up_by_the_helper(open_dir, daemons):
