@@ -45,8 +45,10 @@ BLOCK_COLUMNS = (
     "va", "len", "entry", "tier", "prio", "r", "f", "last_access", "ref", "prefix",
     "dirty", "hot", "target", "request", "moving", "hint_va", "hint_len",
 )
-_HEX_COLUMNS = {"va", "hint_va"}
-_TEXT_COLUMNS = {"tier", "moving"}
+#: Written "{:#x}"; a tier, by its name (TIER_NAMES).  Any other field is a
+#: decimal integer, and an empty one "-".
+HEX_COLUMNS = {"va", "hint_va"}
+NAME_COLUMNS = {"tier", "moving"}
 
 
 # -- tiers ------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def tier_index(tier: int | str) -> int:
 def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key in _HEX_COLUMNS:
+    if key in HEX_COLUMNS:
         return f"{value:#x}"
     return str(value)
 
@@ -97,7 +99,8 @@ def render_block_rows(rows: list[dict[str, Any]]) -> str:
 
 #: Rows formatted at a time: a full directory's text is built in pieces, so
 #: its formatted fields never all exist at once.
-_CHUNK = 1024
+CHUNK = 1024
+BLOCKS_HEADER = "# " + " ".join(BLOCK_COLUMNS) + "\n"
 
 
 def render_block_columns(cols: dict[str, list[Any]]) -> str:
@@ -107,19 +110,25 @@ def render_block_columns(cols: dict[str, list[Any]]) -> str:
 
 
 def block_pieces(n: int, rows: Callable[[int, int], dict[str, list[Any]]]) -> Iterator[str]:
-    """The blocks file of ``n`` entries, a header and then _CHUNK rows a
+    """The blocks file of ``n`` entries, a header and then CHUNK rows a
     piece; ``rows(start, end)`` gives those rows as a list per column."""
-    yield "# " + " ".join(BLOCK_COLUMNS) + "\n"
-    for start in range(0, n, _CHUNK):
-        cols = rows(start, min(n, start + _CHUNK))
-        fields = [_texts(c, cols[c]) for c in BLOCK_COLUMNS]
-        yield "\n".join(map(" ".join, zip(*fields))) + "\n"
+    yield BLOCKS_HEADER
+    for start in range(0, n, CHUNK):
+        yield render_block_chunk(rows(start, min(n, start + CHUNK)))
+
+
+def render_block_chunk(cols: dict[str, list[Any]]) -> str:
+    """Rows of the blocks file, without the header, from a list per column."""
+    if not cols[BLOCK_COLUMNS[0]]:
+        return ""
+    fields = [_texts(c, cols[c]) for c in BLOCK_COLUMNS]
+    return "\n".join(map(" ".join, zip(*fields))) + "\n"
 
 
 def _texts(key: str, values: list[Any]) -> list[str]:
     """_fmt over a column, at C speed where no field is empty (a soak's
     `blocks` reader every 2 s spent 12% of the daemon's time here)."""
-    text = "{:#x}".format if key in _HEX_COLUMNS else str
+    text = "{:#x}".format if key in HEX_COLUMNS else str
     if None in values:
         return ["-" if v is None else text(v) for v in values]
     return list(map(text, values))
@@ -159,7 +168,7 @@ def parse_blocks(text: str) -> list[dict[str, Any]]:
         if len(fields) != len(columns):
             raise ValueError(f"blocks: {len(fields)} fields, header has {len(columns)}")
         rows.append({
-            c: None if f == "-" else (f if c in _TEXT_COLUMNS else _value(f))
+            c: None if f == "-" else (f if c in NAME_COLUMNS else _value(f))
             for c, f in zip(columns, fields)
         })
     return rows

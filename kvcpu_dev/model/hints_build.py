@@ -1,5 +1,5 @@
 """cffi build script for ``kvcpu_dev.model._hints``: the model's hint
-doorbells in C (hints.c), the model's own extension, apart from the fast
+doorbells (hints.c) and the blocks file's rows (rows.c) in C, the model's own extension, apart from the fast
 path's (``kvcpu_dev.native._fuse``): the model sees register writes only.
 
 The registers and the counters' order come from the device's tables
@@ -43,12 +43,12 @@ def generated_defines() -> dict[str, int]:
 def builder() -> cffi.FFI:
     defines = generated_defines()
     ffi = cffi.FFI()
-    header = (HERE / "hints.h").read_text()
-    ffi.cdef("".join(f"#define {name} ...\n" for name in defines) + header)
+    headers = "".join((HERE / name).read_text() for name in ("hints.h", "rows.h"))
+    ffi.cdef("".join(f"#define {name} ...\n" for name in defines) + headers)
     ffi.set_source(
         "kvcpu_dev.model._hints",
-        '#include <stdint.h>\n#include "hints.h"\n',
-        sources=[str((HERE / "hints.c").relative_to(PACKAGE.parent))],
+        '#include <stdint.h>\n#include "hints.h"\n#include "rows.h"\n',
+        sources=[str((HERE / name).relative_to(PACKAGE.parent)) for name in ("hints.c", "rows.c")],
         define_macros=[(name, str(value)) for name, value in defines.items()],
         include_dirs=[str(HERE)],
         extra_compile_args=["-O2", "-Wall"],

@@ -12,6 +12,7 @@ from ..device import model_text as text
 from ..device.model_text import BLOCK_COLUMNS, TIER_KEYS, TIER_NAMES, tier_index
 from ..device.regs import U32
 from ..device.sysfs import Pieces
+from . import rows
 from .config import ModelConfig
 from .dma import DmaEngine
 from .hepc import Registers
@@ -194,7 +195,13 @@ def render_blocks(m: ModelState) -> str:
 
 def blocks_pieces(m: ModelState) -> Pieces:
     """The blocks file in pieces, from a snapshot of the directory taken
-    now (a few MiB of arrays at most, not the formatted text)."""
+    now (a few MiB of arrays at most, not the formatted text); written in
+    C where it is built (model/rows.py)."""
     arrays, bs = block_arrays(m), m.block_size
-    return Pieces(sum(a.nbytes for a in arrays.values()),
-                  text.block_pieces(len(arrays["va"]), lambda start, end: column_lists(arrays, bs, start, end)))
+    n = len(arrays["va"])
+
+    def spec(start: int, end: int) -> dict[str, list[Any]]:
+        return column_lists(arrays, bs, start, end)
+
+    pieces = rows.block_pieces(n, arrays, bs, spec) if rows.available() else text.block_pieces(n, spec)
+    return Pieces(sum(a.nbytes for a in arrays.values()), pieces)
