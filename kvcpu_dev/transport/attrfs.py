@@ -50,10 +50,14 @@ ATTR_SIZE = 4096
 #: Rendered text held for open files, all together.
 SNAPSHOT_BUDGET = 32 << 20
 #: The most one read answers: a large view's text is made as its reads
-#: reach it, and a 1 MiB read of `blocks` took ~30 ms of the thread that
-#: also serves every other attribute and drains the ring.  Files are
-#: direct_io, so a shorter answer is a short read, not an end of file.
-READ_SLICE = 64 << 10
+#: reach it, on the thread that also serves every other attribute and
+#: drains the ring.  A 1 MiB slice of `blocks` takes ~3 ms to make (written
+#: in C, model/rows.py; ~30 ms in Python).  Each request of a read waits
+#: its turn behind the ring's drain under a flood, so fewer are faster: a
+#: 5 MB `blocks` in 64 KiB slices took 81 requests and up to 330 ms under
+#: a mixed flood.  Files are direct_io, so a shorter answer is a short
+#: read, not an end of file.
+READ_SLICE = 1 << 20
 
 
 class Rendering:
