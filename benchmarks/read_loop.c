@@ -2,7 +2,8 @@
  * `cat` does) or scraping http://127.0.0.1:PORT/metrics, every PERIOD
  * seconds until SECONDS have passed, after an offset.  Prints one line a
  * read: its time and how long this process itself waited to run meanwhile
- * (its schedstat), in ms: what the daemon made it wait is the difference.
+ * (its schedstat), in ms: what the daemon made it wait is the difference;
+ * then when it began (CLOCK_MONOTONIC, s), to find what overlapped it.
  *
  *   read_loop file PATH PERIOD SECONDS OFFSET
  *   read_loop http PORT PERIOD SECONDS OFFSET
@@ -95,7 +96,7 @@ int main(int argc, char **argv)
 			perror(argv[2]);
 			return 1;
 		}
-		printf("%.3f %.3f\n", (now() - t0) * 1e3, waited() - w0);
+		printf("%.3f %.3f %.6f\n", (now() - t0) * 1e3, waited() - w0, t0);
 		fflush(stdout);
 	}
 	return 0;
