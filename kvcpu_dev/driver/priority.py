@@ -10,12 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 
 from ..native._fuse import ffi, lib
 from .handle import NativeDriver
 
 log = logging.getLogger("kvcpu_dev")
+
+#: How long a thread holding the GIL keeps it from another that asks
+#: (sys.setswitchinterval; PythonPriority.start_watching).
+GIL_SWITCH_S = 0.0005
 
 
 class Mark:
@@ -104,7 +109,16 @@ class PythonPriority:
         came almost no time, whatever its nice: a `cat` of an attribute
         waited up to 180 ms (native/watch.c).  A request served within
         3 ms raises nothing.  False: the watcher cannot raise anybody (the
-        kernel refused it real-time priority: no CAP_SYS_NICE)."""
+        kernel refused it real-time priority: no CAP_SYS_NICE).
+
+        Raised or not, a reader thread shares the GIL with the drainer,
+        which always wants it under a flood: each system call the
+        endpoint's I/O thread makes to answer a scrape gives the GIL away,
+        and taking it back waits a switch interval (the convoy effect; 5 ms
+        by default).  A scrape's reply took up to 80 ms so; GIL_SWITCH_S
+        makes it 10 times shorter, and costs nothing while one thread wants
+        the GIL."""
+        sys.setswitchinterval(GIL_SWITCH_S)
         err = lib.kv_watch_start(self.driver.handle)
         if err:
             log.info("cannot watch for starved readers: %s", os.strerror(err))

@@ -1,6 +1,7 @@
 """cffi build script for ``kvcpu_dev.model._hints``: the model's hint
-doorbells (hints.c) and the blocks file's rows (rows.c) in C, the model's own extension, apart from the fast
-path's (``kvcpu_dev.native._fuse``): the model sees register writes only.
+doorbells (hints.c) and the blocks file's rows (rows.c) in C, the model's
+own extension, apart from the fast path's (``kvcpu_dev.native._fuse``): the
+model sees register writes only.
 
 The registers and the counters' order come from the device's tables
 (device/regs.py, device/model_text.py), imported from the source tree as
