@@ -29,7 +29,9 @@ SpecRows = Callable[[int, int], dict[str, list[Any]]]
 
 
 def available() -> bool:
-    return lib is not None
+    """Built, and built with rows.c (an older build of the extension has the
+    hint engine alone)."""
+    return lib is not None and hasattr(lib, "kvm_format_rows")
 
 
 def block_pieces(n: int, arrays: dict[str, np.ndarray], block_size: int, spec: SpecRows) -> Iterator[str]:
@@ -66,7 +68,7 @@ class _Writer:
     """One listing's C call: its output buffer, grown to the largest chunk."""
 
     FORMATS = {name: lib.KVM_HEX if name in HEX_COLUMNS else lib.KVM_NAME if name in NAME_COLUMNS
-               else lib.KVM_DECIMAL for name in BLOCK_COLUMNS} if lib is not None else {}
+               else lib.KVM_DECIMAL for name in BLOCK_COLUMNS} if available() else {}
 
     def __init__(self) -> None:
         self._names = [ffi.new("char[]", name.encode()) for name in TIER_NAMES]
