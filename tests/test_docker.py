@@ -447,10 +447,11 @@ def test_live_suite_inside_container(container):
     TIMINGS["live_suite_result"] = summary.strip("= ")
     assert r.returncode == 0, f"{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
     # Every skip must be a declared container gap: test_hardening's
-    # --request-timeout with --runas, and test_uring's read-only parameter.
+    # --request-timeout with --runas and the limits --runas keeps (no
+    # CAP_SYS_RESOURCE), and test_uring's read-only parameter.
     skips = [line for line in r.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all("known gap in a container" in line for line in skips), "\n".join(skips)
-    assert " passed" in summary and len(skips) <= 4, summary
+    assert " passed" in summary and len(skips) <= 5, summary
 
 
 # -- the recipes in docs/containers.md --------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kvcpu_dev.driver.handle import NativeDriver
-from kvcpu_dev.driver.priority import PythonPriority
+from kvcpu_dev.driver.priority import GIL_SWITCH_S, PythonPriority
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="SCHED_RR and leaving SCHED_IDLE need CAP_SYS_NICE")
 
@@ -89,7 +89,10 @@ def test_a_thread_that_runs_its_long_request_is_not_starved() -> None:
             while time.monotonic() < end:  # runs, unless the machine is busy
                 raised += os.sched_getscheduler(0) == os.SCHED_RR
                 looks += 1
-        assert raised < looks / 5  # a moment descheduled may raise it; running, it is not starved
+        # Running, it is not starved; descheduled a while by a busy machine,
+        # it may be (a CI run beside a Docker suite: 22% of looks).  Without
+        # the starvation check it is raised half the time (20 ms on, 20 off).
+        assert raised < looks / 3
     finally:
         priority.close()
         native.close()
@@ -101,7 +104,8 @@ def test_a_request_left_waiting_raises_every_watched_thread_until_taken(watched:
     try:
         priority.watch(server.tid, r)
         priority.watch(other.tid)
-        priority.start_watching()
+        assert priority.start_watching() is None  # it may raise threads (root here)
+        assert sys.getswitchinterval() == GIL_SWITCH_S
         os.write(w, b"x")  # a request nobody takes
         assert eventually(lambda: server.policy == other.policy == os.SCHED_RR)
         assert os.sched_getparam(server.tid).sched_priority == 1

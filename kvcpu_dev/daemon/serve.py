@@ -183,6 +183,9 @@ def _serve_locked(opts: Options, model: DeviceModel | None, transport: str, run_
                              rdev=os.stat(made).st_rdev if made else 0)
             how = _give_up_root(opts, transport)
             log.info("%s (pid %d)%s", what, pid, f" {how}" if how else "")
+            if server.readers_unraised:  # after the ready line, which a foreground's reader waits for first
+                log.warning("%s: %s: a reader may wait out a flood of commands (docs/containers.md)",
+                            opts.name, server.readers_unraised)
             report(True, what)
 
         try:

@@ -94,6 +94,10 @@ class Server:
         attributes.append(Attribute("fastpath", self._show_fastpath))
         attributes += controls.attributes(self.driver)
         self.priority = PythonPriority(self.driver)
+        #: Why readers will not be raised under a flood (None: they will),
+        #: known once the watcher starts (publish), said after the ready
+        #: line (daemon/serve.py).
+        self.readers_unraised: str | None = None
         self.bench = Bench(
             self.driver, opts.name,
             model_config=(lambda: model.config.to_toml()) if model is not None else (lambda: None),
@@ -164,9 +168,7 @@ class Server:
             await trio.to_thread.run_sync(self.fast.mount)
         self.fast.start(self.opts.poll_us)
         # The watcher first: a thread inherits its creator's policy.
-        if not self.priority.start_watching():
-            log.warning("%s: no real-time priority (CAP_SYS_NICE, or a cgroup's cpu.rt_runtime_us): a reader "
-                        "may wait out a flood of commands (docs/containers.md)", self.opts.name)
+        self.readers_unraised = self.priority.start_watching()
         self.priority.lower()
         await self.fast.wait_ready()
         if self.cuse_node is not None:

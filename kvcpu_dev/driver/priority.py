@@ -104,12 +104,12 @@ class PythonPriority:
             mark.watched = True
         return mark
 
-    def start_watching(self) -> bool:
+    def start_watching(self) -> str | None:
         """Under a flood the kernel gives a thread that slept until a reader
         came almost no time, whatever its nice: a `cat` of an attribute
         waited up to 180 ms (native/watch.c).  A request served within
-        3 ms raises nothing.  False: the watcher cannot raise anybody (the
-        kernel refused it real-time priority: no CAP_SYS_NICE).
+        3 ms raises nothing.  Returns why the watcher cannot raise anybody
+        (None: it can).
 
         Raised or not, a reader thread shares the GIL with the drainer,
         which always wants it under a flood: each system call the
@@ -121,8 +121,10 @@ class PythonPriority:
         sys.setswitchinterval(GIL_SWITCH_S)
         err = lib.kv_watch_start(self.driver.handle)
         if err:
-            log.info("cannot watch for starved readers: %s", os.strerror(err))
-        return not err and not lib.kv_watch_refusals(self.driver.handle)
+            return f"no watcher thread ({os.strerror(err)})"
+        if lib.kv_watch_refusals(self.driver.handle):
+            return "no real-time priority (CAP_SYS_NICE, or a cgroup's cpu.rt_runtime_us)"
+        return None
 
     def close(self) -> None:
         """Stop watching (before the watched fd is closed)."""

@@ -314,7 +314,8 @@ def test_runas_nobody_with_seccomp(open_dir, daemons):
 #: Raising a hard limit needs CAP_SYS_RESOURCE, which a default container
 #: and this sandboxed host have not got (UML and a plain root have).
 NEEDS_SYS_RESOURCE = pytest.mark.skipif(
-    not _has_cap(CAP_SYS_RESOURCE), reason="root without CAP_SYS_RESOURCE cannot grant limits")
+    not _has_cap(CAP_SYS_RESOURCE),
+    reason="root without CAP_SYS_RESOURCE cannot grant limits (a known gap in a container: docs/security.md)")
 
 
 def limits(pid: int) -> dict[str, tuple[str, str]]:
@@ -340,7 +341,9 @@ def test_runas_keeps_what_its_scheduling_needs(open_dir, daemons):
         assert "readers are not raised under floods (cannot keep RLIMIT_RTPRIO 1" in d.log(), d.log()
     watcher = [t for t in os.listdir(f"/proc/{d.pid}/task")
                if pathlib.Path(f"/proc/{d.pid}/task/{t}/comm").read_text().strip() == "kvcpu-watch"]
-    assert len(watcher) == 1 and os.sched_getscheduler(int(watcher[0])) == os.SCHED_FIFO
+    refused = "no real-time priority" in d.log()  # a container without CAP_SYS_NICE
+    assert len(watcher) == 1
+    assert os.sched_getscheduler(int(watcher[0])) == (os.SCHED_OTHER if refused else os.SCHED_FIFO), d.log()
     d.step(7)
     assert d.attr("current_step") == "7\n"
 
