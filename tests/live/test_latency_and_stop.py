@@ -15,6 +15,10 @@ from kvspec import STEP
 
 pytestmark = pytest.mark.live
 
+#: A stop that waits for nothing (it took 10 s when the helper waited on the
+#: daemon it was stopping; see each test).
+QUICK_STOP_S = 3.0
+
 
 def add_fault(dev, rule: str) -> None:
     assert dev.write_attr("faults", f"add {rule}\n".encode()) == 0
@@ -66,7 +70,10 @@ def test_stop_during_a_long_latency_is_quick_and_the_client_gets_its_answer(dev)
     finally:
         slow.kill()
     assert result.returncode == 0, result.stderr
-    assert took < 1.5, f"--stop took {took:.1f} s"
+    # A stop that waited for the latency would take 9.7 s; a quick one takes
+    # 0.2-0.5 s on the host and up to 1.8 s under UML (1 of 5 over 1.5 s
+    # there, on this tree and on the one before the watcher's changes).
+    assert took < QUICK_STOP_S, f"--stop took {took:.1f} s"
     assert out.strip() == "answered"  # the command ran; its reply was only held back
 
 
@@ -92,4 +99,4 @@ def test_stop_with_the_helper_after_a_look_at_the_attributes_is_quick(open_dir, 
     result = dev.stop()
     took = time.monotonic() - t0
     assert result.returncode == 0, result.stderr
-    assert took < 1.5, f"--stop took {took:.1f} s: {result.stderr}"
+    assert took < QUICK_STOP_S, f"--stop took {took:.1f} s: {result.stderr}"
