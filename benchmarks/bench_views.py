@@ -2,7 +2,7 @@
 takes while the device is flooded, against the same reads on an idle
 daemon, in one run.
 
-Run as root:  .venv/bin/python benchmarks/bench_views.py [--seconds S]
+Run as root:  .venv/bin/python benchmarks/bench_views.py [--seconds S] [--loads idle,mixed,steps]
 
 Loads, each on a fresh daemon with --metrics:
   idle      nothing
@@ -127,12 +127,13 @@ def add_row(report: Report, kind: str, name: str, reads: list[Read], blocks: lis
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=30, help="each load's length")
+    ap.add_argument("--loads", default="idle,mixed,steps", help="which loads, comma-separated")
     args = ap.parse_args()
     report = Report("bench_views: what users read while the device is flooded (one run)")
     with scratch() as tmp:
         load_bin = build_c("ioctl_load.c", tmp)
         read_bin = build_c("read_loop.c", tmp)
-        for kind in ("idle", "mixed", "steps"):
+        for kind in args.loads.split(","):
             got = run_load(kind, load_bin, read_bin, tmp, args.seconds)
             for name in (*READERS, "blocks", "blocks, idle after"):
                 if name in got:
