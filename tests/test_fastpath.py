@@ -257,7 +257,7 @@ def test_the_blocks_file_in_pieces_is_its_whole_text() -> None:
     held, text = blocks.pieces()
     pieces = list(text)
     assert len(pieces) > 2 and held > 0  # the header, then rows a chunk at a time
-    assert "".join(pieces) == blocks.show() and blocks.show().count("\n") > 8_000
+    assert b"".join(pieces).decode() == blocks.show() and blocks.show().count("\n") > 8_000
 
 
 def test_a_large_view_is_formatted_as_far_as_its_reads_reach() -> None:
@@ -272,7 +272,7 @@ def test_a_large_view_is_formatted_as_far_as_its_reads_reach() -> None:
         def text():
             for i in range(10):
                 made.append(i)
-                yield str(i) * 100
+                yield str(i).encode() * 100
         return Pieces(5000, text())
 
     whole = "".join(str(i) * 100 for i in range(10))
@@ -297,10 +297,29 @@ def test_pieces_behind_an_empty_snapshot_are_still_made() -> None:
     header) are read all the same."""
     from kvcpu_dev.transport.attrfs import Rendering, Snapshots
 
-    attr = Attribute("p", lambda: "# header\n", pieces=lambda: Pieces(0, iter(["# header\n"])))
+    attr = Attribute("p", lambda: "# header\n", pieces=lambda: Pieces(0, iter([b"# header\n"])))
     s = Snapshots()
     s.put(1, Rendering(attr))
     assert s.read(1, 4096, 0) == b"# header\n" and s.total == len("# header\n")
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.binary(max_size=40), max_size=12),
+       reads=st.lists(st.tuples(st.integers(0, 500), st.integers(0, 200)), min_size=1, max_size=20),
+       slice_=st.sampled_from([1, 7, 64, 1 << 20]))
+def test_any_read_of_a_view_in_pieces_is_its_texts_bytes(pieces, reads, slice_) -> None:
+    """Reads at any offset, forwards or back, within a piece or across
+    several (empty ones too), past the end: the bytes of the whole text
+    (the pieces are kept apart and joined per read)."""
+    from kvcpu_dev.transport import attrfs
+
+    whole = b"".join(pieces)
+    attr = Attribute("p", lambda: whole.decode("latin-1"), pieces=lambda: Pieces(10, iter(pieces)))
+    s = attrfs.Snapshots()
+    s.put(1, attrfs.Rendering(attr))
+    with unittest.mock.patch.object(attrfs, "READ_SLICE", slice_):
+        for off, size in reads:
+            assert s.read(1, size, off) == whole[off : off + min(size, slice_)]
+
 
 # -- runs of STEPs: the fast path coalesces them, the reader hands them on as one call --
 

@@ -41,10 +41,12 @@ Store = Callable[[bytes, Caller], None]
 class Pieces(NamedTuple):
     """A view's text a piece at a time, from a snapshot taken when asked
     (so the pieces agree with each other): ``held`` bytes of that snapshot
-    stay in memory until the last piece is made."""
+    stay in memory until the last piece is made.  Bytes, as the reads
+    answer them (megabytes decoded and encoded again cost as much as the
+    C that writes them)."""
 
     held: int
-    text: Iterator[str]
+    text: Iterator[bytes]
 
 
 class Attribute(NamedTuple):

@@ -125,7 +125,7 @@ def block_arrays(m: ModelState, tier: int | str | None = None,
             idx = idx[:0]
         else:
             idx = idx[(d.block[idx] >= np.uint64(start // bs)) & (d.block[idx] <= np.uint64((end - 1) // bs))]
-    idx = idx[np.argsort(d.block[idx], kind="stable")]
+    idx = idx[address_order(d.block[idx])]
     return {
         "va": d.block[idx] * np.uint64(bs), "entry": idx, "tier": d.tier[idx], "prio": d.priority[idx],
         "r": d.r[idx], "f": d.f[idx], "last_access": d.last_access[idx], "ref": d.ref[idx],
@@ -134,6 +134,26 @@ def block_arrays(m: ModelState, tier: int | str | None = None,
         "target": d.target[idx], "armed": d.armed[idx], "request": d.request_id[idx], "moving": d.mv_dst[idx],
         "hint_va": d.hint_va[idx], "hint_len": d.hint_len[idx],
     }
+
+
+#: A directory's blocks spanning at most this many times their number are
+#: put in order by a scatter over their span rather than a sort.
+DENSE_SPAN = 8
+
+
+def address_order(blocks: np.ndarray) -> np.ndarray:
+    """The permutation putting ``blocks`` in ascending order, ties (none in
+    a directory) in their own order.  A KV pool's blocks are mostly a dense
+    range: a scatter over it orders 100,000 in ~1 ms where a sort takes 5-8
+    ms of the thread every reader waits for; sparse ones are sorted."""
+    n = len(blocks)
+    low = blocks.min() if n else 0
+    if n == 0 or int(blocks.max()) - int(low) >= DENSE_SPAN * n:
+        return np.argsort(blocks, kind="stable")
+    slots = np.full(int(blocks.max()) - int(low) + 1, -1, np.intp)
+    slots[blocks - low] = np.arange(n)  # of two equal blocks, one is lost ...
+    order = slots[slots >= 0]
+    return order if len(order) == n else np.argsort(blocks, kind="stable")  # ... and they are sorted
 
 
 def column_lists(arrays: dict[str, np.ndarray], block_size: int,
@@ -190,7 +210,7 @@ def render_dma(m: ModelState) -> str:
 
 
 def render_blocks(m: ModelState) -> str:
-    return "".join(blocks_pieces(m).text)
+    return b"".join(blocks_pieces(m).text).decode()
 
 
 def blocks_pieces(m: ModelState) -> Pieces:
@@ -203,5 +223,8 @@ def blocks_pieces(m: ModelState) -> Pieces:
     def spec(start: int, end: int) -> dict[str, list[Any]]:
         return column_lists(arrays, bs, start, end)
 
-    pieces = rows.block_pieces(n, arrays, bs, spec) if rows.available() else text.block_pieces(n, spec)
+    if rows.available():
+        pieces = rows.block_pieces(n, arrays, bs, spec)
+    else:
+        pieces = (piece.encode() for piece in text.block_pieces(n, spec))
     return Pieces(sum(a.nbytes for a in arrays.values()), pieces)
