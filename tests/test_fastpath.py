@@ -321,6 +321,37 @@ def test_any_read_of_a_view_in_pieces_is_its_texts_bytes(pieces, reads, slice_) 
             assert s.read(1, size, off) == whole[off : off + min(size, slice_)]
 
 
+def test_the_attribute_mount_says_which_requests_are_followed_at_once() -> None:
+    """A lookup and an open are followed by the caller's next request, and
+    so is a read that fills its request with more text behind it; the
+    last read of a file, a small file's read, a getattr are not.  Each is
+    said once (Session.serve asks after every request)."""
+    from kvcpu_dev.transport.attrfs import NodeFS
+
+    big = "x" * 3000
+    fs = NodeFS([Attribute("small", lambda: "1\n"),
+                 Attribute("big", lambda: big, pieces=lambda: Pieces(0, iter([big[:1000].encode(),
+                                                                             big[1000:].encode()])))],
+                device_file=False)
+    small_ino, big_ino = (fs.lookup(1, name).ino for name in (b"small", b"big"))
+    assert fs.continues() and not fs.continues()
+    fh = fs.open(small_ino, os.O_RDONLY)
+    assert fs.continues()
+    fs.read(small_ino, 4096, 0, fh)
+    assert not fs.continues()
+    fh = fs.open(big_ino, os.O_RDONLY)
+    fs.continues()
+    followed = []
+    for off in range(0, 3000, 1024):
+        fs.read(big_ino, 1024, off, fh)
+        followed.append(fs.continues())
+    assert followed == [True, True, False]  # 1024, 2048, then the last 952 bytes
+    fs.read(big_ino, 1000, 2000, fh)  # exactly to the end: nothing behind it
+    assert not fs.continues()
+    fs.getattr(big_ino)
+    assert not fs.continues()
+
+
 # -- runs of STEPs: the fast path coalesces them, the reader hands them on as one call --
 
 

@@ -52,12 +52,13 @@ ATTR_SIZE = 4096
 SNAPSHOT_BUDGET = 32 << 20
 #: The most one read answers: a large view's text is made as its reads
 #: reach it, on the thread that also serves every other attribute and
-#: drains the ring.  A 1 MiB slice of `blocks` takes ~3 ms to make (written
-#: in C, model/rows.py; ~30 ms in Python).  Each request of a read waits
-#: its turn behind the ring's drain under a flood, so fewer are faster: a
+#: drains the ring.  A 1 MiB slice of `blocks` takes ~2 ms to make (written
+#: in C, model/rows.py; ~30 ms in Python).  Fewer requests are faster: a
 #: 5 MB `blocks` in 64 KiB slices took 81 requests and up to 330 ms under
-#: a mixed flood.  Files are direct_io, so a shorter answer is a short
-#: read, not an end of file.
+#: a mixed flood, each waiting a turn of the ring's drain (since then, a
+#: reader's requests that follow at once are served back to back:
+#: libfuse.Session.serve).  Files are direct_io, so a shorter answer is a
+#: short read, not an end of file.
 READ_SLICE = 1 << 20
 
 
@@ -112,6 +113,10 @@ class Rendering:
             parts.append(memoryview(piece)[max(0, off - pos) : end - pos])
             pos += len(piece)
         return b"".join(parts)
+
+    def more_after(self, end: int) -> bool:
+        """Whether there is text past ``end`` (or pieces still to make)."""
+        return self.length > end or self._rest is not None
 
 
 class Snapshots:
@@ -189,9 +194,16 @@ class NodeFS:
         self._fh = itertools.count(1)
         self._open: set[int] = set()
         self.snapshots = Snapshots(snapshot_budget)
+        #: The last request answered is one whose next follows at once: a
+        #: lookup, an open, or a read that left its reader mid-file.
+        self._continued = False
 
     def started(self) -> None:
         self.ready.set()
+
+    def continues(self) -> bool:
+        continued, self._continued = self._continued, False
+        return continued
 
     # -- metadata ------------------------------------------------------
 
@@ -216,6 +228,7 @@ class NodeFS:
         ino = self.names.get(name) if parent == ROOT_INO else None
         if ino is None:
             raise OSError(errno.ENOENT, "no such file")
+        self._continued = True  # an open follows, as a rule
         return self._attr(ino)
 
     def getattr(self, ino: int) -> Attr:
@@ -253,6 +266,7 @@ class NodeFS:
             raise OSError(errno.EACCES, "read-only attribute")
         fh = next(self._fh)
         self._open.add(fh)
+        self._continued = True  # its first read or write follows at once
         return fh
 
     def read(self, ino: int, size: int, off: int, fh: int) -> bytes:
@@ -260,7 +274,10 @@ class NodeFS:
             raise OSError(errno.EINVAL, "not an attribute")
         if self.snapshots.get(fh) is None or off == 0:  # sysfs renders once per open file
             self.snapshots.put(fh, Rendering(self.attrs[ino]))
-        return self.snapshots.read(fh, size, off)
+        data = self.snapshots.read(fh, size, off)
+        rendering = self.snapshots.get(fh)
+        self._continued = len(data) == size and rendering is not None and rendering.more_after(off + size)
+        return data
 
     def write(self, ino: int, data: bytes, off: int, fh: int, caller: Caller) -> int:
         if fh not in self._open:
