@@ -2,7 +2,7 @@
 (transport/libfuse.py, Session.serve): after every few requests, so the
 ring's drain runs between them, but not between a reader's requests that
 follow each other at once (a large view's 1 MiB reads), and never for
-longer than _HOLD_S, nor again at once after a hold that long.
+longer than _HOLD_S, nor again sooner after a hold than it lasted.
 
 libfuse is replaced by a pipe: each byte written is one request, which
 takes REQUEST_S to serve and says whether its next follows (b"c") or not
@@ -111,6 +111,18 @@ def test_a_request_that_does_not_come_within_the_wait_ends_the_turn(requests: Re
         os.write(w, b"ex")
 
     assert turns(requests, feed) == [2, 1]
+
+
+def test_after_a_hold_the_next_begins_no_sooner_than_it_lasted(requests: Requests) -> None:
+    """A reader whose runs of requests end before _HOLD_S (a file read to
+    its end, then the next) still leaves the loop half the time at least."""
+    run = int(0.8 * libfuse._HOLD_S / REQUEST_S)  # requests a run, within one hold
+    got = turns(requests, lambda w: os.write(w, (b"c" * (run - 1) + b"e") * 6 + b"x"))
+    assert got[0] == run, got
+    held = [n for n in got if n > 1]
+    assert sum(got) - sum(held) >= sum(held) // 2, got  # calm turns of one request between the holds
+    rest = got[1:]
+    assert rest[: run // 2] == [1] * (run // 2), got  # right after the first hold: calm
 
 
 def test_a_hold_ends_after_hold_s_and_the_next_turn_does_not_hold(requests: Requests) -> None:

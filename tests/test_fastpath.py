@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import unittest.mock
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -291,7 +292,6 @@ def test_a_large_view_is_formatted_as_far_as_its_reads_reach() -> None:
     assert small.get(1) is None and small.total == 5000
 
 
-
 def test_pieces_behind_an_empty_snapshot_are_still_made() -> None:
     """An empty directory's snapshot holds 0 bytes; its pieces (the
     header) are read all the same."""
@@ -301,6 +301,7 @@ def test_pieces_behind_an_empty_snapshot_are_still_made() -> None:
     s = Snapshots()
     s.put(1, Rendering(attr))
     assert s.read(1, 4096, 0) == b"# header\n" and s.total == len("# header\n")
+
 
 @settings(max_examples=200, deadline=None)
 @given(pieces=st.lists(st.binary(max_size=40), max_size=12),
@@ -319,13 +320,38 @@ def test_any_read_of_a_view_in_pieces_is_its_texts_bytes(pieces, reads, slice_) 
     with unittest.mock.patch.object(attrfs, "READ_SLICE", slice_):
         for off, size in reads:
             assert s.read(1, size, off) == whole[off : off + min(size, slice_)]
+            rendering = s.get(1)
+            assert rendering is not None and s.total == rendering.size  # the budget counts what it holds
+
+
+def test_a_view_whose_pieces_fail_fails_every_read_after() -> None:
+    """Not a text cut where the pieces stopped, served as if whole; and
+    the budget still counts what was made."""
+    from kvcpu_dev.transport import attrfs
+
+    def pieces() -> Iterator[bytes]:
+        yield b"x" * 100
+        raise IndexError("a tier no name fits")
+
+    attr = Attribute("p", lambda: "", pieces=lambda: Pieces(10, pieces()))
+    s = attrfs.Snapshots()
+    s.put(1, attrfs.Rendering(attr))
+    assert s.read(1, 50, 0) == b"x" * 50
+    with pytest.raises(IndexError):
+        s.read(1, 100, 50)
+    for off in (0, 50, 100):
+        with pytest.raises(OSError) as failed:
+            s.read(1, 100, off)
+        assert failed.value.errno == errno.EIO
+    assert s.total == 110
 
 
 def test_the_attribute_mount_says_which_requests_are_followed_at_once() -> None:
-    """A lookup and an open are followed by the caller's next request, and
-    so is a read that fills its request with more text behind it; the
-    last read of a file, a small file's read, a getattr are not.  Each is
-    said once (Session.serve asks after every request)."""
+    """A large view's lookup and open are followed by the caller's next
+    request, and so is its read that fills its request with more text
+    behind it; its last read, a getattr, and a small file's requests are
+    not (nothing to gain, and any user may open one).  Each is said once
+    (Session.serve asks after every request)."""
     from kvcpu_dev.transport.attrfs import NodeFS
 
     big = "x" * 3000
@@ -333,14 +359,16 @@ def test_the_attribute_mount_says_which_requests_are_followed_at_once() -> None:
                  Attribute("big", lambda: big, pieces=lambda: Pieces(0, iter([big[:1000].encode(),
                                                                              big[1000:].encode()])))],
                 device_file=False)
-    small_ino, big_ino = (fs.lookup(1, name).ino for name in (b"small", b"big"))
+    small_ino = fs.lookup(1, b"small").ino
+    assert not fs.continues()
+    big_ino = fs.lookup(1, b"big").ino
     assert fs.continues() and not fs.continues()
     fh = fs.open(small_ino, os.O_RDONLY)
-    assert fs.continues()
+    assert not fs.continues()
     fs.read(small_ino, 4096, 0, fh)
     assert not fs.continues()
     fh = fs.open(big_ino, os.O_RDONLY)
-    fs.continues()
+    assert fs.continues()
     followed = []
     for off in range(0, 3000, 1024):
         fs.read(big_ino, 1024, off, fh)

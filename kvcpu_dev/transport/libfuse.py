@@ -30,33 +30,59 @@ log = logging.getLogger("kvcpu_dev")
 _BATCH = 64
 #: ... or for this long (a reader of a large view keeps the queue full).
 _BATCH_S = 0.002
-#: But a lookup, an open, or a read that leaves its reader mid-file (a
-#: large view, read in 1 MiB requests) is followed by the next request at
-#: once: the session waits this long for it rather than yield.  Yielding
-#: let the ring's drain and the model's work run between every two
-#: requests, under a mixed flood ~3 ms each time, most of a 100,000-block
-#: listing's time.
-_CONTINUE_S = 0.001
-#: The first of it without sleeping: the next request comes 0.1-0.3 ms
-#: after a reply under a flood, and a thread of the daemon that sleeps
-#: meanwhile (SCHED_IDLE, driver/priority.py) may get no CPU back for
-#: milliseconds (up to 7 ms under 8 STEP floods: a model view's read 2-3x
-#: slower at worst than when the session yielded to the loop instead).
+#: But a large view's reader (its lookup, open, and each read that leaves
+#: it mid-file: Operations.continues) sends its next request at once, and
+#: yielding between them let the ring's drain and the model's work run
+#: between every two of a 1 MiB read's requests, under a mixed flood ~3 ms
+#: each time, most of a 100,000-block listing's time.  So the session waits
+#: for that next request rather than yield: _SPIN_S without sleeping (it
+#: comes 0.1-0.3 ms after a reply under a flood, and a thread of the daemon
+#: that sleeps meanwhile, SCHED_IDLE under a flood (driver/priority.py),
+#: may get no CPU back for milliseconds: up to 7 ms under 8 STEP floods),
+#: then up to _SLEEP_MS in poll() (whose unit is the millisecond).
 _SPIN_S = 0.0005
-#: The most the session keeps the loop so, and then not again for as long:
-#: the drain waits meanwhile (the ring, 16,384 events, holds ~90 ms of the
-#: fastest flood), and a reader reading on and on gets half the loop at most.
+_SLEEP_MS = 1
+#: A hold lasts this long at most, and the next begins no sooner after it
+#: than it lasted: the drain waits meanwhile (the ring, 16,384 events,
+#: holds ~90 ms of the fastest flood), and readers reading on and on get
+#: half the loop at most.
 _HOLD_S = 0.025
 
 
 def _comes_soon(next_request: select.poll) -> bool:
-    """Whether a request comes within _CONTINUE_S, looked for without
-    sleeping for _SPIN_S of it."""
+    """Whether a request comes within _SPIN_S (spinning) and _SLEEP_MS."""
     spin_until = time.monotonic() + _SPIN_S
     while not next_request.poll(0):
         if time.monotonic() >= spin_until:
-            return bool(next_request.poll((_CONTINUE_S - _SPIN_S) * 1e3))
+            return bool(next_request.poll(_SLEEP_MS))
     return True
+
+
+class _Holds:
+    """When the session keeps the loop for a reader whose next request
+    follows at once (see _HOLD_S)."""
+
+    def __init__(self) -> None:
+        self.began: float | None = None  # the hold under way, if any
+        self._calm_until = 0.0
+
+    def keep(self, continues: bool, next_request: select.poll) -> bool:
+        """Whether to serve the next request before yielding."""
+        if not continues:
+            return False
+        now = time.monotonic()
+        if self.began is None:
+            if now < self._calm_until:
+                return False
+            self.began = now
+        return now - self.began < _HOLD_S and _comes_soon(next_request)
+
+    def end(self) -> None:
+        """The loop is given back: a hold under way ends, and rests as long."""
+        if self.began is not None:
+            now = time.monotonic()
+            self._calm_until = now + (now - self.began)
+            self.began = None
 
 
 class Session:
@@ -91,8 +117,8 @@ class Session:
         """Answer requests until the kernel ends the session (unmount) or
         the task is cancelled, yielding to other trio tasks after _BATCH
         requests in a row or _BATCH_S of them, unless the next request
-        follows at once (_CONTINUE_S, _HOLD_S).  ``mark``: a watcher's
-        (driver/priority.py's Mark.words), told of each request served."""
+        follows at once (_Holds).  ``mark``: a watcher's (driver/priority.py's
+        Mark.words), told of each request served."""
         se, ops = self._se, self._ops
         fd = lib.fuse_session_fd(se)
         os.set_blocking(fd, False)
@@ -102,26 +128,22 @@ class Session:
         serve_one = lib.kv_fuse_serve_one
         mark = ffi.NULL if mark is None else mark
         served = 0
-        since = time.monotonic()  # the loop is this task's since then
-        calm_until = 0.0  # no hold before (one went the whole _HOLD_S)
+        since = time.monotonic()
+        holds = _Holds()
         try:
             while True:
                 res = serve_one(se, buf, mark)
                 if res > 0:
                     served += 1
-                    now = time.monotonic()
-                    held = now - since
-                    if ops.continues() and now >= calm_until:
-                        if held >= _HOLD_S:
-                            calm_until = now + _HOLD_S
-                        elif _comes_soon(next_request):
-                            continue
-                    if served % _BATCH == 0 or held > _BATCH_S:
+                    if holds.keep(ops.continues(), next_request):  # continues() is asked every time
+                        continue
+                    if holds.began is not None or served % _BATCH == 0 or time.monotonic() - since > _BATCH_S:
+                        holds.end()
                         await trio.lowlevel.checkpoint()
                         since = time.monotonic()
                 elif res == -errno.EAGAIN:
+                    holds.end()
                     await trio.lowlevel.wait_readable(fd)
-                    since = time.monotonic()
                 elif res == -errno.EINTR:
                     continue
                 else:  # 0: session ended (unmount, DESTROY); < 0: device gone
@@ -176,8 +198,8 @@ class Operations(Protocol):
     def started(self) -> None: ...
     def continues(self) -> bool:
         """Whether the request just answered is one whose next follows at
-        once (a lookup, an open, a read that left its reader mid-file);
-        asked once after each request."""
+        once (a large view's lookup, open, or read that left its reader
+        mid-file); asked once after each request."""
     def lookup(self, parent: int, name: bytes) -> Attr: ...
     def getattr(self, ino: int) -> Attr: ...
     def setattr(self, ino: int, to_set: int) -> Attr: ...
