@@ -129,6 +129,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30, help="each load's length")
     ap.add_argument("--loads", default="idle,mixed,steps", help="which loads, comma-separated")
     args = ap.parse_args()
+    unknown = set(args.loads.split(",")) - {"idle", "mixed", "steps"}
+    if unknown:
+        ap.error(f"--loads: no such load: {', '.join(sorted(unknown))} (idle, mixed, steps)")
     report = Report("bench_views: what users read while the device is flooded (one run)")
     with scratch() as tmp:
         load_bin = build_c("ioctl_load.c", tmp)

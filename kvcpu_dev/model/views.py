@@ -136,9 +136,10 @@ def block_arrays(m: ModelState, tier: int | str | None = None,
     }
 
 
-#: A directory's blocks spanning at most this many times their number are
-#: put in order by a scatter over their span rather than a sort.
-DENSE_SPAN = 8
+#: A directory's blocks spanning less than this many times their number
+#: are put in order by a scatter over their span rather than a sort: its
+#: int32 slots then take at most 16 bytes a block, as argsort's own do.
+DENSE_SPAN = 4
 
 
 def address_order(blocks: np.ndarray) -> np.ndarray:
@@ -148,10 +149,11 @@ def address_order(blocks: np.ndarray) -> np.ndarray:
     ms of the thread every reader waits for; sparse ones are sorted."""
     n = len(blocks)
     low = blocks.min() if n else 0
-    if n == 0 or int(blocks.max()) - int(low) >= DENSE_SPAN * n:
+    span = int(blocks.max()) - int(low) + 1 if n else 0
+    if n == 0 or span > DENSE_SPAN * n or n >= 2**31:
         return np.argsort(blocks, kind="stable")
-    slots = np.full(int(blocks.max()) - int(low) + 1, -1, np.intp)
-    slots[blocks - low] = np.arange(n)  # of two equal blocks, one is lost ...
+    slots = np.full(span, -1, np.int32)
+    slots[blocks - low] = np.arange(n, dtype=np.int32)  # of two equal blocks, one is lost ...
     order = slots[slots >= 0]
     return order if len(order) == n else np.argsort(blocks, kind="stable")  # ... and they are sorted
 

@@ -87,17 +87,24 @@ def test_random_snapshots_give_the_same_bytes(seed: int, n: int, block_size: int
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32))
 def test_odd_tiers_are_written_by_the_spec_chunk_by_chunk(seed: int) -> None:
-    spec, c = both(snapshot(seed, 3 * rows.CHUNK, odd_tiers=0.00005), 4096)
+    arrays = snapshot(seed, 3 * rows.CHUNK, odd_tiers=0.00005)
+    arrays["tier"][rows.CHUNK + seed % rows.CHUNK] = -1  # the second chunk's, at least, is the spec's
+    assert not written_in_c(arrays, 4096)
+    spec, c = both(arrays, 4096)
     assert c == spec
 
 
 def test_a_chunk_with_a_tier_out_of_range_is_written_by_the_spec() -> None:
-    arrays = snapshot(7, 2500)
+    n, bad = 2 * rows.CHUNK + 500, rows.CHUNK + 1500
+    arrays = snapshot(7, n)
     arrays["tier"][:] = 1
-    arrays["tier"][1500] = -2  # Python's TIER_NAMES[-2]: the C refuses that chunk
-    assert not written_in_c(arrays, 4096)
+    arrays["tier"][bad] = -2  # Python's TIER_NAMES[-2]: the C refuses that chunk, and only that one
+    writer = rows._Writer()
+    written = [writer.rows(rows.columns(arrays, 4096, start, min(n, start + rows.CHUNK))) is not None
+               for start in range(0, n, rows.CHUNK)]
+    assert written == [True, False, True]
     spec, c = both(arrays, 4096)
-    assert c == spec and spec.splitlines()[1501].split()[3] == "T2"
+    assert c == spec and spec.splitlines()[bad + 1].split()[3] == "T2"
 
 
 def test_a_tier_no_name_fits_raises_as_the_spec_does() -> None:
