@@ -148,9 +148,11 @@ def address_order(blocks: np.ndarray) -> np.ndarray:
     range: a scatter over it orders 100,000 in ~1 ms where a sort takes 5-8
     ms of the thread every reader waits for; sparse ones are sorted."""
     n = len(blocks)
-    low = blocks.min() if n else 0
-    span = int(blocks.max()) - int(low) + 1 if n else 0
-    if n == 0 or span > DENSE_SPAN * n or n >= 2**31:
+    if n == 0 or n >= 2**31:
+        return np.argsort(blocks, kind="stable")
+    low = blocks.min()
+    span = int(blocks.max()) - int(low) + 1
+    if span > DENSE_SPAN * n:
         return np.argsort(blocks, kind="stable")
     slots = np.full(span, -1, np.int32)
     slots[blocks - low] = np.arange(n, dtype=np.int32)  # of two equal blocks, one is lost ...
@@ -225,8 +227,4 @@ def blocks_pieces(m: ModelState) -> Pieces:
     def spec(start: int, end: int) -> dict[str, list[Any]]:
         return column_lists(arrays, bs, start, end)
 
-    if rows.available():
-        pieces = rows.block_pieces(n, arrays, bs, spec)
-    else:
-        pieces = (piece.encode() for piece in text.block_pieces(n, spec))
-    return Pieces(sum(a.nbytes for a in arrays.values()), pieces)
+    return Pieces(sum(a.nbytes for a in arrays.values()), rows.block_pieces(n, arrays, bs, spec))

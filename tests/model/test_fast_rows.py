@@ -134,3 +134,13 @@ def test_models_left_by_random_streams_list_the_same(seed: int) -> None:
     spec, c = both(arrays, m.block_size)
     assert c == spec
     assert c == views.render_blocks(m)  # what the attribute serves
+
+
+def test_without_the_c_the_spec_writes_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension built without rows.c (or none): the same bytes, from
+    model_text alone."""
+    arrays = snapshot(9, rows.CHUNK + 10)
+    spec, c = both(arrays, 4096)
+    monkeypatch.setattr(rows, "available", lambda: False)
+    monkeypatch.setattr(rows, "_Writer", None)  # the C is not called
+    assert both(arrays, 4096) == (spec, c) and c == spec
